@@ -1,0 +1,67 @@
+//! [`Config`]: everything the daemon needs to know to run, with its defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyward_protocol::frame::DEFAULT_MAX_REQUEST;
+use keyward_protocol::paths;
+
+use crate::connection::ConnectionLimits;
+use crate::hasher::HashCost;
+
+/// The daemon's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the key store and the lock file live (created 0700 if missing).
+    pub data_dir: PathBuf,
+    /// The app servers' socket (Ping, Verify).
+    pub verify_socket: PathBuf,
+    /// The operators' socket (everything).
+    pub admin_socket: PathBuf,
+    /// Mode of the verify socket; the group decides which app servers may connect.
+    pub verify_socket_mode: u32,
+    /// Mode of the admin socket.
+    pub admin_socket_mode: u32,
+    /// Argon2id cost of new hashes.
+    pub hash_cost: HashCost,
+    /// Argon2 computations at once (default: the number of cores).
+    pub hash_workers: usize,
+    /// Argon2 computations that may wait for a worker before verifies answer BUSY.
+    pub hash_queue: usize,
+    /// Open connections across both sockets; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    pub connection: ConnectionLimits,
+    /// How long a stop signal waits for in-flight requests before closing anyway.
+    pub drain_deadline: Duration,
+}
+
+impl Config {
+    /// The defaults, with the given locations.
+    pub fn new(data_dir: PathBuf, verify_socket: PathBuf, admin_socket: PathBuf) -> Config {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Config {
+            data_dir,
+            verify_socket,
+            admin_socket,
+            verify_socket_mode: 0o660,
+            admin_socket_mode: 0o600,
+            hash_cost: HashCost::default(),
+            hash_workers: cores,
+            hash_queue: 256,
+            max_connections: 1024,
+            connection: ConnectionLimits {
+                max_request: DEFAULT_MAX_REQUEST,
+                max_in_flight: 128,
+                handshake_timeout: Duration::from_secs(10),
+            },
+            drain_deadline: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for Config {
+    /// The default locations (see [`keyward_protocol::paths`]).
+    fn default() -> Config {
+        Config::new(paths::default_data_dir(), paths::default_verify_socket(), paths::default_admin_socket())
+    }
+}

@@ -1,0 +1,214 @@
+//! One client connection: handshake, then a pipelined read → answer → write loop.
+//!
+//! Frames are read into one buffer and answered in arrival order where memory can answer them (a warm
+//! verify never leaves this task); work that must wait (Argon2, a durable write) runs in a per-connection
+//! `JoinSet` and its reply is written when it completes, so replies can overtake each other — the request
+//! id tells the client which is which. All replies produced by one pass go out in a single write.
+//!
+//! Bounds: a frame longer than the limit is answered and the connection closed (the stream cannot be
+//! resynchronised); at most `max_in_flight` requests wait per connection, after which the loop stops reading
+//! and the kernel's socket buffer pushes back on the client. A frame that has a valid length but an
+//! undecodable body gets a `BAD_FRAME` reply and the connection carries on.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use keyward_protocol::frame::{self, HEADER_LEN};
+use keyward_protocol::{codec, ErrorCode, ErrorReply, Hello, HelloReply, Reply, ReplyFrame, RequestFrame, PROTOCOL_VERSION};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::{Handled, Service, SocketRole};
+
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Largest request payload, in bytes.
+    pub max_request: u32,
+    /// Requests that may wait for the hasher or the disk at once.
+    pub max_in_flight: usize,
+    /// Time a new connection has to send its handshake.
+    pub handshake_timeout: Duration,
+}
+
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Serves one connection until the peer leaves, a framing error, or shutdown (after in-flight requests
+/// have been answered).
+pub async fn serve(stream: UnixStream, role: SocketRole, service: Service, limits: ConnectionLimits, shutdown: CancellationToken) {
+    let (reader, writer) = stream.into_split();
+    let mut connection = Connection {
+        reader,
+        writer,
+        inbuf: BytesMut::with_capacity(READ_CHUNK),
+        out: Vec::with_capacity(READ_CHUNK),
+        pending: JoinSet::new(),
+        role,
+        service,
+        limits,
+    };
+    if let Err(error) = connection.run(shutdown).await {
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+struct Connection {
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    inbuf: BytesMut,
+    out: Vec<u8>,
+    pending: JoinSet<ReplyFrame>,
+    role: SocketRole,
+    service: Service,
+    limits: ConnectionLimits,
+}
+
+/// What the frame parser concluded about the stream.
+enum Stream {
+    Open,
+    /// Unrecoverable framing error: the reply is queued, close after writing it.
+    Broken,
+}
+
+impl Connection {
+    async fn run(&mut self, shutdown: CancellationToken) -> io::Result<()> {
+        if !self.handshake().await? {
+            return Ok(());
+        }
+        let mut reading = true;
+        loop {
+            if reading && matches!(self.answer_buffered(), Stream::Broken) {
+                reading = false;
+            }
+            if !self.out.is_empty() {
+                self.writer.write_all(&self.out).await?;
+                self.out.clear();
+            }
+            if !reading && self.pending.is_empty() {
+                return Ok(());
+            }
+            let may_read = reading && self.pending.len() < self.limits.max_in_flight;
+            tokio::select! {
+                Some(done) = self.pending.join_next(), if !self.pending.is_empty() => match done {
+                    Ok(frame) => put_reply(&mut self.out, &frame),
+                    Err(error) => tracing::error!(%error, "a request task failed"),
+                },
+                _ = shutdown.cancelled(), if reading => reading = false,
+                read = read_more(&mut self.reader, &mut self.inbuf), if may_read => {
+                    if read? == 0 {
+                        reading = false;
+                        if !self.inbuf.is_empty() {
+                            put_error(&mut self.out, 0, ErrorCode::BadFrame, "connection closed in the middle of a frame");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads and answers the handshake. `Ok(false)`: refused or timed out; the connection closes.
+    async fn handshake(&mut self) -> io::Result<bool> {
+        let deadline = tokio::time::sleep(self.limits.handshake_timeout);
+        tokio::pin!(deadline);
+        let total = loop {
+            match frame::next_frame_len(&self.inbuf, self.limits.max_request) {
+                Ok(Some(total)) => break total,
+                Ok(None) => {}
+                Err(error) => return self.refuse(ErrorCode::BadFrame, &error.to_string()).await,
+            }
+            tokio::select! {
+                read = read_more(&mut self.reader, &mut self.inbuf) => if read? == 0 { return Ok(false) },
+                _ = &mut deadline => return Ok(false),
+            }
+        };
+        let hello = self.inbuf.split_to(total);
+        match codec::decode_request::<Hello>(&hello[HEADER_LEN..]) {
+            Ok(Hello { version: PROTOCOL_VERSION }) => {
+                put_message(&mut self.out, &HelloReply::Accepted { version: PROTOCOL_VERSION });
+                Ok(true)
+            }
+            Ok(Hello { version }) => {
+                let message = format!("keywardd speaks protocol version {PROTOCOL_VERSION}; the client asked for version {version}");
+                self.refuse(ErrorCode::UnsupportedVersion, &message).await
+            }
+            Err(_) => self.refuse(ErrorCode::BadFrame, "the first frame must be a handshake (Hello { version })").await,
+        }
+    }
+
+    async fn refuse(&mut self, code: ErrorCode, message: &str) -> io::Result<bool> {
+        put_message(&mut self.out, &HelloReply::Rejected(ErrorReply::new(code, message)));
+        self.writer.write_all(&self.out).await?;
+        Ok(false)
+    }
+
+    /// Answers every complete frame in the buffer, as long as in-flight work stays under the limit.
+    fn answer_buffered(&mut self) -> Stream {
+        while self.pending.len() < self.limits.max_in_flight {
+            let total = match frame::next_frame_len(&self.inbuf, self.limits.max_request) {
+                Ok(Some(total)) => total,
+                Ok(None) => break,
+                Err(error) => {
+                    put_error(&mut self.out, 0, ErrorCode::BadFrame, &format!("{error}; closing the connection"));
+                    return Stream::Broken;
+                }
+            };
+            let frame = self.inbuf.split_to(total);
+            self.answer(&frame[HEADER_LEN..]);
+        }
+        Stream::Open
+    }
+
+    fn answer(&mut self, payload: &[u8]) {
+        let RequestFrame { id, request } = match codec::decode_request::<RequestFrame>(payload) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let id = codec::peek::<u64>(payload).unwrap_or(0);
+                put_error(&mut self.out, id, ErrorCode::BadFrame, &format!("undecodable request: {error}"));
+                return;
+            }
+        };
+        match self.service.handle(request, self.role) {
+            Handled::Now(reply) => put_reply(&mut self.out, &ReplyFrame { id, reply }),
+            Handled::Later(work) => {
+                self.pending.spawn(async move { ReplyFrame { id, reply: work.await } });
+            }
+        }
+    }
+}
+
+async fn read_more(reader: &mut OwnedReadHalf, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    reader.read_buf(buf).await
+}
+
+fn put_error(out: &mut Vec<u8>, id: u64, code: ErrorCode, message: &str) {
+    put_reply(out, &ReplyFrame { id, reply: Reply::Error(ErrorReply::new(code, message)) });
+}
+
+fn put_reply(out: &mut Vec<u8>, frame: &ReplyFrame) {
+    if !put_message(out, frame) {
+        put_error(out, frame.id, ErrorCode::Internal, "the reply could not be encoded");
+    }
+}
+
+/// Appends one framed message; `false` (and nothing appended) if it cannot be encoded.
+fn put_message<T: serde::Serialize>(out: &mut Vec<u8>, message: &T) -> bool {
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    match codec::encode_into(message, out) {
+        Ok(len) => {
+            let len = u32::try_from(len).expect("replies stay far below 4 GiB");
+            out[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, "reply encoding failed");
+            out.truncate(start);
+            false
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! `keywardd`, the keyward daemon, as a library: everything but argument parsing lives here so that it can
+//! be tested.
+//!
+//! A request's path: [`server`] accepts a connection on the verify or admin socket → [`connection`] reads
+//! frames and decodes them → [`service`] dispatches by request type to [`verify`] or [`manage`] →
+//! [`manage`] writes through [`store`] and swaps snapshots in [`index`] → the reply goes back through
+//! [`connection`].
+//!
+//! # Layout
+//! - [`server`]: startup, accept loops, drain and final flush.
+//! - [`connection`]: handshake, framing, pipelining, per-connection bounds.
+//! - [`service`]: the shared state handle and the one dispatch `match`.
+//! - [`verify`]: the verify decision, cheapest check first.
+//! - [`manage`]: create, list, get, revoke.
+//! - [`validate`]: the rules for every management field.
+//! - [`index`]: the in-memory hot index of every key.
+//! - [`store`]: durable storage (the only module that knows sled).
+//! - [`record`]: the stored key record and its views.
+//! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm digest.
+//! - [`mint`]: new key ids and secrets from the OS CSPRNG.
+//! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
+//! - [`config`], [`clock`], [`error`].
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod hasher;
+pub mod index;
+pub mod lockfile;
+pub mod manage;
+pub mod mint;
+pub mod record;
+pub mod server;
+pub mod service;
+pub mod signals;
+pub mod socket;
+pub mod store;
+pub mod validate;
+pub mod verify;
+
+pub use config::Config;
+pub use error::{DaemonError, StartError};
+pub use server::run;

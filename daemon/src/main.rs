@@ -1,0 +1,68 @@
+//! `keywardd`: parse flags, set up logging and signals, run the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyward_daemon::{signals, Config};
+use keyward_protocol::paths;
+use tokio_util::sync::CancellationToken;
+
+/// The keyward API-key daemon.
+#[derive(Debug, Parser)]
+#[command(name = "keywardd", version, about)]
+struct Args {
+    /// Data directory (default: $XDG_STATE_HOME/keyward, else ~/.local/state/keyward).
+    #[arg(long, env = paths::ENV_DATA_DIR)]
+    data_dir: Option<PathBuf>,
+    /// Verify socket for app servers (default: $XDG_RUNTIME_DIR/keyward/verify.sock, else /tmp/keyward-$UID/verify.sock).
+    #[arg(long, env = paths::ENV_SOCKET)]
+    socket: Option<PathBuf>,
+    /// Admin socket for operators (default: next to the verify socket, admin.sock).
+    #[arg(long, env = paths::ENV_ADMIN_SOCKET)]
+    admin_socket: Option<PathBuf>,
+}
+
+impl Args {
+    fn into_config(self) -> Config {
+        Config::new(
+            self.data_dir.unwrap_or_else(paths::default_data_dir),
+            self.socket.unwrap_or_else(paths::default_verify_socket),
+            self.admin_socket.unwrap_or_else(paths::default_admin_socket),
+        )
+    }
+}
+
+fn main() -> ExitCode {
+    let config = Args::parse().into_config();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // Every file and socket the daemon creates starts private; sockets are widened to their mode after bind.
+    // SAFETY: umask only swaps the process's file mode mask; no thread exists yet to race with it.
+    unsafe { libc::umask(0o077) };
+
+    let shutdown = CancellationToken::new();
+    if let Err(error) = signals::forward_stop_signals(shutdown.clone()) {
+        eprintln!("keywardd: cannot install signal handlers: {error}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("keywardd: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(keyward_daemon::run(config, shutdown)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "keywardd cannot start");
+            eprintln!("keywardd: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The rules every field of a management request must meet. Each check returns the normalised value or
+//! an [`DaemonError::InvalidArgument`] whose message says what is wrong and what is allowed.
+//!
+//! Messages never quote a field that could hold a token (key ids typed by an operator are not echoed).
+
+use keyward_protocol::token::Token;
+use keyward_protocol::{ExpirySpec, KeyId, ScopeSet};
+
+use crate::error::DaemonError;
+
+const NAME_CHARS: std::ops::RangeInclusive<usize> = 3..=50;
+const DESCRIPTION_MAX_CHARS: usize = 500;
+const WORKSPACE_MAX_LEN: usize = 64;
+
+fn invalid(message: impl Into<String>) -> DaemonError {
+    DaemonError::InvalidArgument(message.into())
+}
+
+/// A key name: trimmed, 3 to 50 characters, no control characters.
+pub fn name(raw: &str) -> Result<String, DaemonError> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if !NAME_CHARS.contains(&chars) {
+        return Err(invalid(format!("name must be 3 to 50 characters (got {chars})")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(invalid("name must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// An optional description: trimmed, at most 500 characters; line breaks and tabs allowed, no other control
+/// characters. Empty means none.
+pub fn description(raw: Option<&str>) -> Result<Option<String>, DaemonError> {
+    let Some(text) = raw.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let chars = text.chars().count();
+    if chars > DESCRIPTION_MAX_CHARS {
+        return Err(invalid(format!("description must be at most 500 characters (got {chars})")));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(invalid("description must not contain control characters other than line breaks and tabs"));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// A workspace id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
+pub fn workspace(raw: &str) -> Result<String, DaemonError> {
+    let ok = raw.len() <= WORKSPACE_MAX_LEN
+        && raw.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && raw.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(invalid("workspace must be 1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"))
+    }
+}
+
+/// A non-empty set of valid scopes, in canonical form.
+pub fn scopes(raw: &[String]) -> Result<Vec<String>, DaemonError> {
+    if raw.is_empty() {
+        return Err(invalid("at least one scope is required (e.g. read:tables, write:all, admin)"));
+    }
+    let set = ScopeSet::parse(raw).map_err(|e| invalid(e.to_string()))?;
+    Ok(set.to_strings())
+}
+
+/// The expiry time for a key created at `now`; refuses a time that has already passed.
+pub fn expiry(spec: ExpirySpec, now: i64) -> Result<Option<i64>, DaemonError> {
+    match spec.resolve(now) {
+        Some(at) if at <= now => Err(invalid("expiry must be in the future")),
+        resolved => Ok(resolved),
+    }
+}
+
+/// A key id typed by an operator. Never echoes the input: an operator may paste a whole token by mistake.
+pub fn key_id(raw: &str) -> Result<KeyId, DaemonError> {
+    KeyId::parse(raw).map_err(|_| {
+        if Token::parse(raw).is_ok() {
+            invalid("that is a whole token; pass the key id (the 12 characters after kw_live_ or kw_test_)")
+        } else {
+            invalid("a key id is 12 letters and digits")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_bounded() {
+        assert_eq!(name("  CI pipeline ").unwrap(), "CI pipeline");
+        assert!(name("ab").is_err());
+        assert!(name(&"x".repeat(51)).is_err());
+        assert!(name(&"é".repeat(50)).is_ok(), "counted in characters, not bytes");
+        assert!(name("bad\u{7}name").is_err());
+    }
+
+    #[test]
+    fn descriptions_workspaces_and_scopes() {
+        assert_eq!(description(Some("  ")).unwrap(), None);
+        assert!(description(Some("line\nbreak")).is_ok());
+        assert!(description(Some(&"d".repeat(501))).is_err());
+        assert!(workspace("ws_1.prod-eu").is_ok());
+        for bad in ["", "-ws", "has space", &"w".repeat(65)] {
+            assert!(workspace(bad).is_err(), "accepted {bad:?}");
+        }
+        assert_eq!(scopes(&["write:tables".into(), "read:tables".into()]).unwrap(), ["read:tables", "write:tables"]);
+        assert!(scopes(&[]).is_err());
+        assert!(scopes(&["root".into()]).is_err());
+    }
+
+    #[test]
+    fn expiry_must_be_ahead() {
+        assert_eq!(expiry(ExpirySpec::Never, 100).unwrap(), None);
+        assert_eq!(expiry(ExpirySpec::Days(15), 0).unwrap(), Some(15 * 86_400));
+        assert!(expiry(ExpirySpec::At(50), 100).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! The keyward wire contract: everything a client in any language needs to talk to `keywardd`.
+//!
+//! keyward speaks length-framed messages over a Unix stream socket:
+//!
+//! ```text
+//! +----------------+--------------------------------------+
+//! | length: u32 BE |  payload: `length` bytes (bincode 2,  |
+//! |   (4 bytes)    |  standard config: varint integers)   |
+//! +----------------+--------------------------------------+
+//! ```
+//!
+//! The length counts the payload only and is checked against a maximum (64 KiB for requests by default)
+//! before anything is allocated. The first frame in each direction is the handshake ([`Hello`] from the
+//! client, [`HelloReply`] from the daemon); every later client frame is a [`RequestFrame`] and every daemon
+//! frame a [`ReplyFrame`] carrying the request's id, so a client may pipeline many requests on one
+//! connection and match replies (which may arrive out of order) by id.
+//!
+//! # Layout
+//! - [`frame`]: the 4-byte length header, its limits, and blocking read/write helpers.
+//! - [`codec`]: the payload encoding; the one place bincode is named.
+//! - [`message`]: handshake, request and reply types.
+//! - [`token`]: the API token format: prefix, key id, secret and CRC32 checksum.
+//! - [`scope`]: scope strings and their implication rules.
+//! - [`code`]: stable verify outcome codes and error codes.
+//! - [`expiry`]: expiry presets accepted at creation.
+//! - [`paths`]: default socket and data locations, shared by daemon and CLI.
+//! - [`secret`]: a string that never prints and is wiped on drop.
+
+pub mod code;
+pub mod codec;
+pub mod expiry;
+pub mod frame;
+pub mod message;
+pub mod paths;
+pub mod scope;
+pub mod secret;
+pub mod token;
+
+pub use code::{ErrorCode, VerifyCode};
+pub use expiry::ExpirySpec;
+pub use message::{
+    CreateRequest, CreatedKey, ErrorReply, Hello, HelloReply, KeyPage, KeyStatus, KeyView, ListRequest, Reply,
+    ReplyFrame, Request, RequestFrame, VerifiedKey, VerifyAnswer, VerifyRequest,
+};
+pub use scope::{Scope, ScopeError, ScopeSet};
+pub use secret::Secret;
+pub use token::{Environment, KeyId, Token, TokenError};
+
+/// The protocol version this crate speaks. A daemon answers a handshake that names another version with
+/// [`ErrorCode::UnsupportedVersion`] and closes the connection.
+pub const PROTOCOL_VERSION: u16 = 1;

@@ -1,0 +1,255 @@
+//! The messages: handshake, requests and replies.
+//!
+//! Conversation on one connection:
+//!
+//! ```text
+//! client                                   daemon
+//!   | -- Hello { version } ------------------> |
+//!   | <------------------ HelloReply --------- |   Rejected => the daemon closes
+//!   | -- RequestFrame { id: 1, Verify } -----> |
+//!   | -- RequestFrame { id: 2, Verify } -----> |   pipelined: no need to wait
+//!   | <-------- ReplyFrame { id: 2, .. } ----- |   replies may come out of order
+//!   | <-------- ReplyFrame { id: 1, .. } ----- |
+//! ```
+//!
+//! Wire stability: bincode encodes an enum as its variant index, so variants and fields are only ever
+//! appended, never reordered or removed, within one [`crate::PROTOCOL_VERSION`]. [`Hello`] and
+//! [`HelloReply`] never change, so any client can learn which version a daemon speaks.
+//!
+//! Timestamps are Unix seconds (`i64`, UTC).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::code::{ErrorCode, VerifyCode};
+use crate::expiry::ExpirySpec;
+use crate::secret::Secret;
+use crate::token::Environment;
+
+/// The client's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+}
+
+/// The daemon's first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The daemon speaks `version`; requests may follow.
+    Accepted { version: u16 },
+    /// The daemon refuses (e.g. `UNSUPPORTED_VERSION`) and closes the connection.
+    Rejected(ErrorReply),
+}
+
+/// Every frame a client sends after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    /// Chosen by the client and echoed in the reply.
+    pub id: u64,
+    pub request: Request,
+}
+
+/// Every frame the daemon sends after the handshake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyFrame {
+    /// The id of the request this answers; 0 for a frame whose id could not be read.
+    pub id: u64,
+    pub reply: Reply,
+}
+
+/// A request. Verify socket: [`Request::Ping`] and [`Request::Verify`] only. Admin socket: all of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness check. Reply: [`Reply::Pong`].
+    Ping,
+    /// Check a token. Reply: [`Reply::Verify`] (every outcome, valid or not, is an answer, not an error).
+    Verify(VerifyRequest),
+    /// Create a key. Reply: [`Reply::Created`], the only reply that ever carries a token. Errors:
+    /// `INVALID_ARGUMENT`, `STORAGE`.
+    Create(CreateRequest),
+    /// List a workspace's keys, oldest first, one page at a time. Reply: [`Reply::Keys`].
+    List(ListRequest),
+    /// Show one key. Reply: [`Reply::Key`]. Errors: `KEY_NOT_FOUND`.
+    Get { id: String },
+    /// Revoke a key, permanently. Reply: [`Reply::Key`] with status `revoked`. Errors: `KEY_NOT_FOUND`,
+    /// `CONFLICT` (already revoked), `STORAGE`.
+    Revoke { id: String },
+}
+
+/// A reply. Errors are replies too: [`Reply::Error`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Pong,
+    Verify(VerifyAnswer),
+    Created(CreatedKey),
+    Keys(KeyPage),
+    Key(KeyView),
+    Error(ErrorReply),
+}
+
+/// A refused request: a stable code and a message for humans (never containing a secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorReply {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ErrorReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// Check a token, and optionally that it may act on a workspace with a scope.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    pub token: Secret,
+    /// A scope the key must hold (or hold something implying it), e.g. `write:tables`.
+    pub scope: Option<String>,
+    /// The workspace the caller is acting on; the key must belong to it.
+    pub workspace: Option<String>,
+}
+
+/// The outcome of a verify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyAnswer {
+    pub code: VerifyCode,
+    /// The key, when the secret was right (`VALID`, `EXPIRED`, `REVOKED`, `INSUFFICIENT_SCOPE`,
+    /// `WRONG_WORKSPACE`); `None` otherwise, so a wrong secret learns nothing about the key.
+    pub key: Option<VerifiedKey>,
+}
+
+/// What an app server learns about a key whose secret was right.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedKey {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub env: Environment,
+    /// Canonical scope strings.
+    pub scopes: Vec<String>,
+    pub expires_at: Option<i64>,
+}
+
+/// Create a key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub workspace: String,
+    /// 3 to 50 characters after trimming, no control characters.
+    pub name: String,
+    /// Up to 500 characters.
+    pub description: Option<String>,
+    /// At least one scope string.
+    pub scopes: Vec<String>,
+    pub expires: ExpirySpec,
+    pub env: Environment,
+}
+
+/// A new key and its token: shown once, never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    pub token: Secret,
+    pub key: KeyView,
+}
+
+/// List one workspace's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    pub workspace: String,
+    /// Continue after this key id (the previous page's `next`).
+    pub after: Option<String>,
+    /// Page size; 0 means the daemon's default. Capped by the daemon.
+    pub limit: u32,
+}
+
+/// One page of a listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyPage {
+    pub keys: Vec<KeyView>,
+    /// Pass as `after` to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A key's lifecycle state as shown to operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Expired => "expired",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+}
+
+/// A key as listings show it: never the token, its secret, or a hash of either.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: String,
+    /// The token's first 8 characters (e.g. `kw_live_`).
+    pub prefix: String,
+    /// The token's first 8 and last 4 characters with the rest elided.
+    pub masked: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub workspace: String,
+    pub env: Environment,
+    pub scopes: Vec<String>,
+    pub status: KeyStatus,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Free-form labels; empty for now, filled by later requests.
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn frames_round_trip_through_the_codec() {
+        let frame = RequestFrame {
+            id: 7,
+            request: Request::Verify(VerifyRequest {
+                token: Secret::new("kw_live_x"),
+                scope: Some("read:tables".into()),
+                workspace: None,
+            }),
+        };
+        let bytes = codec::encode(&frame).unwrap();
+        assert_eq!(codec::decode_request::<RequestFrame>(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn hello_encoding_is_fixed() {
+        // Any client, of any version, can rely on these bytes.
+        assert_eq!(codec::encode(&Hello { version: 1 }).unwrap(), [1]);
+        assert_eq!(codec::encode(&HelloReply::Accepted { version: 1 }).unwrap(), [0, 1]);
+    }
+
+    #[test]
+    fn trailing_bytes_and_huge_claims_are_refused() {
+        let mut bytes = codec::encode(&Hello { version: 1 }).unwrap();
+        bytes.push(0);
+        assert!(codec::decode_request::<Hello>(&bytes).is_err());
+        // A Verify whose token claims a 4-billion-byte string: refused without allocating it.
+        let hostile = [7u8, 1, 252, 0xff, 0xff, 0xff, 0xf0];
+        assert!(codec::decode_request::<RequestFrame>(&hostile).is_err());
+    }
+}
