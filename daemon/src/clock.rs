@@ -6,3 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
+
+/// Unix seconds as an RFC 3339 UTC string, for audit entries and messages.
+pub fn rfc3339(at: i64) -> String {
+    jiff::Timestamp::from_second(at).map(|ts| ts.to_string()).unwrap_or_else(|_| format!("@{at}"))
+}

@@ -33,6 +33,10 @@ pub struct Config {
     pub connection: ConnectionLimits,
     /// How long a stop signal waits for in-flight requests before closing anyway.
     pub drain_deadline: Duration,
+    /// From this time (Unix seconds) legacy personal keys answer LEGACY_SUNSET.
+    pub legacy_sunset: Option<i64>,
+    /// How often last-used times are written to the store.
+    pub last_used_interval: Duration,
 }
 
 impl Config {
@@ -55,6 +59,8 @@ impl Config {
                 handshake_timeout: Duration::from_secs(10),
             },
             drain_deadline: Duration::from_secs(10),
+            legacy_sunset: None,
+            last_used_interval: Duration::from_secs(2),
         }
     }
 }

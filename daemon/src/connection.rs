@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use keyward_protocol::frame::{self, HEADER_LEN};
-use keyward_protocol::{codec, ErrorCode, ErrorReply, Hello, HelloReply, Reply, ReplyFrame, RequestFrame, PROTOCOL_VERSION};
+use keyward_protocol::{
+    codec, Actor, ErrorCode, ErrorReply, Hello, HelloReply, Reply, ReplyFrame, RequestFrame, PROTOCOL_VERSION,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -39,9 +41,23 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Serves one connection until the peer leaves, a framing error, or shutdown (after in-flight requests
 /// have been answered).
-pub async fn serve(stream: UnixStream, role: SocketRole, service: Service, limits: ConnectionLimits, shutdown: CancellationToken) {
+pub async fn serve(
+    stream: UnixStream,
+    role: SocketRole,
+    service: Service,
+    limits: ConnectionLimits,
+    shutdown: CancellationToken,
+) {
+    let actor = match stream.peer_cred() {
+        Ok(cred) => Actor { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), label: None },
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the peer's credentials; closing");
+            return;
+        }
+    };
     let (reader, writer) = stream.into_split();
     let mut connection = Connection {
+        actor,
         reader,
         writer,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -57,6 +73,8 @@ pub async fn serve(stream: UnixStream, role: SocketRole, service: Service, limit
 }
 
 struct Connection {
+    /// The peer's credentials (SO_PEERCRED), for the audit log.
+    actor: Actor,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     inbuf: BytesMut,
@@ -132,7 +150,9 @@ impl Connection {
                 Ok(true)
             }
             Ok(Hello { version }) => {
-                let message = format!("keywardd speaks protocol version {PROTOCOL_VERSION}; the client asked for version {version}");
+                let message = format!(
+                    "keywardd speaks protocol version {PROTOCOL_VERSION}; the client asked for version {version}"
+                );
                 self.refuse(ErrorCode::UnsupportedVersion, &message).await
             }
             Err(_) => self.refuse(ErrorCode::BadFrame, "the first frame must be a handshake (Hello { version })").await,
@@ -171,7 +191,7 @@ impl Connection {
                 return;
             }
         };
-        match self.service.handle(request, self.role) {
+        match self.service.handle(request, self.role, &self.actor) {
             Handled::Now(reply) => put_reply(&mut self.out, &ReplyFrame { id, reply }),
             Handled::Later(work) => {
                 self.pending.spawn(async move { ReplyFrame { id, reply: work.await } });

@@ -66,11 +66,18 @@ struct Inner {
     waiting: AtomicUsize,
     queue_limit: usize,
     digest_key: Zeroizing<[u8; 32]>,
+    lookup_key: Zeroizing<[u8; 32]>,
 }
 
 impl Hasher {
     /// `workers` Argon2 computations run at once; at most `queue_limit` more may wait for a worker.
-    pub fn new(cost: HashCost, workers: usize, queue_limit: usize) -> Result<Self, String> {
+    /// `lookup_key` is the persistent key for imported tokens' lookup digests ([`crate::keyfile`]).
+    pub fn new(
+        cost: HashCost,
+        workers: usize,
+        queue_limit: usize,
+        lookup_key: Zeroizing<[u8; 32]>,
+    ) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
         Ok(Hasher {
@@ -80,16 +87,19 @@ impl Hasher {
                 waiting: AtomicUsize::new(0),
                 queue_limit,
                 digest_key: mint::key_material(),
+                lookup_key,
             }),
         })
     }
 
     /// The keyed digest of `secret` under this process's key.
     pub fn digest(&self, secret: &[u8]) -> Digest {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.inner.digest_key.as_ref())
-            .expect("HMAC takes keys of any length");
-        mac.update(secret);
-        Digest(mac.finalize().into_bytes().into())
+        Digest(hmac_sha256(self.inner.digest_key.as_ref(), secret))
+    }
+
+    /// The persistent lookup digest of a whole imported token.
+    pub fn lookup_digest(&self, token: &[u8]) -> [u8; 32] {
+        hmac_sha256(self.inner.lookup_key.as_ref(), token)
     }
 
     /// An Argon2id PHC string for `secret`, with a fresh random salt.
@@ -139,12 +149,18 @@ impl Hasher {
     }
 }
 
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn cheap() -> Hasher {
-        Hasher::new(HashCost { memory_kib: 64, iterations: 1, parallelism: 1 }, 2, 8).unwrap()
+        Hasher::new(HashCost { memory_kib: 64, iterations: 1, parallelism: 1 }, 2, 8, Zeroizing::new([7; 32])).unwrap()
     }
 
     #[tokio::test]
@@ -164,5 +180,6 @@ mod tests {
         assert!(a.digest(b"s").matches(&a.digest(b"s")));
         assert!(!a.digest(b"s").matches(&a.digest(b"t")));
         assert!(!a.digest(b"s").matches(&b.digest(b"s")), "a fresh process key gives other digests");
+        assert_eq!(a.lookup_digest(b"s"), b.lookup_digest(b"s"), "the lookup key is the persistent one");
     }
 }

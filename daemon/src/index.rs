@@ -2,8 +2,10 @@
 //!
 //! Each entry is an immutable snapshot ([`HotKey`]) behind an `Arc`. A management change builds a new
 //! snapshot and swaps it in *before* the change is acknowledged, so the next verify sees it; a verify holds
-//! the map's shard lock only long enough to clone the `Arc`. What changes without a management call (the
-//! warm digest, last-used time) lives in cells carried from one snapshot to the next.
+//! the map's shard lock only long enough to clone the `Arc`. What changes without a management call — the
+//! warm digests and the last-used time — lives in shared cells carried from one snapshot to the next.
+//!
+//! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,7 +14,28 @@ use dashmap::DashMap;
 use keyward_protocol::{KeyId, ScopeSet};
 
 use crate::hasher::Digest;
-use crate::record::KeyRecord;
+use crate::record::{KeyRecord, StoredSecret};
+
+/// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash.
+#[derive(Clone, Debug, Default)]
+pub struct WarmCell(Arc<OnceLock<Digest>>);
+
+impl WarmCell {
+    pub fn get(&self) -> Option<&Digest> {
+        self.0.get()
+    }
+
+    pub fn set(&self, digest: Digest) {
+        let _ = self.0.set(digest);
+    }
+}
+
+/// One secret of a key as verify sees it: its hash and its warm cell.
+#[derive(Debug)]
+pub struct HotSecret {
+    pub phc: Arc<str>,
+    pub warm: WarmCell,
+}
 
 /// One key as the verify path needs it.
 #[derive(Debug)]
@@ -20,42 +43,38 @@ pub struct HotKey {
     pub record: KeyRecord,
     /// The record's scopes, parsed once.
     pub scopes: ScopeSet,
-    /// The PHC string, shared with in-flight Argon2 checks.
-    pub phc: Arc<str>,
-    /// Set by the first verify whose secret passes Argon2; later verifies compare against it.
-    warm: Arc<OnceLock<Digest>>,
+    pub current: HotSecret,
+    /// The previous secret during a regenerate's grace window (check `record.previous.until`).
+    pub previous: Option<HotSecret>,
     /// Last successful verify, Unix seconds; 0 when never used.
     last_used: Arc<AtomicI64>,
+    /// The last-used time the store holds.
+    last_used_saved: Arc<AtomicI64>,
 }
 
 impl HotKey {
-    /// A snapshot of a record loaded from storage or newly created.
-    pub fn new(record: KeyRecord) -> HotKey {
-        let last_used = record.last_used_at.unwrap_or(0);
-        HotKey::build(record, Arc::new(OnceLock::new()), Arc::new(AtomicI64::new(last_used)))
+    /// A snapshot of a record loaded from storage (with its stored last-used time) or newly created.
+    pub fn new(record: KeyRecord, last_used: Option<i64>) -> HotKey {
+        let at = last_used.unwrap_or(0);
+        HotKey::build(record, &[], Arc::new(AtomicI64::new(at)), Arc::new(AtomicI64::new(at)))
     }
 
-    /// The next snapshot of this key: same secret cells (the warm digest stays valid while the hash is
-    /// unchanged), new settings.
+    /// The next snapshot of this key. A secret whose hash is unchanged keeps its warm cell, so a regenerate
+    /// with a grace window leaves the old token as warm as it was.
     pub fn succeed(&self, record: KeyRecord) -> HotKey {
-        let warm = if record.secret.phc == *self.phc { self.warm.clone() } else { Arc::new(OnceLock::new()) };
-        HotKey::build(record, warm, self.last_used.clone())
+        let known: Vec<&HotSecret> = std::iter::once(&self.current).chain(&self.previous).collect();
+        HotKey::build(record, &known, self.last_used.clone(), self.last_used_saved.clone())
     }
 
-    fn build(record: KeyRecord, warm: Arc<OnceLock<Digest>>, last_used: Arc<AtomicI64>) -> HotKey {
+    fn build(record: KeyRecord, known: &[&HotSecret], last_used: Arc<AtomicI64>, saved: Arc<AtomicI64>) -> HotKey {
+        let hot = |secret: &StoredSecret| {
+            let warm = known.iter().find(|k| *k.phc == *secret.phc).map(|k| k.warm.clone()).unwrap_or_default();
+            HotSecret { phc: Arc::from(secret.phc.as_str()), warm }
+        };
+        let current = hot(&record.secret);
+        let previous = record.previous.as_ref().map(|p| hot(&p.secret));
         let scopes = ScopeSet::parse(&record.scopes).unwrap_or_default();
-        let phc = Arc::from(record.secret.phc.as_str());
-        HotKey { record, scopes, phc, warm, last_used }
-    }
-
-    /// The cached digest, once a verify has warmed this key.
-    pub fn warm_digest(&self) -> Option<&Digest> {
-        self.warm.get()
-    }
-
-    /// Caches the digest of a secret that has just passed Argon2 against this snapshot's hash.
-    pub fn warm_up(&self, digest: Digest) {
-        let _ = self.warm.set(digest);
+        HotKey { record, scopes, current, previous, last_used, last_used_saved: saved }
     }
 
     /// Records a successful verify at `now`.
@@ -68,40 +87,64 @@ impl HotKey {
         Some(self.last_used.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 
-    /// The record with the freshest last-used time folded in, ready to be stored.
-    pub fn current_record(&self) -> KeyRecord {
-        KeyRecord { last_used_at: self.last_used_at(), ..self.record.clone() }
+    /// The last-used time if it moved since it was last saved.
+    pub fn unsaved_last_used(&self) -> Option<i64> {
+        let at = self.last_used.load(Ordering::Relaxed);
+        (at > self.last_used_saved.load(Ordering::Relaxed)).then_some(at)
+    }
+
+    /// Notes that the store now holds `at`.
+    pub fn mark_last_used_saved(&self, at: i64) {
+        self.last_used_saved.fetch_max(at, Ordering::Relaxed);
     }
 }
 
-/// Every key by id; cheap to clone.
+/// Every key by id, and imported keys by lookup digest; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Index {
     keys: Arc<DashMap<KeyId, Arc<HotKey>>>,
+    imported: Arc<DashMap<[u8; 32], KeyId>>,
 }
 
 impl Index {
-    /// An index holding `records`.
-    pub fn load(records: Vec<KeyRecord>) -> Index {
-        let index = Index::default();
-        for record in records {
-            index.keys.insert(record.id.clone(), Arc::new(HotKey::new(record)));
-        }
-        index
-    }
-
     /// The current snapshot of key `id`.
     pub fn get(&self, id: &str) -> Option<Arc<HotKey>> {
         self.keys.get(id).map(|entry| entry.value().clone())
+    }
+
+    /// The key an imported token's lookup digest belongs to.
+    pub fn find_imported(&self, lookup: &[u8; 32]) -> Option<Arc<HotKey>> {
+        let id = self.imported.get(lookup)?.value().clone();
+        self.get(id.as_str())
+    }
+
+    /// Whether any imported key exists (lets verify skip the lookup digest for garbage when none do).
+    pub fn has_imports(&self) -> bool {
+        !self.imported.is_empty()
     }
 
     pub fn contains(&self, id: &str) -> bool {
         self.keys.contains_key(id)
     }
 
-    /// Installs `key` as the current snapshot of its id.
+    /// Installs `key` as the current snapshot of its id, and keeps the import lookups in step with it.
     pub fn put(&self, key: HotKey) {
-        self.keys.insert(key.record.id.clone(), Arc::new(key));
+        let lookups = |record: &KeyRecord| -> Vec<[u8; 32]> {
+            std::iter::once(&record.secret)
+                .chain(record.previous.as_ref().map(|p| &p.secret))
+                .filter_map(|s| s.lookup)
+                .collect()
+        };
+        let id = key.record.id.clone();
+        let new = lookups(&key.record);
+        if let Some(old) = self.keys.insert(id.clone(), Arc::new(key)) {
+            for gone in lookups(&old.record).into_iter().filter(|l| !new.contains(l)) {
+                self.imported.remove(&gone);
+            }
+        }
+        for lookup in new {
+            self.imported.insert(lookup, id.clone());
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -112,16 +155,17 @@ impl Index {
         self.keys.is_empty()
     }
 
-    /// The snapshots of one workspace's keys, oldest first (ties broken by id).
-    pub fn workspace_keys(&self, workspace: &str) -> Vec<Arc<HotKey>> {
-        let mut keys: Vec<Arc<HotKey>> = self
-            .keys
-            .iter()
-            .filter(|entry| entry.value().record.workspace == workspace)
-            .map(|entry| entry.value().clone())
-            .collect();
+    /// The snapshots `keep` accepts, oldest first (ties broken by id).
+    pub fn select(&self, keep: impl Fn(&KeyRecord) -> bool) -> Vec<Arc<HotKey>> {
+        let mut keys: Vec<Arc<HotKey>> =
+            self.keys.iter().filter(|entry| keep(&entry.value().record)).map(|entry| entry.value().clone()).collect();
         keys.sort_by(|a, b| order(a).cmp(&order(b)));
         keys
+    }
+
+    /// Every snapshot, in no particular order.
+    pub fn all(&self) -> Vec<Arc<HotKey>> {
+        self.keys.iter().map(|entry| entry.value().clone()).collect()
     }
 }
 

@@ -11,12 +11,14 @@
 //! - [`connection`]: handshake, framing, pipelining, per-connection bounds.
 //! - [`service`]: the shared state handle and the one dispatch `match`.
 //! - [`verify`]: the verify decision, cheapest check first.
-//! - [`manage`]: create, list, get, revoke.
+//! - [`manage`]: create, import, edit, regenerate, deactivate/activate, revoke, accounts, listings, audit.
 //! - [`validate`]: the rules for every management field.
 //! - [`index`]: the in-memory hot index of every key.
 //! - [`store`]: durable storage (the only module that knows sled).
 //! - [`record`]: the stored key record and its views.
-//! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm digest.
+//! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm and lookup digests.
+//! - [`keyfile`]: the persistent lookup key for imported tokens.
+//! - [`flusher`]: the batch writer for last-used times.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
 //! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
 //! - [`config`], [`clock`], [`error`].
@@ -25,8 +27,10 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod flusher;
 pub mod hasher;
 pub mod index;
+pub mod keyfile;
 pub mod lockfile;
 pub mod manage;
 pub mod mint;

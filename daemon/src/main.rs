@@ -21,24 +21,33 @@ struct Args {
     /// Admin socket for operators (default: next to the verify socket, admin.sock).
     #[arg(long, env = paths::ENV_ADMIN_SOCKET)]
     admin_socket: Option<PathBuf>,
+    /// From this RFC 3339 time on, legacy personal keys answer LEGACY_SUNSET.
+    #[arg(long, env = "KEYWARD_LEGACY_SUNSET", value_parser = parse_time)]
+    legacy_sunset: Option<i64>,
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|ts| ts.as_second())
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-06-30T00:00:00Z: {e}"))
 }
 
 impl Args {
     fn into_config(self) -> Config {
-        Config::new(
+        let mut config = Config::new(
             self.data_dir.unwrap_or_else(paths::default_data_dir),
             self.socket.unwrap_or_else(paths::default_verify_socket),
             self.admin_socket.unwrap_or_else(paths::default_admin_socket),
-        )
+        );
+        config.legacy_sunset = self.legacy_sunset;
+        config
     }
 }
 
 fn main() -> ExitCode {
     let config = Args::parse().into_config();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     // Every file and socket the daemon creates starts private; sockets are widened to their mode after bind.

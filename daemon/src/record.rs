@@ -1,28 +1,47 @@
 //! [`KeyRecord`]: a key as the daemon stores it, and how it is shown ([`KeyRecord::view`]).
 //!
-//! A record holds the Argon2id hash of the key's secret, never the token. Its `Debug` prints no hash.
+//! A record holds Argon2id hashes of secrets, never a token. Its `Debug` prints no hash and no lookup
+//! digest.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use keyward_protocol::{token, Environment, KeyId, KeyStatus, KeyView, VerifiedKey};
+use keyward_protocol::{token, Environment, KeyId, KeyOrigin, KeyStatus, KeyView, Role, VerifiedKey};
 use serde::{Deserialize, Serialize};
 
-/// The stored form of a key's secret: an Argon2id PHC string plus the public ends of the token.
+/// The stored form of one token's secret.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSecret {
-    /// Argon2id PHC string of the secret part of the token.
+    /// Argon2id PHC string of the secret: the secret part of a keyward token, or a whole imported token.
     pub phc: String,
-    /// The token's first [`token::PREFIX_LEN`] characters.
+    /// The token's first characters, shown in listings (8 for keyward tokens; fewer for short imports).
     pub prefix: String,
-    /// The token's last [`token::TAIL_LEN`] characters (checksum digits), for the masked preview.
+    /// The token's last characters, shown in the masked preview (possibly none for short imports).
     pub tail: String,
+    /// For an imported token: its keyed lookup digest, which finds the record without a key id.
+    pub lookup: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for StoredSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "StoredSecret {{ phc: [redacted], prefix: {:?}, tail: {:?} }}", self.prefix, self.tail)
     }
+}
+
+/// A previous token that keeps working until `until` after a regenerate with a grace window.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    pub secret: StoredSecret,
+    /// Unix seconds; the old token is refused from this time on.
+    pub until: i64,
+}
+
+/// Whether a key answers verifies. Revocation is separate and final (`revoked_at`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    #[default]
+    Active,
+    Inactive,
 }
 
 /// One key, as stored and indexed.
@@ -35,12 +54,17 @@ pub struct KeyRecord {
     pub description: Option<String>,
     /// Canonical scope strings (parsed, sorted, deduplicated).
     pub scopes: Vec<String>,
+    pub role: Role,
+    pub metadata: BTreeMap<String, String>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
-    pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
-    pub metadata: BTreeMap<String, String>,
+    pub state: KeyState,
+    pub origin: KeyOrigin,
+    /// The account of a legacy personal key.
+    pub account: Option<String>,
     pub secret: StoredSecret,
+    pub previous: Option<PreviousSecret>,
 }
 
 impl KeyRecord {
@@ -49,19 +73,38 @@ impl KeyRecord {
         self.expires_at.is_some_and(|at| at <= now)
     }
 
-    /// The operator-facing status at `now`. Revocation wins over expiry.
-    pub fn status(&self, now: i64) -> KeyStatus {
+    /// Whether this is a legacy personal key.
+    pub fn is_legacy(&self) -> bool {
+        self.origin == KeyOrigin::Legacy
+    }
+
+    /// The operator-facing status at `now`, given the legacy sunset (if any). Revocation wins over
+    /// everything, then deactivation, then expiry.
+    pub fn status(&self, now: i64, sunset: Option<i64>) -> KeyStatus {
         if self.revoked_at.is_some() {
             KeyStatus::Revoked
+        } else if self.state == KeyState::Inactive {
+            KeyStatus::Inactive
         } else if self.is_expired(now) {
             KeyStatus::Expired
+        } else if self.is_legacy() {
+            if sunset.is_some_and(|at| at <= now) {
+                KeyStatus::Sunset
+            } else {
+                KeyStatus::Legacy
+            }
         } else {
             KeyStatus::Active
         }
     }
 
+    /// The previous token's end, while it still works at `now`.
+    pub fn previous_until(&self, now: i64) -> Option<i64> {
+        self.previous.as_ref().map(|p| p.until).filter(|&until| until > now)
+    }
+
     /// How listings show the key. `last_used_at` is the freshest value the caller knows.
-    pub fn view(&self, now: i64, last_used_at: Option<i64>) -> KeyView {
+    pub fn view(&self, now: i64, sunset: Option<i64>, last_used_at: Option<i64>) -> KeyView {
         KeyView {
             id: self.id.to_string(),
             prefix: self.secret.prefix.clone(),
@@ -71,12 +114,16 @@ impl KeyRecord {
             workspace: self.workspace.clone(),
             env: self.env,
             scopes: self.scopes.clone(),
-            status: self.status(now),
+            status: self.status(now, sunset),
             created_at: self.created_at,
             last_used_at,
             expires_at: self.expires_at,
             revoked_at: self.revoked_at,
             metadata: self.metadata.clone(),
+            role: self.role,
+            origin: self.origin,
+            account: self.account.clone(),
+            previous_token_until: self.previous_until(now),
         }
     }
 
@@ -89,6 +136,9 @@ impl KeyRecord {
             env: self.env,
             scopes: self.scopes.clone(),
             expires_at: self.expires_at,
+            role: self.role,
+            metadata: self.metadata.clone(),
+            account: self.account.clone(),
         }
     }
 }

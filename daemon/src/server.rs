@@ -16,10 +16,9 @@ use crate::config::Config;
 use crate::connection::{self, ConnectionLimits};
 use crate::error::StartError;
 use crate::hasher::Hasher;
-use crate::index::Index;
 use crate::service::{Service, SocketRole};
 use crate::store::Store;
-use crate::{lockfile, socket};
+use crate::{flusher, keyfile, lockfile, socket};
 
 /// Runs the daemon until `shutdown` is cancelled, then drains in-flight requests (up to the configured
 /// deadline), flushes the store and removes the socket files.
@@ -29,11 +28,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         .create(&config.data_dir)
         .map_err(|e| StartError::DataDir { path: config.data_dir.clone(), reason: e.to_string() })?;
     let _lock = lockfile::lock(&config.data_dir)?;
+    let lookup_key = keyfile::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
-    let records = store.load_keys()?;
-    let index = Index::load(records);
-    let hasher = Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue).map_err(StartError::Config)?;
-    let service = Service::new(index, store, hasher);
+    let loaded = store.load()?;
+    let hasher = Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, lookup_key)
+        .map_err(StartError::Config)?;
+    let service = Service::new(loaded, store, hasher, config.legacy_sunset);
 
     let (verify_listener, _verify_file) = socket::bind(&config.verify_socket, config.verify_socket_mode)?;
     let (admin_listener, _admin_file) = socket::bind(&config.admin_socket, config.admin_socket_mode)?;
@@ -45,14 +45,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
 
     let tracker = TaskTracker::new();
+    let flusher = tokio::spawn(flusher::run(service.clone(), config.last_used_interval, shutdown.clone()));
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let door = Door { service: service.clone(), limits: config.connection, permits, tracker: tracker.clone(), shutdown: shutdown.clone() };
-    tokio::join!(door.clone().accept(verify_listener, SocketRole::Verify), door.accept(admin_listener, SocketRole::Admin));
+    let door = Door {
+        service: service.clone(),
+        limits: config.connection,
+        permits,
+        tracker: tracker.clone(),
+        shutdown: shutdown.clone(),
+    };
+    tokio::join!(
+        door.clone().accept(verify_listener, SocketRole::Verify),
+        door.accept(admin_listener, SocketRole::Admin)
+    );
 
     tracker.close();
     if tokio::time::timeout(config.drain_deadline, tracker.wait()).await.is_err() {
         tracing::warn!(deadline = ?config.drain_deadline, "drain deadline passed; closing remaining connections");
     }
+    let _ = flusher.await;
+    flusher::save_last_used(&service).await;
     let store = service.store().clone();
     match tokio::task::spawn_blocking(move || store.flush()).await {
         Ok(Ok(())) => tracing::info!("store flushed; keywardd stopped"),

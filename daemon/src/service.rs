@@ -6,15 +6,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use keyward_protocol::{Reply, Request};
+use dashmap::DashMap;
+use keyward_protocol::{Actor, Reply, Request};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
-use crate::index::Index;
-use crate::store::Store;
+use crate::index::{HotKey, Index};
+use crate::record::KeyRecord;
+use crate::store::{Loaded, Store};
+use crate::validate;
 use crate::verify::Step;
 
 /// Which socket a connection came in on, and so which requests it may make.
@@ -40,12 +44,21 @@ pub struct Service {
     inner: Arc<Inner>,
 }
 
+/// No legacy sunset configured.
+const NO_SUNSET: i64 = i64::MAX;
+
 struct Inner {
     index: Index,
     store: Arc<Store>,
     hasher: Hasher,
     /// Serialises changes so each is read-modify-write on the latest snapshot of a key.
     writes: Mutex<()>,
+    /// Account → the workspaces its legacy keys may act on.
+    accounts: DashMap<String, Arc<[String]>>,
+    /// Unix seconds from which legacy keys answer LEGACY_SUNSET; [`NO_SUNSET`] for none.
+    legacy_sunset: AtomicI64,
+    /// The sequence number of the next audit entry (advanced only under the write lock, after a commit).
+    next_audit_seq: AtomicU64,
 }
 
 fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) -> Reply {
@@ -56,8 +69,25 @@ fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) 
 }
 
 impl Service {
-    pub fn new(index: Index, store: Store, hasher: Hasher) -> Service {
-        Service { inner: Arc::new(Inner { index, store: Arc::new(store), hasher, writes: Mutex::new(()) }) }
+    /// The service over what the store held at startup.
+    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, legacy_sunset: Option<i64>) -> Service {
+        let index = Index::default();
+        for record in loaded.keys {
+            let last_used = loaded.last_used.get(record.id.as_str()).copied();
+            index.put(HotKey::new(record, last_used));
+        }
+        let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
+        Service {
+            inner: Arc::new(Inner {
+                index,
+                store: Arc::new(store),
+                hasher,
+                writes: Mutex::new(()),
+                accounts,
+                legacy_sunset: AtomicI64::new(legacy_sunset.unwrap_or(NO_SUNSET)),
+                next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
+            }),
+        }
     }
 
     pub fn index(&self) -> &Index {
@@ -76,31 +106,113 @@ impl Service {
         self.inner.writes.lock().await
     }
 
-    /// Answers `request` arriving on a socket of `role`.
-    pub fn handle(&self, request: Request, role: SocketRole) -> Handled {
+    /// When legacy keys stop working, if ever.
+    pub fn legacy_sunset(&self) -> Option<i64> {
+        Some(self.inner.legacy_sunset.load(Ordering::Relaxed)).filter(|&at| at != NO_SUNSET)
+    }
+
+    /// Moves (or clears) the legacy sunset; takes effect on the next verify.
+    pub fn set_legacy_sunset(&self, at: Option<i64>) {
+        self.inner.legacy_sunset.store(at.unwrap_or(NO_SUNSET), Ordering::Relaxed);
+    }
+
+    /// The workspaces an account's legacy keys may act on.
+    pub fn account_workspaces(&self, account: &str) -> Option<Arc<[String]>> {
+        self.inner.accounts.get(account).map(|entry| entry.value().clone())
+    }
+
+    pub(crate) fn put_account(&self, account: String, workspaces: Vec<String>) {
+        self.inner.accounts.insert(account, Arc::from(workspaces));
+    }
+
+    /// The sequence number the next audit entry gets. Call under the write lock.
+    pub(crate) fn peek_audit_seq(&self) -> u64 {
+        self.inner.next_audit_seq.load(Ordering::Acquire)
+    }
+
+    /// Advances the audit sequence after an entry was committed. Call under the write lock.
+    pub(crate) fn advance_audit_seq(&self) {
+        self.inner.next_audit_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether `record` may act on `workspace`: its own, or for a legacy key any of its account's.
+    pub fn may_act_on(&self, record: &KeyRecord, workspace: &str) -> bool {
+        if record.workspace == workspace {
+            return true;
+        }
+        let Some(account) = record.account.as_deref().filter(|_| record.is_legacy()) else {
+            return false;
+        };
+        self.account_workspaces(account).is_some_and(|list| list.iter().any(|ws| ws == workspace))
+    }
+
+    /// Answers `request` arriving on a socket of `role` from `actor`.
+    pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor) -> Handled {
         match (role, request) {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
             (_, Request::Verify(verify)) => match self.verify_now(verify) {
                 Ok(Step::Done(answer)) => Handled::Now(Reply::Verify(answer)),
                 Ok(Step::Cold(check)) => {
-                    let service = self.clone();
-                    Handled::Later(Box::pin(async move { reply_from(service.verify_cold(check).await, Reply::Verify) }))
+                    self.later(|s| async move { reply_from(s.verify_cold(check).await, Reply::Verify) })
                 }
                 Err(error) => Handled::Now(Reply::Error(error.to_reply())),
             },
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(
                 DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
             )),
-            (SocketRole::Admin, Request::Create(create)) => {
-                let service = self.clone();
-                Handled::Later(Box::pin(async move { reply_from(service.create(create).await, Reply::Created) }))
+            (SocketRole::Admin, request) => self.manage(request, actor.clone()),
+        }
+    }
+
+    fn manage(&self, request: Request, actor: Actor) -> Handled {
+        match request {
+            Request::Ping | Request::Verify(_) => self.handle(request, SocketRole::Admin, &actor),
+            Request::As { actor: label, request } => match (validate::actor(&label), *request) {
+                (Err(error), _) => Handled::Now(Reply::Error(error.to_reply())),
+                (Ok(_), Request::As { .. }) => Handled::Now(Reply::Error(
+                    DaemonError::InvalidArgument("`As` requests cannot be nested".into()).to_reply(),
+                )),
+                (Ok(label), inner) => self.manage(inner, Actor { label: Some(label), ..actor }),
+            },
+            Request::List(list) => Handled::Now(reply_from(self.list(&list), Reply::Keys)),
+            Request::Get { id } => Handled::Now(reply_from(self.get(&id), Reply::Key)),
+            Request::ListLegacy { account } => {
+                Handled::Now(reply_from(self.list_legacy(account.as_deref()), Reply::Keys))
             }
-            (SocketRole::Admin, Request::List(list)) => Handled::Now(reply_from(self.list(&list), Reply::Keys)),
-            (SocketRole::Admin, Request::Get { id }) => Handled::Now(reply_from(self.get(&id), Reply::Key)),
-            (SocketRole::Admin, Request::Revoke { id }) => {
-                let service = self.clone();
-                Handled::Later(Box::pin(async move { reply_from(service.revoke(&id).await, Reply::Key) }))
+            Request::GetAccount { account } => Handled::Now(reply_from(self.get_account(&account), Reply::Account)),
+            Request::Audit(query) => self.later(|s| async move { reply_from(s.audit(query).await, Reply::Audit) }),
+            Request::Create(create) => {
+                self.later(|s| async move { reply_from(s.create(create, &actor).await, Reply::Created) })
+            }
+            Request::Import(import) => {
+                self.later(|s| async move { reply_from(s.import(import, &actor).await, Reply::Key) })
+            }
+            Request::Edit { id, changes } => {
+                self.later(|s| async move { reply_from(s.edit(&id, changes, &actor).await, Reply::Key) })
+            }
+            Request::Regenerate { id, grace_seconds } => self.later(move |s| async move {
+                reply_from(s.regenerate(&id, grace_seconds, &actor).await, Reply::Created)
+            }),
+            Request::Deactivate { id } => {
+                self.later(|s| async move { reply_from(s.set_active(&id, false, &actor).await, Reply::Key) })
+            }
+            Request::Activate { id } => {
+                self.later(|s| async move { reply_from(s.set_active(&id, true, &actor).await, Reply::Key) })
+            }
+            Request::Revoke { id } => {
+                self.later(|s| async move { reply_from(s.revoke(&id, &actor).await, Reply::Key) })
+            }
+            Request::SetAccount(account) => {
+                self.later(|s| async move { reply_from(s.set_account(account, &actor).await, Reply::Account) })
             }
         }
+    }
+
+    fn later<F, Fut>(&self, work: F) -> Handled
+    where
+        F: FnOnce(Service) -> Fut,
+        Fut: Future<Output = Reply> + Send + 'static,
+    {
+        Handled::Later(Box::pin(work(self.clone())))
     }
 }

@@ -1,15 +1,24 @@
 //! Durable storage: the one module that knows sled.
 //!
-//! Layout: one sled tree, `keys`, mapping a key id to a versioned, codec-encoded [`KeyRecord`]. Every write
-//! is followed by a flush (fsync of sled's log) before it returns, so a caller that acknowledges after
-//! [`Store::put_key`] has returned never acknowledges something a crash could lose.
+//! Trees:
+//! - `keys`: key id → versioned, codec-encoded [`KeyRecord`];
+//! - `audit`: big-endian sequence number → [`AuditEntry`];
+//! - `accounts`: account → the workspaces its legacy keys may act on;
+//! - `last_used`: key id → Unix seconds, big-endian (written in batches, apart from the records, so the
+//!   batch writer can never overwrite a management change).
+//!
+//! A management change and its audit entry are written in one sled transaction and flushed (fsync of
+//! sled's log) before [`Store::commit`] returns: a caller that acknowledges afterwards never acknowledges
+//! something a crash could lose, and the audit log never holds an entry for a change that did not happen.
 //!
 //! All methods block; async callers run them on the blocking pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use keyward_protocol::codec;
-use serde::{Deserialize, Serialize};
+use keyward_protocol::{codec, AccountView, AuditEntry};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::record::KeyRecord;
 
@@ -18,8 +27,8 @@ use crate::record::KeyRecord;
 pub enum StoreError {
     #[error("cannot open the key store in {path}: {reason}")]
     Open { path: String, reason: String },
-    #[error("stored key {key} cannot be decoded ({reason}); the data directory may be corrupt")]
-    Corrupt { key: String, reason: String },
+    #[error("stored {what} cannot be decoded ({reason}); the data directory may be corrupt")]
+    Corrupt { what: String, reason: String },
     #[error("{0}")]
     Io(String),
 }
@@ -30,7 +39,7 @@ impl From<sled::Error> for StoreError {
     }
 }
 
-/// The on-disk envelope. New record layouts are new variants, so old data stays readable.
+/// The on-disk envelope of a key. New record layouts are new variants, so old data stays readable.
 #[derive(Deserialize)]
 enum StoredKey {
     V1(KeyRecord),
@@ -42,10 +51,37 @@ enum StoredKeyRef<'a> {
     V1(&'a KeyRecord),
 }
 
+/// One durable change: a key and/or an account, with its audit entry.
+pub struct Change<'a> {
+    pub key: Option<&'a KeyRecord>,
+    pub account: Option<&'a AccountView>,
+    pub audit: &'a AuditEntry,
+}
+
+/// Everything loaded at startup.
+pub struct Loaded {
+    pub keys: Vec<KeyRecord>,
+    pub accounts: Vec<AccountView>,
+    pub last_used: HashMap<String, i64>,
+    /// The sequence number the next audit entry gets.
+    pub next_audit_seq: u64,
+}
+
 /// The key store.
 pub struct Store {
     db: sled::Db,
     keys: sled::Tree,
+    audit: sled::Tree,
+    accounts: sled::Tree,
+    last_used: sled::Tree,
+}
+
+fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
+    codec::encode(value).map_err(|e| StoreError::Io(format!("encoding {what}: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: impl FnOnce() -> String) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|e| StoreError::Corrupt { what: what(), reason: e.to_string() })
 }
 
 impl Store {
@@ -53,31 +89,93 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let open_error = |e: sled::Error| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() };
         let db = sled::Config::new().path(dir.join("keys.sled")).open().map_err(open_error)?;
-        let keys = db.open_tree("keys").map_err(open_error)?;
-        Ok(Store { db, keys })
+        let tree = |name: &str| db.open_tree(name).map_err(open_error);
+        let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
+        Ok(Store { db, keys, audit, accounts, last_used })
     }
 
-    /// Every stored key. Fails on the first record that cannot be decoded: a daemon that silently skipped
-    /// a revoked key would let it verify again.
-    pub fn load_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
-        self.keys
-            .iter()
-            .map(|entry| {
-                let (id, bytes) = entry?;
-                let key = String::from_utf8_lossy(&id).into_owned();
-                match codec::decode::<StoredKey>(&bytes) {
-                    Ok(StoredKey::V1(record)) => Ok(record),
-                    Err(e) => Err(StoreError::Corrupt { key, reason: e.to_string() }),
+    /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
+    /// that silently skipped a revoked key would let it verify again.
+    pub fn load(&self) -> Result<Loaded, StoreError> {
+        let mut keys = Vec::new();
+        for entry in self.keys.iter() {
+            let (id, bytes) = entry?;
+            let StoredKey::V1(record) = decode(&bytes, || format!("key {}", String::from_utf8_lossy(&id)))?;
+            keys.push(record);
+        }
+        let mut accounts = Vec::new();
+        for entry in self.accounts.iter() {
+            let (account, bytes) = entry?;
+            let account = String::from_utf8_lossy(&account).into_owned();
+            let workspaces = decode(&bytes, || format!("account {account}"))?;
+            accounts.push(AccountView { account, workspaces });
+        }
+        let mut last_used = HashMap::new();
+        for entry in self.last_used.iter() {
+            let (id, bytes) = entry?;
+            let at = <[u8; 8]>::try_from(bytes.as_ref())
+                .map_err(|_| StoreError::Corrupt { what: "a last-used time".into(), reason: "not 8 bytes".into() })?;
+            last_used.insert(String::from_utf8_lossy(&id).into_owned(), i64::from_be_bytes(at));
+        }
+        let next_audit_seq = match self.audit.last()? {
+            Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
+            None => 1,
+        };
+        Ok(Loaded { keys, accounts, last_used, next_audit_seq })
+    }
+
+    /// Writes a change and its audit entry atomically, and waits until they are on disk.
+    pub fn commit(&self, change: &Change<'_>) -> Result<(), StoreError> {
+        let key = change
+            .key
+            .map(|record| Ok::<_, StoreError>((record.id.as_str(), encode(&StoredKeyRef::V1(record), "a key")?)));
+        let key = key.transpose()?;
+        let account =
+            change.account.map(|a| Ok::<_, StoreError>((a.account.as_str(), encode(&a.workspaces, "an account")?)));
+        let account = account.transpose()?;
+        let audit = encode(change.audit, "an audit entry")?;
+        let result: Result<(), TransactionError<()>> =
+            (&self.keys, &self.accounts, &self.audit).transaction(|(keys, accounts, log)| {
+                if let Some((id, bytes)) = &key {
+                    keys.insert(id.as_bytes(), bytes.as_slice())?;
                 }
-            })
-            .collect()
+                if let Some((name, bytes)) = &account {
+                    accounts.insert(name.as_bytes(), bytes.as_slice())?;
+                }
+                log.insert(&change.audit.seq.to_be_bytes(), audit.as_slice())?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            });
+        result.map_err(|e| StoreError::Io(format!("{e:?}")))?;
+        self.flush()
     }
 
-    /// Writes `record` and waits until it is on disk.
-    pub fn put_key(&self, record: &KeyRecord) -> Result<(), StoreError> {
-        let bytes = codec::encode(&StoredKeyRef::V1(record))
-            .map_err(|e| StoreError::Io(format!("encoding key {}: {e}", record.id)))?;
-        self.keys.insert(record.id.as_str().as_bytes(), bytes)?;
+    /// Audit entries, newest first, that `keep` accepts, at most `limit` of them.
+    pub fn audit_entries(
+        &self,
+        limit: usize,
+        keep: impl Fn(&AuditEntry) -> bool,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut entries = Vec::new();
+        for entry in self.audit.iter().rev() {
+            let (seq, bytes) = entry?;
+            let entry: AuditEntry = decode(&bytes, || format!("audit entry {:?}", seq.as_ref()))?;
+            if keep(&entry) {
+                entries.push(entry);
+                if entries.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(entries)
+    }
+
+    /// Records last-used times in one batch and flushes them.
+    pub fn save_last_used(&self, times: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (id, at) in times {
+            batch.insert(id.as_bytes(), &at.to_be_bytes());
+        }
+        self.last_used.apply_batch(batch)?;
         self.flush()
     }
 

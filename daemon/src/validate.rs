@@ -3,14 +3,22 @@
 //!
 //! Messages never quote a field that could hold a token (key ids typed by an operator are not echoed).
 
+use std::collections::BTreeMap;
+
 use keyward_protocol::token::Token;
-use keyward_protocol::{ExpirySpec, KeyId, ScopeSet};
+use keyward_protocol::{ExpirySpec, KeyId, Role, ScopeSet};
 
 use crate::error::DaemonError;
 
 const NAME_CHARS: std::ops::RangeInclusive<usize> = 3..=50;
 const DESCRIPTION_MAX_CHARS: usize = 500;
 const WORKSPACE_MAX_LEN: usize = 64;
+const METADATA_MAX_BYTES: usize = 4096;
+const METADATA_KEY_MAX_LEN: usize = 64;
+const IMPORT_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+const ACTOR_MAX_CHARS: usize = 100;
+/// The longest grace window a regenerate may leave the old token working.
+pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 
 fn invalid(message: impl Into<String>) -> DaemonError {
     DaemonError::InvalidArgument(message.into())
@@ -47,14 +55,74 @@ pub fn description(raw: Option<&str>) -> Result<Option<String>, DaemonError> {
 
 /// A workspace id: 1 to 64 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit.
 pub fn workspace(raw: &str) -> Result<String, DaemonError> {
+    identifier(raw, "workspace")
+}
+
+/// An account id, with the same rules as a workspace id.
+pub fn account(raw: &str) -> Result<String, DaemonError> {
+    identifier(raw, "account")
+}
+
+fn identifier(raw: &str, what: &str) -> Result<String, DaemonError> {
     let ok = raw.len() <= WORKSPACE_MAX_LEN
         && raw.bytes().next().is_some_and(|c| c.is_ascii_alphanumeric())
         && raw.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
     if ok {
         Ok(raw.to_owned())
     } else {
-        Err(invalid("workspace must be 1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"))
+        Err(invalid(format!(
+            "{what} must be 1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )))
     }
+}
+
+/// A member key can never hold the `admin` scope.
+pub fn role_allows(role: Role, scopes: &[String]) -> Result<(), DaemonError> {
+    if role == Role::Member && scopes.iter().any(|s| s == "admin") {
+        return Err(invalid("a member key cannot hold the admin scope; give the key --role admin"));
+    }
+    Ok(())
+}
+
+/// Metadata: keys of 1 to 64 characters of `A-Z a-z 0-9 . _ -`, values without control characters, at most
+/// 4 KiB of keys and values in all.
+pub fn metadata(map: &BTreeMap<String, String>) -> Result<(), DaemonError> {
+    for (key, value) in map {
+        let key_ok = (1..=METADATA_KEY_MAX_LEN).contains(&key.len())
+            && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
+        if !key_ok {
+            return Err(invalid(format!("metadata key {key:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(invalid(format!("metadata value of {key:?} must not contain control characters")));
+        }
+    }
+    let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if size > METADATA_MAX_BYTES {
+        return Err(invalid(format!("metadata must be at most 4096 bytes of keys and values (got {size})")));
+    }
+    Ok(())
+}
+
+/// A token that may be imported: 16 to 512 printable ASCII characters, no spaces. Says nothing about
+/// the token's content.
+pub fn importable_token(text: &str) -> Result<(), DaemonError> {
+    if !IMPORT_LEN.contains(&text.len()) {
+        return Err(invalid(format!("an imported token must be 16 to 512 characters (got {})", text.len())));
+    }
+    if !text.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(invalid("an imported token must be printable ASCII without spaces"));
+    }
+    Ok(())
+}
+
+/// The optional actor label a caller passes for the audit log.
+pub fn actor(raw: &str) -> Result<String, DaemonError> {
+    let label = raw.trim();
+    if label.is_empty() || label.chars().count() > ACTOR_MAX_CHARS || label.chars().any(char::is_control) {
+        return Err(invalid("actor must be 1 to 100 characters without control characters"));
+    }
+    Ok(label.to_owned())
 }
 
 /// A non-empty set of valid scopes, in canonical form.
@@ -110,6 +178,23 @@ mod tests {
         assert_eq!(scopes(&["write:tables".into(), "read:tables".into()]).unwrap(), ["read:tables", "write:tables"]);
         assert!(scopes(&[]).is_err());
         assert!(scopes(&["root".into()]).is_err());
+    }
+
+    #[test]
+    fn lifecycle_fields() {
+        assert!(role_allows(Role::Member, &["admin".into()]).is_err());
+        assert!(role_allows(Role::Admin, &["admin".into()]).is_ok());
+        assert!(role_allows(Role::Member, &["write:all".into()]).is_ok());
+        let mut meta = BTreeMap::from([("team".to_string(), "billing".to_string())]);
+        assert!(metadata(&meta).is_ok());
+        meta.insert("big".into(), "x".repeat(4090));
+        assert!(metadata(&meta).is_err());
+        assert!(metadata(&BTreeMap::from([("bad key".to_string(), String::new())])).is_err());
+        assert!(importable_token("sk_prod_3f9a1c7e2b8d4056").is_ok());
+        assert!(importable_token("short").is_err());
+        assert!(importable_token("has a space in it ok").is_err());
+        assert!(actor("alice@example.com").is_ok());
+        assert!(actor("").is_err());
     }
 
     #[test]

@@ -26,11 +26,15 @@ pub enum VerifyCode {
     InsufficientScope,
     /// A workspace was given and the key belongs to another.
     WrongWorkspace,
+    /// The token was right, but the key is deactivated.
+    Inactive,
+    /// The token was right, but it is a legacy personal key and the legacy sunset has passed.
+    LegacySunset,
 }
 
 impl VerifyCode {
     /// Every code, in wire order.
-    pub const ALL: [VerifyCode; 8] = [
+    pub const ALL: [VerifyCode; 10] = [
         VerifyCode::Valid,
         VerifyCode::Missing,
         VerifyCode::Malformed,
@@ -39,6 +43,8 @@ impl VerifyCode {
         VerifyCode::Revoked,
         VerifyCode::InsufficientScope,
         VerifyCode::WrongWorkspace,
+        VerifyCode::Inactive,
+        VerifyCode::LegacySunset,
     ];
 
     /// The stable name, e.g. `INSUFFICIENT_SCOPE`.
@@ -52,6 +58,8 @@ impl VerifyCode {
             VerifyCode::Revoked => "REVOKED",
             VerifyCode::InsufficientScope => "INSUFFICIENT_SCOPE",
             VerifyCode::WrongWorkspace => "WRONG_WORKSPACE",
+            VerifyCode::Inactive => "INACTIVE",
+            VerifyCode::LegacySunset => "LEGACY_SUNSET",
         }
     }
 

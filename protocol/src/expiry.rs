@@ -33,7 +33,9 @@ impl Default for ExpirySpec {
 
 /// The expiry text is neither a preset nor an RFC 3339 time.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown expiry {0:?}: use never, 15d, 25d, 30d, 45d, 90d, 6m, 1y or an RFC 3339 time such as 2027-01-31T00:00:00Z")]
+#[error(
+    "unknown expiry {0:?}: use never, 15d, 25d, 30d, 45d, 90d, 6m, 1y or an RFC 3339 time such as 2027-01-31T00:00:00Z"
+)]
 pub struct ExpiryError(String);
 
 impl FromStr for ExpirySpec {
@@ -72,11 +74,7 @@ impl ExpirySpec {
 fn add_months(now: i64, months: u32) -> i64 {
     let start = jiff::Timestamp::from_second(now).unwrap_or(jiff::Timestamp::MAX);
     let span = jiff::Span::new().months(i64::from(months));
-    start
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .checked_add(span)
-        .map(|z| z.timestamp().as_second())
-        .unwrap_or(i64::MAX)
+    start.to_zoned(jiff::tz::TimeZone::UTC).checked_add(span).map(|z| z.timestamp().as_second()).unwrap_or(i64::MAX)
 }
 
 impl fmt::Display for ExpirySpec {

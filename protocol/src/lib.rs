@@ -19,6 +19,8 @@
 //! - [`frame`]: the 4-byte length header, its limits, and blocking read/write helpers.
 //! - [`codec`]: the payload encoding; the one place bincode is named.
 //! - [`message`]: handshake, request and reply types.
+//! - [`lifecycle`]: roles, edits, imports and legacy accounts.
+//! - [`audit`]: audit log entries and queries.
 //! - [`token`]: the API token format: prefix, key id, secret and CRC32 checksum.
 //! - [`scope`]: scope strings and their implication rules.
 //! - [`code`]: stable verify outcome codes and error codes.
@@ -26,18 +28,22 @@
 //! - [`paths`]: default socket and data locations, shared by daemon and CLI.
 //! - [`secret`]: a string that never prints and is wiped on drop.
 
+pub mod audit;
 pub mod code;
 pub mod codec;
 pub mod expiry;
 pub mod frame;
+pub mod lifecycle;
 pub mod message;
 pub mod paths;
 pub mod scope;
 pub mod secret;
 pub mod token;
 
+pub use audit::{Actor, AuditAction, AuditEntry, AuditQuery, FieldChange};
 pub use code::{ErrorCode, VerifyCode};
 pub use expiry::ExpirySpec;
+pub use lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 pub use message::{
     CreateRequest, CreatedKey, ErrorReply, Hello, HelloReply, KeyPage, KeyStatus, KeyView, ListRequest, Reply,
     ReplyFrame, Request, RequestFrame, VerifiedKey, VerifyAnswer, VerifyRequest,

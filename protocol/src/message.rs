@@ -22,8 +22,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEntry, AuditQuery};
 use crate::code::{ErrorCode, VerifyCode};
 use crate::expiry::ExpirySpec;
+use crate::lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 use crate::secret::Secret;
 use crate::token::Environment;
 
@@ -75,6 +77,33 @@ pub enum Request {
     /// Revoke a key, permanently. Reply: [`Reply::Key`] with status `revoked`. Errors: `KEY_NOT_FOUND`,
     /// `CONFLICT` (already revoked), `STORAGE`.
     Revoke { id: String },
+    /// Change a key's settings; its token stays the same. Reply: [`Reply::Key`]. Errors: `KEY_NOT_FOUND`,
+    /// `INVALID_ARGUMENT`, `CONFLICT` (revoked or legacy key), `STORAGE`.
+    Edit { id: String, changes: KeyChanges },
+    /// Give a key a new token with the same settings. The old token stops working at once, or after
+    /// `grace_seconds` (never past the key's expiry). Reply: [`Reply::Created`] with the new token. Errors:
+    /// `KEY_NOT_FOUND`, `CONFLICT` (revoked, expired or legacy key), `STORAGE`.
+    Regenerate { id: String, grace_seconds: u64 },
+    /// Suspend a key (reversible); its verifies answer `INACTIVE`. Reply: [`Reply::Key`]. Errors:
+    /// `KEY_NOT_FOUND`, `CONFLICT`, `STORAGE`.
+    Deactivate { id: String },
+    /// Undo [`Request::Deactivate`]. Reply: [`Reply::Key`]. Errors: `KEY_NOT_FOUND`, `CONFLICT` (revoked),
+    /// `STORAGE`.
+    Activate { id: String },
+    /// Take over an existing token of any format. Reply: [`Reply::Key`] (the caller already has the token).
+    /// Errors: `INVALID_ARGUMENT`, `CONFLICT` (token already known), `STORAGE`.
+    Import(ImportRequest),
+    /// Read the audit log, newest first. Reply: [`Reply::Audit`].
+    Audit(AuditQuery),
+    /// Set the workspaces an account's legacy keys may act on. Reply: [`Reply::Account`].
+    SetAccount(AccountView),
+    /// Show an account's workspaces. Reply: [`Reply::Account`] (empty when unknown).
+    GetAccount { account: String },
+    /// Legacy keys, optionally of one account, oldest first. Reply: [`Reply::Keys`] (one page, no `next`).
+    ListLegacy { account: Option<String> },
+    /// Carry out `request` on behalf of `actor`, a label recorded in the audit log next to the peer's uid
+    /// and pid (e.g. the dashboard user's name). Cannot be nested.
+    As { actor: String, request: Box<Request> },
 }
 
 /// A reply. Errors are replies too: [`Reply::Error`].
@@ -86,6 +115,8 @@ pub enum Reply {
     Keys(KeyPage),
     Key(KeyView),
     Error(ErrorReply),
+    Audit(Vec<AuditEntry>),
+    Account(AccountView),
 }
 
 /// A refused request: a stable code and a message for humans (never containing a secret).
@@ -136,6 +167,11 @@ pub struct VerifiedKey {
     /// Canonical scope strings.
     pub scopes: Vec<String>,
     pub expires_at: Option<i64>,
+    pub role: Role,
+    /// The key's metadata, so the app server needs no second lookup.
+    pub metadata: BTreeMap<String, String>,
+    /// For a legacy personal key: the account it belongs to (it may act on that account's workspaces).
+    pub account: Option<String>,
 }
 
 /// Create a key.
@@ -150,6 +186,10 @@ pub struct CreateRequest {
     pub scopes: Vec<String>,
     pub expires: ExpirySpec,
     pub env: Environment,
+    /// Default `member`; a member key cannot hold the `admin` scope.
+    pub role: Role,
+    /// String labels returned by every valid verify; at most 4 KiB in all.
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// A new key and its token: shown once, never stored.
@@ -183,6 +223,12 @@ pub enum KeyStatus {
     Active,
     Expired,
     Revoked,
+    /// Deactivated; can be activated again.
+    Inactive,
+    /// A legacy personal key that still works (before the legacy sunset).
+    Legacy,
+    /// A legacy personal key after the legacy sunset: refused.
+    Sunset,
 }
 
 impl KeyStatus {
@@ -191,6 +237,9 @@ impl KeyStatus {
             KeyStatus::Active => "active",
             KeyStatus::Expired => "expired",
             KeyStatus::Revoked => "revoked",
+            KeyStatus::Inactive => "inactive",
+            KeyStatus::Legacy => "legacy",
+            KeyStatus::Sunset => "sunset",
         }
     }
 }
@@ -213,8 +262,13 @@ pub struct KeyView {
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
-    /// Free-form labels; empty for now, filled by later requests.
     pub metadata: BTreeMap<String, String>,
+    pub role: Role,
+    pub origin: KeyOrigin,
+    /// For a legacy personal key: its account.
+    pub account: Option<String>,
+    /// After a regenerate with a grace window: when the previous token stops working.
+    pub previous_token_until: Option<i64>,
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
-    codec, CreateRequest, CreatedKey, Environment, ExpirySpec, Hello, HelloReply, KeyView, Reply, ReplyFrame,
-    Request, RequestFrame, Secret, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+    codec, CreateRequest, CreatedKey, Environment, ExpirySpec, Hello, HelloReply, KeyView, Reply, ReplyFrame, Request,
+    RequestFrame, Role, Secret, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 
@@ -95,7 +95,8 @@ impl Daemon {
 
     fn launch(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("log file");
-        let child = self.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn keywardd");
+        let child =
+            self.command().stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().expect("spawn keywardd");
         self.child = Some(child);
         self.wait_until_ready();
     }
@@ -189,7 +190,8 @@ impl Daemon {
     pub fn json(&self, args: &[&str], code: i32) -> Value {
         let output = self.cli(&[&["--json"], args].concat());
         assert_eq!(output.status.code(), Some(code), "keyward {args:?}: {}", describe(&output));
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("keyward {args:?} printed no JSON ({e}): {}", describe(&output)))
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("keyward {args:?} printed no JSON ({e}): {}", describe(&output)))
     }
 
     /// Creates a key with `create --json` and the given extra arguments; returns the printed object.
@@ -209,7 +211,8 @@ impl Daemon {
         args.extend(extra);
         args.push("-");
         let output = self.cli_with_stdin(&args, &format!("{token}\n"));
-        let answer: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", describe(&output)));
+        let answer: Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("verify printed no JSON ({e}): {}", describe(&output)));
         let expected = if answer["valid"] == Value::Bool(true) { 0 } else { 1 };
         assert_eq!(output.status.code(), Some(expected), "verify exit code: {}", describe(&output));
         answer
@@ -319,6 +322,8 @@ impl RawConn {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             expires,
             env: Environment::Live,
+            role: if scopes.contains(&"admin") { Role::Admin } else { Role::Member },
+            metadata: Default::default(),
         };
         match self.request(Request::Create(request)) {
             Reply::Created(created) => created,
@@ -328,7 +333,8 @@ impl RawConn {
 
     /// Verifies `token`, optionally requiring a scope and a workspace.
     pub fn verify(&mut self, token: &Secret, scope: Option<&str>, workspace: Option<&str>) -> VerifyAnswer {
-        let request = VerifyRequest { token: token.clone(), scope: scope.map(Into::into), workspace: workspace.map(Into::into) };
+        let request =
+            VerifyRequest { token: token.clone(), scope: scope.map(Into::into), workspace: workspace.map(Into::into) };
         match self.request(Request::Verify(request)) {
             Reply::Verify(answer) => answer,
             other => panic!("verify answered {other:?}"),

@@ -1,8 +1,10 @@
 //! The wire protocol against a live daemon: handshake, pipelining, socket roles, and abuse that must get an
 //! error reply or a closed connection while every other client keeps being served.
 
-use keyward_protocol::{ErrorCode, ExpirySpec, HelloReply, Reply, Request, VerifyCode, VerifyRequest, PROTOCOL_VERSION};
 use keyward_protocol::{codec, Secret};
+use keyward_protocol::{
+    ErrorCode, ExpirySpec, HelloReply, Reply, Request, VerifyCode, VerifyRequest, PROTOCOL_VERSION,
+};
 use keyward_tests::{Daemon, RawConn};
 
 fn create_token(daemon: &Daemon) -> Secret {

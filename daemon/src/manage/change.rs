@@ -1,0 +1,196 @@
+//! Changes to an existing key: edit, regenerate, deactivate/activate, revoke.
+//!
+//! Which changes each state allows:
+//!
+//! | state            | edit | regenerate | deactivate | activate | revoke |
+//! |------------------|------|------------|------------|----------|--------|
+//! | active           | yes  | yes        | yes        | conflict | yes    |
+//! | inactive         | yes  | yes        | conflict   | yes      | yes    |
+//! | expired          | yes  | conflict   | yes        | yes      | yes    |
+//! | revoked          | conflict (final)                          ||||conflict|
+//! | legacy (any)     | conflict: view and revoke only            ||||yes    |
+
+use keyward_protocol::token::Token;
+use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyView};
+
+use super::{expiry_text, field, Draft};
+use crate::clock::{rfc3339, unix_now};
+use crate::error::DaemonError;
+use crate::hasher::Digest;
+use crate::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
+use crate::service::Service;
+use crate::validate;
+
+fn conflict(message: String) -> DaemonError {
+    DaemonError::Conflict(message)
+}
+
+/// Refuses any change but revoke on revoked and legacy keys.
+fn changeable(record: &KeyRecord) -> Result<(), DaemonError> {
+    if record.revoked_at.is_some() {
+        return Err(conflict(format!("key {} is revoked; revocation is permanent", record.id)));
+    }
+    if record.is_legacy() {
+        return Err(conflict(format!("key {} is a legacy personal key: it can only be viewed and revoked", record.id)));
+    }
+    Ok(())
+}
+
+/// What one change does to a record: the new record and the audit log's field list.
+type Outcome = (KeyRecord, Vec<FieldChange>);
+
+impl Service {
+    /// Applies `build` to the current snapshot of key `id` under the write lock, commits it, and makes it
+    /// visible. `warm` (the digest of a secret the daemon just minted) warms the new current secret.
+    async fn change_key(
+        &self,
+        id: &str,
+        actor: &Actor,
+        action: AuditAction,
+        warm: Option<Digest>,
+        build: impl FnOnce(&KeyRecord, i64) -> Result<Outcome, DaemonError>,
+    ) -> Result<KeyView, DaemonError> {
+        let id = validate::key_id(id)?;
+        let writing = self.write_lock().await;
+        let current = self.index().get(id.as_str()).ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+        let now = unix_now();
+        let (record, changes) = build(&current.record, now)?;
+        let draft = Draft { action, record: Some(record), account: None, changes, at: now };
+        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
+        let next = current.succeed(record);
+        if let Some(digest) = warm {
+            next.current.warm.set(digest);
+        }
+        let view = self.view(&next, now);
+        self.index().put(next);
+        Ok(view)
+    }
+
+    /// Changes a key's settings; its token stays the same.
+    pub async fn edit(&self, id: &str, changes: KeyChanges, actor: &Actor) -> Result<KeyView, DaemonError> {
+        if changes.is_empty() {
+            return Err(DaemonError::InvalidArgument("nothing to change: pass at least one setting".into()));
+        }
+        self.change_key(id, actor, AuditAction::Edit, None, |old, now| apply_edit(old, &changes, now)).await
+    }
+
+    /// Gives a key a new token. The old one keeps working for `grace_seconds` (never past the key's expiry).
+    pub async fn regenerate(&self, id: &str, grace_seconds: u64, actor: &Actor) -> Result<CreatedKey, DaemonError> {
+        if grace_seconds > validate::MAX_GRACE_SECONDS {
+            return Err(DaemonError::InvalidArgument("the grace window may be at most 30 days".into()));
+        }
+        let (secret, phc) = self.new_secret().await?;
+        let mut token = None;
+        let warm = self.hasher().digest(&secret[..]);
+        let view = self
+            .change_key(id, actor, AuditAction::Regenerate, Some(warm), |old, now| {
+                changeable(old)?;
+                if old.is_expired(now) {
+                    return Err(conflict(format!("key {} has expired; create a new key instead", old.id)));
+                }
+                let new_token = Token::assemble(old.env, &old.id, &secret);
+                let parsed = Token::parse(new_token.expose()).expect("an assembled token parses");
+                let stored = StoredSecret {
+                    phc: phc.clone(),
+                    prefix: parsed.prefix().to_owned(),
+                    tail: parsed.tail().to_owned(),
+                    lookup: None,
+                };
+                token = Some(new_token);
+                let until = now.saturating_add(grace_seconds as i64).min(old.expires_at.unwrap_or(i64::MAX));
+                let previous = (until > now).then(|| PreviousSecret { secret: old.secret.clone(), until });
+                let changes = vec![
+                    field("token", Some(old.secret.prefix.clone()), Some(stored.prefix.clone())),
+                    field("previous_token_until", None, previous.as_ref().map(|p| rfc3339(p.until))),
+                ];
+                let origin = keyward_protocol::KeyOrigin::Generated;
+                Ok((KeyRecord { secret: stored, previous, origin, ..old.clone() }, changes))
+            })
+            .await?;
+        Ok(CreatedKey { token: token.expect("set when the change succeeded"), key: view })
+    }
+
+    /// Deactivates (`active == false`) or reactivates a key.
+    pub async fn set_active(&self, id: &str, active: bool, actor: &Actor) -> Result<KeyView, DaemonError> {
+        let (action, state) = if active {
+            (AuditAction::Activate, KeyState::Active)
+        } else {
+            (AuditAction::Deactivate, KeyState::Inactive)
+        };
+        self.change_key(id, actor, action, None, |old, _| {
+            changeable(old)?;
+            if old.state == state {
+                let word = if active { "active" } else { "inactive" };
+                return Err(conflict(format!("key {} is already {word}", old.id)));
+            }
+            let changes = vec![field("state", Some(state_text(old.state)), Some(state_text(state)))];
+            Ok((KeyRecord { state, ..old.clone() }, changes))
+        })
+        .await
+    }
+
+    /// Revokes a key for good; the next verify of its token answers REVOKED.
+    pub async fn revoke(&self, id: &str, actor: &Actor) -> Result<KeyView, DaemonError> {
+        self.change_key(id, actor, AuditAction::Revoke, None, |old, now| {
+            if old.revoked_at.is_some() {
+                return Err(conflict(format!("key {} is already revoked", old.id)));
+            }
+            let changes = vec![field("revoked_at", None, Some(rfc3339(now)))];
+            Ok((KeyRecord { revoked_at: Some(now), previous: None, ..old.clone() }, changes))
+        })
+        .await
+    }
+}
+
+fn state_text(state: KeyState) -> String {
+    match state {
+        KeyState::Active => "active".into(),
+        KeyState::Inactive => "inactive".into(),
+    }
+}
+
+/// The record after an edit, with one audit field per setting that actually changed.
+fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64) -> Result<Outcome, DaemonError> {
+    changeable(old)?;
+    let mut new = old.clone();
+    let mut changes = Vec::new();
+    if let Some(name) = &edit.name {
+        new.name = validate::name(name)?;
+    }
+    if let Some(description) = &edit.description {
+        new.description = validate::description(Some(description))?;
+    }
+    if let Some(scopes) = &edit.scopes {
+        new.scopes = validate::scopes(scopes)?;
+    }
+    if let Some(role) = edit.role {
+        new.role = role;
+    }
+    if let Some(expires) = edit.expires {
+        new.expires_at = validate::expiry(expires, now)?;
+    }
+    for (key, value) in &edit.metadata {
+        if value.is_empty() {
+            new.metadata.remove(key);
+        } else {
+            new.metadata.insert(key.clone(), value.clone());
+        }
+    }
+    validate::role_allows(new.role, &new.scopes)?;
+    validate::metadata(&new.metadata)?;
+
+    let mut note = |name: &str, from: Option<String>, to: Option<String>| {
+        if from != to {
+            changes.push(field(name, from, to));
+        }
+    };
+    note("name", Some(old.name.clone()), Some(new.name.clone()));
+    note("description", old.description.clone(), new.description.clone());
+    note("scopes", Some(old.scopes.join(" ")), Some(new.scopes.join(" ")));
+    note("role", Some(old.role.to_string()), Some(new.role.to_string()));
+    note("expires_at", expiry_text(old.expires_at), expiry_text(new.expires_at));
+    for key in edit.metadata.keys() {
+        note(&format!("metadata.{key}"), old.metadata.get(key).cloned(), new.metadata.get(key).cloned());
+    }
+    Ok((new, changes))
+}

@@ -1,0 +1,204 @@
+//! New keys: minted by keyward ([`Service::create`]) or taken over from another system
+//! ([`Service::import`]).
+
+use keyward_protocol::token::{Token, PREFIX_LEN, TAIL_LEN};
+use keyward_protocol::{
+    Actor, AuditAction, CreateRequest, CreatedKey, Environment, ImportRequest, KeyOrigin, KeyView, Role,
+};
+use zeroize::Zeroizing;
+
+use super::{expiry_text, field, Draft};
+use crate::clock::unix_now;
+use crate::error::DaemonError;
+use crate::index::HotKey;
+use crate::mint;
+use crate::record::{KeyRecord, KeyState, StoredSecret};
+use crate::service::Service;
+use crate::validate;
+
+/// The settings every new key is made from, validated.
+struct Settings {
+    workspace: String,
+    name: String,
+    description: Option<String>,
+    scopes: Vec<String>,
+    role: Role,
+    metadata: std::collections::BTreeMap<String, String>,
+    expires_at: Option<i64>,
+}
+
+impl Settings {
+    fn into_record(self, id: keyward_protocol::KeyId, env: Environment, now: i64, secret: StoredSecret) -> KeyRecord {
+        KeyRecord {
+            id,
+            env,
+            workspace: self.workspace,
+            name: self.name,
+            description: self.description,
+            scopes: self.scopes,
+            role: self.role,
+            metadata: self.metadata,
+            created_at: now,
+            expires_at: self.expires_at,
+            revoked_at: None,
+            state: KeyState::Active,
+            origin: KeyOrigin::Generated,
+            account: None,
+            secret,
+            previous: None,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn settings(
+    workspace: &str,
+    name: &str,
+    description: Option<&str>,
+    scopes: &[String],
+    role: Role,
+    metadata: &std::collections::BTreeMap<String, String>,
+    expires: keyward_protocol::ExpirySpec,
+    now: i64,
+) -> Result<Settings, DaemonError> {
+    let scopes = validate::scopes(scopes)?;
+    validate::role_allows(role, &scopes)?;
+    validate::metadata(metadata)?;
+    Ok(Settings {
+        workspace: validate::workspace(workspace)?,
+        name: validate::name(name)?,
+        description: validate::description(description)?,
+        scopes,
+        role,
+        metadata: metadata.clone(),
+        expires_at: validate::expiry(expires, now)?,
+    })
+}
+
+/// The public ends of a token shown in listings: up to 8 leading and 4 trailing characters, but never more
+/// than a quarter of the token, so a short imported token is not mostly given away by its preview.
+fn public_ends(token: &str) -> (String, String) {
+    let budget = token.len() / 4;
+    let prefix = PREFIX_LEN.min(budget);
+    let tail = TAIL_LEN.min(budget - prefix);
+    (token[..prefix].to_owned(), token[token.len() - tail..].to_owned())
+}
+
+impl Service {
+    /// A fresh key id nobody has. Call under the write lock.
+    fn unused_key_id(&self) -> keyward_protocol::KeyId {
+        loop {
+            let candidate = mint::key_id();
+            if !self.index().contains(candidate.as_str()) {
+                return candidate;
+            }
+        }
+    }
+
+    /// Mints a new secret and its hash (Argon2 runs outside the write lock).
+    pub(super) async fn new_secret(&self) -> Result<(Zeroizing<[u8; 32]>, String), DaemonError> {
+        let secret = mint::secret();
+        let phc = self.hasher().hash(Zeroizing::new(secret.to_vec())).await?;
+        Ok((secret, phc))
+    }
+
+    /// Creates a key and returns its token: the only time the token exists outside the caller's hands.
+    pub async fn create(&self, request: CreateRequest, actor: &Actor) -> Result<CreatedKey, DaemonError> {
+        let now = unix_now();
+        let settings = settings(
+            &request.workspace,
+            &request.name,
+            request.description.as_deref(),
+            &request.scopes,
+            request.role,
+            &request.metadata,
+            request.expires,
+            now,
+        )?;
+        let (secret, phc) = self.new_secret().await?;
+        let writing = self.write_lock().await;
+        let id = self.unused_key_id();
+        let token = Token::assemble(request.env, &id, &secret);
+        let parsed = Token::parse(token.expose()).expect("an assembled token parses");
+        let stored =
+            StoredSecret { phc, prefix: parsed.prefix().to_owned(), tail: parsed.tail().to_owned(), lookup: None };
+        let record = settings.into_record(id, request.env, now, stored);
+        let changes = vec![
+            field("name", None, Some(record.name.clone())),
+            field("scopes", None, Some(record.scopes.join(" "))),
+            field("role", None, Some(record.role.to_string())),
+            field("expires_at", None, expiry_text(record.expires_at)),
+        ];
+        let draft = Draft { action: AuditAction::Create, record: Some(record), account: None, changes, at: now };
+        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
+        let key = HotKey::new(record, None);
+        // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
+        key.current.warm.set(self.hasher().digest(&secret[..]));
+        let view = self.view(&key, now);
+        self.index().put(key);
+        Ok(CreatedKey { token, key: view })
+    }
+
+    /// Takes over a token issued elsewhere: stores its Argon2id hash and a keyed lookup digest, so it
+    /// verifies as it is.
+    pub async fn import(&self, request: ImportRequest, actor: &Actor) -> Result<KeyView, DaemonError> {
+        let now = unix_now();
+        let text = request.token.expose();
+        validate::importable_token(text)?;
+        let settings = settings(
+            &request.workspace,
+            &request.name,
+            request.description.as_deref(),
+            &request.scopes,
+            request.role,
+            &request.metadata,
+            request.expires,
+            now,
+        )?;
+        let account = request.legacy_account.as_deref().map(validate::account).transpose()?;
+        let env = Token::parse(text).map(|t| t.env()).unwrap_or_default();
+        let lookup = self.hasher().lookup_digest(text.as_bytes());
+        let phc = self.hasher().hash(Zeroizing::new(text.as_bytes().to_vec())).await?;
+
+        let writing = self.write_lock().await;
+        if let Some(existing) = self.index().find_imported(&lookup) {
+            return Err(DaemonError::Conflict(format!("this token is already imported as key {}", existing.record.id)));
+        }
+        if Token::parse(text).is_ok_and(|t| self.index().contains(t.key_id())) {
+            return Err(DaemonError::Conflict("this token belongs to a key keyward already has".into()));
+        }
+        let (prefix, tail) = public_ends(text);
+        let stored = StoredSecret { phc, prefix, tail, lookup: Some(lookup) };
+        let mut record = settings.into_record(self.unused_key_id(), env, now, stored);
+        record.origin = if account.is_some() { KeyOrigin::Legacy } else { KeyOrigin::Imported };
+        record.account = account;
+        let mut changes = vec![
+            field("name", None, Some(record.name.clone())),
+            field("scopes", None, Some(record.scopes.join(" "))),
+            field("origin", None, Some(record.origin.as_str().to_owned())),
+        ];
+        if let Some(account) = &record.account {
+            changes.push(field("account", None, Some(account.clone())));
+        }
+        let draft = Draft { action: AuditAction::Import, record: Some(record), account: None, changes, at: now };
+        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
+        let key = HotKey::new(record, None);
+        key.current.warm.set(self.hasher().digest(text.as_bytes()));
+        let view = self.view(&key, now);
+        self.index().put(key);
+        Ok(view)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::public_ends;
+
+    #[test]
+    fn previews_reveal_at_most_a_quarter() {
+        let keyward = "kw_live_AbCdEf012345_0123456789abcdefghijABCDEFGHIJxy4gfFC3";
+        assert_eq!(public_ends(keyward), ("kw_live_".into(), "fFC3".into()));
+        assert_eq!(public_ends("0123456789abcdef"), ("0123".into(), String::new()));
+        assert_eq!(public_ends("sk_prod_3f9a1c7e2b8d4056a1c2e3f4"), ("sk_prod_".into(), String::new()));
+    }
+}
