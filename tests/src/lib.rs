@@ -357,6 +357,6 @@ impl RawConn {
     /// Whether the daemon has closed this connection (reads to end of stream).
     pub fn is_closed(&mut self) -> bool {
         let mut rest = Vec::new();
-        matches!(self.stream.read_to_end(&mut rest), Ok(_))
+        self.stream.read_to_end(&mut rest).is_ok()
     }
 }
