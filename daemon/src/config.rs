@@ -3,11 +3,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use keyward_protocol::frame::DEFAULT_MAX_REQUEST;
-use keyward_protocol::paths;
+use keyward_protocol::{paths, Rate, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE};
 
 use crate::connection::ConnectionLimits;
 use crate::hasher::HashCost;
+
+/// Rate plans by name.
+pub type Plans = BTreeMap<String, Rate>;
+
+/// The built-in plans: `free` = 100/min and `paid` = 1000/min, as the reference documents promise.
+pub fn default_plans() -> Plans {
+    BTreeMap::from([(DEFAULT_PLAN.to_owned(), DEFAULT_PLAN_RATE), ("paid".to_owned(), PAID_PLAN_RATE)])
+}
 
 /// The daemon's settings.
 #[derive(Clone, Debug)]
@@ -35,8 +45,10 @@ pub struct Config {
     pub drain_deadline: Duration,
     /// From this time (Unix seconds) legacy personal keys answer LEGACY_SUNSET.
     pub legacy_sunset: Option<i64>,
-    /// How often last-used times are written to the store.
-    pub last_used_interval: Duration,
+    /// How often last-used times, credit balances and usage counts are written to the store.
+    pub flush_interval: Duration,
+    /// Rate plans keys may name.
+    pub plans: Plans,
 }
 
 impl Config {
@@ -60,7 +72,8 @@ impl Config {
             },
             drain_deadline: Duration::from_secs(10),
             legacy_sunset: None,
-            last_used_interval: Duration::from_secs(2),
+            flush_interval: Duration::from_secs(2),
+            plans: default_plans(),
         }
     }
 }

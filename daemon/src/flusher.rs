@@ -1,52 +1,107 @@
-//! The batch writer for what verify counts in memory: last-used times.
+//! The batch writer for what verify counts in memory: last-used times, credit balances, usage counts.
 //!
-//! Verify never writes to disk. Every `interval` (and once more at shutdown) this task collects the keys
-//! whose last-used time moved since it was last saved and writes them in one batch and one flush, so the
-//! stored value is at most one interval late, and a crash loses at most that much last-used history —
-//! never a management change, which lives in other trees.
+//! Verify never writes to disk. Every interval (and once more at shutdown) this task writes what moved
+//! since the last pass in one batch and one flush, so stored values are at most one interval late, and a
+//! crash loses at most one interval of them — never a management change, which lives in other trees and is
+//! written before it is acknowledged. Counters are written under the management write lock, so an
+//! operator's `credits --set` can never be overwritten by an older balance.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::unix_now;
+use crate::index::HotKey;
+use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::service::Service;
+use crate::usage::{self, CODES};
 
-/// Saves unsaved last-used times now. Returns how many keys were written.
-pub async fn save_last_used(service: &Service) -> usize {
-    let moved: Vec<(std::sync::Arc<crate::index::HotKey>, i64)> =
-        service.index().all().into_iter().filter_map(|key| key.unsaved_last_used().map(|at| (key, at))).collect();
-    if moved.is_empty() {
-        return 0;
+/// How often old usage buckets are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Writes last-used times and credit balances that moved, then pending usage counts.
+pub async fn flush(service: &Service) {
+    save_counters(service).await;
+    save_usage(service).await;
+}
+
+async fn save_counters(service: &Service) {
+    let _writing = service.write_lock().await;
+    let keys = service.index().all();
+    let last_used: Vec<(Arc<HotKey>, i64)> =
+        keys.iter().filter_map(|key| key.unsaved_last_used().map(|at| (key.clone(), at))).collect();
+    let credits: Vec<(Arc<HotKey>, (u64, i64))> = keys
+        .iter()
+        .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (key.clone(), state)))
+        .collect();
+    if last_used.is_empty() && credits.is_empty() {
+        return;
     }
-    let batch: Vec<(String, i64)> = moved.iter().map(|(key, at)| (key.record.id.to_string(), *at)).collect();
+    let last_used_batch: Vec<(String, i64)> = last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
+    let credits_batch: Vec<(String, (u64, i64))> = credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
     let store = service.store().clone();
-    match tokio::task::spawn_blocking(move || store.save_last_used(&batch)).await {
+    match tokio::task::spawn_blocking(move || store.save_counters(&last_used_batch, &credits_batch)).await {
         Ok(Ok(())) => {
-            for (key, at) in &moved {
+            for (key, at) in &last_used {
                 key.mark_last_used_saved(*at);
             }
-            moved.len()
+            for (key, (balance, refilled_at)) in &credits {
+                if let Some(cell) = &key.credits {
+                    cell.mark_saved(*balance, *refilled_at);
+                }
+            }
         }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "saving last-used times failed; will retry");
-            0
-        }
-        Err(error) => {
-            tracing::warn!(%error, "last-used task failed; will retry");
-            0
+        Ok(Err(error)) => tracing::warn!(%error, "saving last-used times and credits failed; will retry"),
+        Err(error) => tracing::warn!(%error, "counter task failed; will retry"),
+    }
+}
+
+async fn save_usage(service: &Service) {
+    let drained: Vec<(Arc<HotKey>, [u64; CODES])> =
+        service.index().all().into_iter().filter_map(|key| key.usage.drain().map(|counts| (key, counts))).collect();
+    if drained.is_empty() {
+        return;
+    }
+    let batch: Vec<(String, [u64; CODES])> = drained.iter().map(|(k, c)| (k.record.id.to_string(), *c)).collect();
+    let store = service.store().clone();
+    let written = tokio::task::spawn_blocking(move || store.add_usage(unix_now(), &batch)).await;
+    if !matches!(written, Ok(Ok(()))) {
+        tracing::warn!("saving usage counts failed; they stay in memory and are retried");
+        for (key, counts) in &drained {
+            key.usage.restore(counts);
         }
     }
 }
 
-/// Saves last-used times every `interval` until `shutdown`, then once more.
+async fn prune_usage(service: &Service) {
+    let now = unix_now();
+    let hours_before = usage::hour_start(now) - (USAGE_HOURS - 1) * 3600;
+    let days_before = usage::day_start(now) - (USAGE_DAYS - 1) * 86_400;
+    let store = service.store().clone();
+    match tokio::task::spawn_blocking(move || store.prune_usage(hours_before, days_before)).await {
+        Ok(Ok(pruned)) if pruned > 0 => tracing::debug!(pruned, "old usage buckets pruned"),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "pruning usage buckets failed"),
+        Err(error) => tracing::warn!(%error, "pruning task failed"),
+    }
+}
+
+/// Flushes every `interval` until `shutdown`, then once more; prunes old usage buckets hourly.
 pub async fn run(service: Service, interval: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = tokio::time::Instant::now();
+    prune_usage(&service).await;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = shutdown.cancelled() => break,
         }
-        save_last_used(&service).await;
+        flush(&service).await;
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            prune_usage(&service).await;
+            last_prune = tokio::time::Instant::now();
+        }
     }
 }

@@ -5,16 +5,24 @@
 //! the map's shard lock only long enough to clone the `Arc`. What changes without a management call — the
 //! warm digests and the last-used time — lives in shared cells carried from one snapshot to the next.
 //!
+//! Rate-limit timestamps, credit balances and usage counters are such cells too: a rate-limit cell is
+//! carried by limit name, so editing a key's plan changes the limit's parameters but not what was spent.
+//!
 //! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use keyward_protocol::{KeyId, ScopeSet};
+use keyward_protocol::{KeyId, RatePolicy, ScopeSet, DEFAULT_PLAN_RATE};
 
+use crate::config::Plans;
+use crate::credits::CreditCell;
 use crate::hasher::Digest;
+use crate::limiter::Gcra;
 use crate::record::{KeyRecord, StoredSecret};
+use crate::usage::UsageCell;
 
 /// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash.
 #[derive(Clone, Debug, Default)]
@@ -37,6 +45,22 @@ pub struct HotSecret {
     pub warm: WarmCell,
 }
 
+/// One rate limit of a key: its name in answers, its parameters, and its timestamp cell.
+#[derive(Debug)]
+pub struct HotLimit {
+    pub policy: Arc<str>,
+    pub gcra: Gcra,
+    pub tat: Arc<AtomicU64>,
+}
+
+/// Counters loaded from the store for a key at startup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub last_used: Option<i64>,
+    /// Live credit balance and last refill.
+    pub credits: Option<(u64, i64)>,
+}
+
 /// One key as the verify path needs it.
 #[derive(Debug)]
 pub struct HotKey {
@@ -50,31 +74,100 @@ pub struct HotKey {
     last_used: Arc<AtomicI64>,
     /// The last-used time the store holds.
     last_used_saved: Arc<AtomicI64>,
+    /// The key's plan or custom rate; `None` for an unlimited key.
+    pub main_limit: Option<HotLimit>,
+    /// Named limits, counted only when a verify names them.
+    pub named_limits: Vec<HotLimit>,
+    pub credits: Option<Arc<CreditCell>>,
+    pub usage: Arc<UsageCell>,
+}
+
+/// The name a key's main limit carries in answers.
+fn policy_name(policy: &RatePolicy) -> Option<&str> {
+    match policy {
+        RatePolicy::Plan(name) => Some(name),
+        RatePolicy::Custom(_) => Some("custom"),
+        RatePolicy::Unlimited => None,
+    }
 }
 
 impl HotKey {
-    /// A snapshot of a record loaded from storage (with its stored last-used time) or newly created.
-    pub fn new(record: KeyRecord, last_used: Option<i64>) -> HotKey {
-        let at = last_used.unwrap_or(0);
-        HotKey::build(record, &[], Arc::new(AtomicI64::new(at)), Arc::new(AtomicI64::new(at)))
+    /// A snapshot of a record loaded from storage (with its stored counters) or newly created.
+    pub fn new(record: KeyRecord, counters: Counters, plans: &Plans) -> HotKey {
+        let at = counters.last_used.unwrap_or(0);
+        let credits = match (counters.credits, record.limits.credits) {
+            (Some((balance, refilled_at)), _) => Some(Arc::new(CreditCell::new(balance, refilled_at))),
+            (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
+            (None, None) => None,
+        };
+        let cells = Cells {
+            warm: Vec::new(),
+            last_used: Arc::new(AtomicI64::new(at)),
+            last_used_saved: Arc::new(AtomicI64::new(at)),
+            tats: HashMap::new(),
+            credits,
+            usage: Arc::default(),
+        };
+        HotKey::build(record, cells, plans)
     }
 
-    /// The next snapshot of this key. A secret whose hash is unchanged keeps its warm cell, so a regenerate
-    /// with a grace window leaves the old token as warm as it was.
-    pub fn succeed(&self, record: KeyRecord) -> HotKey {
-        let known: Vec<&HotSecret> = std::iter::once(&self.current).chain(&self.previous).collect();
-        HotKey::build(record, &known, self.last_used.clone(), self.last_used_saved.clone())
+    /// The next snapshot of this key, keeping every live cell: a secret whose hash is unchanged keeps its
+    /// warm digest (so a regenerate with a grace window leaves the old token as warm as it was), a limit
+    /// keeps its timestamp by name, and the counters carry over.
+    pub fn succeed(&self, record: KeyRecord, plans: &Plans) -> HotKey {
+        let warm =
+            std::iter::once(&self.current).chain(&self.previous).map(|s| (s.phc.clone(), s.warm.clone())).collect();
+        let tats =
+            self.main_limit.iter().chain(&self.named_limits).map(|l| (l.policy.clone(), l.tat.clone())).collect();
+        let credits = match (&self.credits, record.limits.credits) {
+            (Some(cell), _) => Some(cell.clone()),
+            (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
+            (None, None) => None,
+        };
+        let cells = Cells {
+            warm,
+            last_used: self.last_used.clone(),
+            last_used_saved: self.last_used_saved.clone(),
+            tats,
+            credits,
+            usage: self.usage.clone(),
+        };
+        HotKey::build(record, cells, plans)
     }
 
-    fn build(record: KeyRecord, known: &[&HotSecret], last_used: Arc<AtomicI64>, saved: Arc<AtomicI64>) -> HotKey {
+    fn build(record: KeyRecord, cells: Cells, plans: &Plans) -> HotKey {
         let hot = |secret: &StoredSecret| {
-            let warm = known.iter().find(|k| *k.phc == *secret.phc).map(|k| k.warm.clone()).unwrap_or_default();
+            let warm =
+                cells.warm.iter().find(|(phc, _)| **phc == *secret.phc).map(|(_, w)| w.clone()).unwrap_or_default();
             HotSecret { phc: Arc::from(secret.phc.as_str()), warm }
         };
+        let limit = |policy: &str, rate| {
+            let tat = cells.tats.get(policy).cloned().unwrap_or_default();
+            HotLimit { policy: Arc::from(policy), gcra: Gcra::new(rate), tat }
+        };
+        let main_rate = match &record.limits.rate {
+            // A plan dropped from the configuration falls back to the default plan's rate, never to none.
+            RatePolicy::Plan(name) => Some(plans.get(name).copied().unwrap_or(DEFAULT_PLAN_RATE)),
+            RatePolicy::Custom(rate) => Some(*rate),
+            RatePolicy::Unlimited => None,
+        };
+        let main_limit = policy_name(&record.limits.rate).zip(main_rate).map(|(name, rate)| limit(name, rate));
+        let named_limits = record.limits.named.iter().map(|(name, rate)| limit(name, *rate)).collect();
         let current = hot(&record.secret);
         let previous = record.previous.as_ref().map(|p| hot(&p.secret));
         let scopes = ScopeSet::parse(&record.scopes).unwrap_or_default();
-        HotKey { record, scopes, current, previous, last_used, last_used_saved: saved }
+        HotKey {
+            record,
+            scopes,
+            current,
+            previous,
+            last_used: cells.last_used,
+            last_used_saved: cells.last_used_saved,
+            main_limit,
+            named_limits,
+            credits: cells.credits,
+            usage: cells.usage,
+        }
     }
 
     /// Records a successful verify at `now`.
@@ -97,6 +190,17 @@ impl HotKey {
     pub fn mark_last_used_saved(&self, at: i64) {
         self.last_used_saved.fetch_max(at, Ordering::Relaxed);
     }
+}
+
+/// The cells one snapshot hands to the next.
+struct Cells {
+    warm: Vec<(Arc<str>, WarmCell)>,
+    last_used: Arc<AtomicI64>,
+    last_used_saved: Arc<AtomicI64>,
+    /// Limit timestamps by policy name.
+    tats: HashMap<Arc<str>, Arc<AtomicU64>>,
+    credits: Option<Arc<CreditCell>>,
+    usage: Arc<UsageCell>,
 }
 
 /// Every key by id, and imported keys by lookup digest; cheap to clone.

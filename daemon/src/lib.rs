@@ -17,8 +17,11 @@
 //! - [`store`]: durable storage (the only module that knows sled).
 //! - [`record`]: the stored key record and its views.
 //! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm and lookup digests.
+//! - [`limiter`]: GCRA rate limiting, lock-free.
+//! - [`credits`]: credit balances and refills.
+//! - [`usage`]: per-key verification counters.
 //! - [`keyfile`]: the persistent lookup key for imported tokens.
-//! - [`flusher`]: the batch writer for last-used times.
+//! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
 //! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
 //! - [`config`], [`clock`], [`error`].
@@ -26,11 +29,13 @@
 pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod credits;
 pub mod error;
 pub mod flusher;
 pub mod hasher;
 pub mod index;
 pub mod keyfile;
+pub mod limiter;
 pub mod lockfile;
 pub mod manage;
 pub mod mint;
@@ -40,6 +45,7 @@ pub mod service;
 pub mod signals;
 pub mod socket;
 pub mod store;
+pub mod usage;
 pub mod validate;
 pub mod verify;
 

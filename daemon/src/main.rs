@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keyward_daemon::{signals, Config};
-use keyward_protocol::paths;
+use keyward_protocol::{paths, Rate};
 use tokio_util::sync::CancellationToken;
 
 /// The keyward API-key daemon.
@@ -24,6 +24,20 @@ struct Args {
     /// From this RFC 3339 time on, legacy personal keys answer LEGACY_SUNSET.
     #[arg(long, env = "KEYWARD_LEGACY_SUNSET", value_parser = parse_time)]
     legacy_sunset: Option<i64>,
+    /// Define or redefine a rate plan, e.g. --plan paid=1000/min --plan enterprise=20000/min (repeatable;
+    /// the built-in plans are free=100/min and paid=1000/min).
+    #[arg(long = "plan", value_name = "NAME=N/PERIOD", value_parser = parse_plan)]
+    plans: Vec<(String, Rate)>,
+}
+
+fn parse_plan(text: &str) -> Result<(String, Rate), String> {
+    let (name, rate) = keyward_protocol::limits::parse_named_limit(text).map_err(|e| e.to_string())?;
+    let word = !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if word {
+        Ok((name, rate))
+    } else {
+        Err(format!("plan name {name:?} must be a lowercase word"))
+    }
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -40,6 +54,7 @@ impl Args {
             self.admin_socket.unwrap_or_else(paths::default_admin_socket),
         );
         config.legacy_sunset = self.legacy_sunset;
+        config.plans.extend(self.plans);
         config
     }
 }

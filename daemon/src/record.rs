@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use keyward_protocol::{token, Environment, KeyId, KeyOrigin, KeyStatus, KeyView, Role, VerifiedKey};
+use keyward_protocol::{token, Environment, KeyId, KeyOrigin, KeyStatus, KeyView, Limits, Role, VerifiedKey};
 use serde::{Deserialize, Serialize};
 
 /// The stored form of one token's secret.
@@ -65,6 +65,18 @@ pub struct KeyRecord {
     pub account: Option<String>,
     pub secret: StoredSecret,
     pub previous: Option<PreviousSecret>,
+    /// Rate policy, named limits and refill; `credits` is the balance last set by an operator (the live
+    /// balance is kept apart, see [`crate::credits`]).
+    pub limits: Limits,
+}
+
+/// What a view shows beyond the record: the time, the legacy sunset and the live counters.
+#[derive(Clone, Copy, Debug)]
+pub struct Live {
+    pub now: i64,
+    pub sunset: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub credits: Option<u64>,
 }
 
 impl KeyRecord {
@@ -103,8 +115,9 @@ impl KeyRecord {
         self.previous.as_ref().map(|p| p.until).filter(|&until| until > now)
     }
 
-    /// How listings show the key. `last_used_at` is the freshest value the caller knows.
-    pub fn view(&self, now: i64, sunset: Option<i64>, last_used_at: Option<i64>) -> KeyView {
+    /// How listings show the key.
+    pub fn view(&self, live: Live) -> KeyView {
+        let Live { now, sunset, last_used_at, credits } = live;
         KeyView {
             id: self.id.to_string(),
             prefix: self.secret.prefix.clone(),
@@ -124,6 +137,7 @@ impl KeyRecord {
             origin: self.origin,
             account: self.account.clone(),
             previous_token_until: self.previous_until(now),
+            limits: Limits { credits, ..self.limits.clone() },
         }
     }
 

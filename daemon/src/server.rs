@@ -33,7 +33,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let loaded = store.load()?;
     let hasher = Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, lookup_key)
         .map_err(StartError::Config)?;
-    let service = Service::new(loaded, store, hasher, config.legacy_sunset);
+    let service = Service::new(loaded, store, hasher, config.legacy_sunset, config.plans.clone());
 
     let (verify_listener, _verify_file) = socket::bind(&config.verify_socket, config.verify_socket_mode)?;
     let (admin_listener, _admin_file) = socket::bind(&config.admin_socket, config.admin_socket_mode)?;
@@ -45,7 +45,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     );
 
     let tracker = TaskTracker::new();
-    let flusher = tokio::spawn(flusher::run(service.clone(), config.last_used_interval, shutdown.clone()));
+    let flusher = tokio::spawn(flusher::run(service.clone(), config.flush_interval, shutdown.clone()));
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let door = Door {
         service: service.clone(),
@@ -64,7 +64,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         tracing::warn!(deadline = ?config.drain_deadline, "drain deadline passed; closing remaining connections");
     }
     let _ = flusher.await;
-    flusher::save_last_used(&service).await;
+    flusher::flush(&service).await;
     let store = service.store().clone();
     match tokio::task::spawn_blocking(move || store.flush()).await {
         Ok(Ok(())) => tracing::info!("store flushed; keywardd stopped"),

@@ -13,9 +13,10 @@ use dashmap::DashMap;
 use keyward_protocol::{Actor, Reply, Request};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::config::Plans;
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
-use crate::index::{HotKey, Index};
+use crate::index::{Counters, HotKey, Index};
 use crate::record::KeyRecord;
 use crate::store::{Loaded, Store};
 use crate::validate;
@@ -59,6 +60,8 @@ struct Inner {
     legacy_sunset: AtomicI64,
     /// The sequence number of the next audit entry (advanced only under the write lock, after a commit).
     next_audit_seq: AtomicU64,
+    /// Rate plans by name; read when snapshots are built, never on the verify path.
+    plans: std::sync::RwLock<Arc<Plans>>,
 }
 
 fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) -> Reply {
@@ -70,11 +73,13 @@ fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) 
 
 impl Service {
     /// The service over what the store held at startup.
-    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, legacy_sunset: Option<i64>) -> Service {
+    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, legacy_sunset: Option<i64>, plans: Plans) -> Service {
         let index = Index::default();
         for record in loaded.keys {
-            let last_used = loaded.last_used.get(record.id.as_str()).copied();
-            index.put(HotKey::new(record, last_used));
+            let id = record.id.as_str();
+            let counters =
+                Counters { last_used: loaded.last_used.get(id).copied(), credits: loaded.credits.get(id).copied() };
+            index.put(HotKey::new(record, counters, &plans));
         }
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
         Service {
@@ -86,6 +91,7 @@ impl Service {
                 accounts,
                 legacy_sunset: AtomicI64::new(legacy_sunset.unwrap_or(NO_SUNSET)),
                 next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
+                plans: std::sync::RwLock::new(Arc::new(plans)),
             }),
         }
     }
@@ -104,6 +110,11 @@ impl Service {
 
     pub(crate) async fn write_lock(&self) -> MutexGuard<'_, ()> {
         self.inner.writes.lock().await
+    }
+
+    /// The rate plans in force.
+    pub fn plans(&self) -> Arc<Plans> {
+        self.inner.plans.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// When legacy keys stop working, if ever.
@@ -180,6 +191,13 @@ impl Service {
                 Handled::Now(reply_from(self.list_legacy(account.as_deref()), Reply::Keys))
             }
             Request::GetAccount { account } => Handled::Now(reply_from(self.get_account(&account), Reply::Account)),
+            Request::Usage { id } => self.later(|s| async move { reply_from(s.usage(&id).await, Reply::Usage) }),
+            Request::WorkspaceUsage { workspace } => {
+                self.later(|s| async move { reply_from(s.workspace_usage(&workspace).await, Reply::WorkspaceUsage) })
+            }
+            Request::Credits { id, change } => {
+                self.later(|s| async move { reply_from(s.change_credits(&id, change, &actor).await, Reply::Key) })
+            }
             Request::Audit(query) => self.later(|s| async move { reply_from(s.audit(query).await, Reply::Audit) }),
             Request::Create(create) => {
                 self.later(|s| async move { reply_from(s.create(create, &actor).await, Reply::Created) })

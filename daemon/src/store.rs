@@ -5,7 +5,10 @@
 //! - `audit`: big-endian sequence number → [`AuditEntry`];
 //! - `accounts`: account → the workspaces its legacy keys may act on;
 //! - `last_used`: key id → Unix seconds, big-endian (written in batches, apart from the records, so the
-//!   batch writer can never overwrite a management change).
+//!   batch writer can never overwrite a management change);
+//! - `credits`: key id → live credit balance and last refill (batches, and with `credits` commands);
+//! - `usage`: key id + `h`/`d` + bucket start (big-endian) → verification counts by code, summed by a
+//!   merge operator.
 //!
 //! A management change and its audit entry are written in one sled transaction and flushed (fsync of
 //! sled's log) before [`Store::commit`] returns: a caller that acknowledges afterwards never acknowledges
@@ -21,6 +24,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::record::KeyRecord;
+use crate::usage::{self, CODES};
 
 /// Storage failed. The message names the data directory or record, never any secret material.
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +55,49 @@ enum StoredKeyRef<'a> {
     V1(&'a KeyRecord),
 }
 
-/// One durable change: a key and/or an account, with its audit entry.
+/// One durable change: a key (and its credit balance) and/or an account, with its audit entry.
 pub struct Change<'a> {
     pub key: Option<&'a KeyRecord>,
+    /// The key's live credit balance and last refill, when the change sets it.
+    pub credits: Option<(u64, i64)>,
     pub account: Option<&'a AccountView>,
     pub audit: &'a AuditEntry,
+}
+
+/// Hourly or daily usage buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    fn tag(self) -> u8 {
+        match self {
+            Bucket::Hour => b'h',
+            Bucket::Day => b'd',
+        }
+    }
+}
+
+fn usage_key(id: &str, bucket: Bucket, start: i64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 9);
+    key.extend_from_slice(id.as_bytes());
+    key.push(bucket.tag());
+    key.extend_from_slice(&start.to_be_bytes());
+    key
+}
+
+/// Sums two encoded count arrays (sled merge operator for the `usage` tree).
+fn merge_counts(_key: &[u8], old: Option<&[u8]>, new: &[u8]) -> Option<Vec<u8>> {
+    let decode_counts = |bytes: &[u8]| codec::decode::<Vec<u64>>(bytes).unwrap_or_default();
+    let mut sum = old.map(decode_counts).unwrap_or_default();
+    let add = decode_counts(new);
+    sum.resize(sum.len().max(add.len()), 0);
+    for (total, n) in sum.iter_mut().zip(add) {
+        *total += n;
+    }
+    codec::encode(&sum).ok()
 }
 
 /// Everything loaded at startup.
@@ -63,6 +105,8 @@ pub struct Loaded {
     pub keys: Vec<KeyRecord>,
     pub accounts: Vec<AccountView>,
     pub last_used: HashMap<String, i64>,
+    /// Live credit balances and last refills.
+    pub credits: HashMap<String, (u64, i64)>,
     /// The sequence number the next audit entry gets.
     pub next_audit_seq: u64,
 }
@@ -74,6 +118,8 @@ pub struct Store {
     audit: sled::Tree,
     accounts: sled::Tree,
     last_used: sled::Tree,
+    credits: sled::Tree,
+    usage: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
@@ -91,7 +137,9 @@ impl Store {
         let db = sled::Config::new().path(dir.join("keys.sled")).open().map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
-        Ok(Store { db, keys, audit, accounts, last_used })
+        let (credits, usage) = (tree("credits")?, tree("usage")?);
+        usage.set_merge_operator(merge_counts);
+        Ok(Store { db, keys, audit, accounts, last_used, credits, usage })
     }
 
     /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
@@ -117,11 +165,18 @@ impl Store {
                 .map_err(|_| StoreError::Corrupt { what: "a last-used time".into(), reason: "not 8 bytes".into() })?;
             last_used.insert(String::from_utf8_lossy(&id).into_owned(), i64::from_be_bytes(at));
         }
+        let mut credits = HashMap::new();
+        for entry in self.credits.iter() {
+            let (id, bytes) = entry?;
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let state: (u64, i64) = decode(&bytes, || format!("credits of key {id}"))?;
+            credits.insert(id, state);
+        }
         let next_audit_seq = match self.audit.last()? {
             Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
             None => 1,
         };
-        Ok(Loaded { keys, accounts, last_used, next_audit_seq })
+        Ok(Loaded { keys, accounts, last_used, credits, next_audit_seq })
     }
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.
@@ -134,10 +189,14 @@ impl Store {
             change.account.map(|a| Ok::<_, StoreError>((a.account.as_str(), encode(&a.workspaces, "an account")?)));
         let account = account.transpose()?;
         let audit = encode(change.audit, "an audit entry")?;
-        let result: Result<(), TransactionError<()>> =
-            (&self.keys, &self.accounts, &self.audit).transaction(|(keys, accounts, log)| {
+        let credits = change.credits.map(|state| encode(&state, "credits")).transpose()?;
+        let result: Result<(), TransactionError<()>> = (&self.keys, &self.accounts, &self.audit, &self.credits)
+            .transaction(|(keys, accounts, log, balances)| {
                 if let Some((id, bytes)) = &key {
                     keys.insert(id.as_bytes(), bytes.as_slice())?;
+                    if let Some(credits) = &credits {
+                        balances.insert(id.as_bytes(), credits.as_slice())?;
+                    }
                 }
                 if let Some((name, bytes)) = &account {
                     accounts.insert(name.as_bytes(), bytes.as_slice())?;
@@ -169,14 +228,69 @@ impl Store {
         Ok(entries)
     }
 
-    /// Records last-used times in one batch and flushes them.
-    pub fn save_last_used(&self, times: &[(String, i64)]) -> Result<(), StoreError> {
+    /// Records last-used times and credit balances in batches and flushes them.
+    pub fn save_counters(
+        &self,
+        last_used: &[(String, i64)],
+        credits: &[(String, (u64, i64))],
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        for (id, at) in times {
+        for (id, at) in last_used {
             batch.insert(id.as_bytes(), &at.to_be_bytes());
         }
         self.last_used.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        for (id, state) in credits {
+            batch.insert(id.as_bytes(), encode(state, "credits")?);
+        }
+        self.credits.apply_batch(batch)?;
         self.flush()
+    }
+
+    /// Adds drained counts to the hourly and daily buckets containing `at`, and flushes.
+    pub fn add_usage(&self, at: i64, counts: &[(String, [u64; CODES])]) -> Result<(), StoreError> {
+        for (id, counts) in counts {
+            let bytes = encode(&counts.to_vec(), "usage counts")?;
+            self.usage.merge(usage_key(id, Bucket::Hour, usage::hour_start(at)), bytes.as_slice())?;
+            self.usage.merge(usage_key(id, Bucket::Day, usage::day_start(at)), bytes)?;
+        }
+        self.flush()
+    }
+
+    /// A key's buckets of one kind starting at or after `since`, oldest first.
+    pub fn usage_buckets(&self, id: &str, bucket: Bucket, since: i64) -> Result<Vec<(i64, [u64; CODES])>, StoreError> {
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(bucket.tag());
+        let mut buckets = Vec::new();
+        for entry in self.usage.range(usage_key(id, bucket, since)..) {
+            let (key, bytes) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let start = <[u8; 8]>::try_from(&key[prefix.len()..]).map(i64::from_be_bytes).unwrap_or_default();
+            let mut counts = [0; CODES];
+            usage::add(&mut counts, &decode::<Vec<u64>>(&bytes, || format!("usage of key {id}"))?);
+            buckets.push((start, counts));
+        }
+        Ok(buckets)
+    }
+
+    /// Deletes hourly buckets that started before `hours_before` and daily ones before `days_before`.
+    pub fn prune_usage(&self, hours_before: i64, days_before: i64) -> Result<usize, StoreError> {
+        let mut pruned = 0;
+        for entry in self.usage.iter() {
+            let (key, _) = entry?;
+            let Some((&tag, start)) = key.len().checked_sub(9).map(|at| (&key[at], &key[at + 1..])) else {
+                continue;
+            };
+            let start = <[u8; 8]>::try_from(start).map(i64::from_be_bytes).unwrap_or_default();
+            let old = (tag == b'h' && start < hours_before) || (tag == b'd' && start < days_before);
+            if old {
+                self.usage.remove(&key)?;
+                pruned += 1;
+            }
+        }
+        Ok(pruned)
     }
 
     /// Waits until every write so far is on disk.

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use keyward_protocol::token::Token;
-use keyward_protocol::{ExpirySpec, KeyId, Role, ScopeSet};
+use keyward_protocol::{ExpirySpec, KeyId, Limits, RatePolicy, Refill, Role, ScopeSet};
+
+use crate::config::Plans;
 
 use crate::error::DaemonError;
 
@@ -114,6 +116,35 @@ pub fn importable_token(text: &str) -> Result<(), DaemonError> {
         return Err(invalid("an imported token must be printable ASCII without spaces"));
     }
     Ok(())
+}
+
+const MAX_NAMED_LIMITS: usize = 16;
+
+/// A key's limits: the plan must exist, named limits need word names, and a refill without a balance
+/// starts the balance at the refill amount.
+pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
+    if let RatePolicy::Plan(name) = &limits.rate {
+        if !plans.contains_key(name) {
+            let known: Vec<&str> = plans.keys().map(String::as_str).collect();
+            return Err(invalid(format!("unknown plan {name:?}; the plans are: {}", known.join(", "))));
+        }
+    }
+    if limits.named.len() > MAX_NAMED_LIMITS {
+        return Err(invalid("a key may have at most 16 named limits"));
+    }
+    for name in limits.named.keys() {
+        let ok = name.len() <= 32
+            && name.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+        if !ok {
+            return Err(invalid(format!("limit name {name:?} must be a lowercase word of at most 32 characters")));
+        }
+    }
+    let credits = match (limits.credits, limits.refill) {
+        (None, Some(Refill::Daily { amount } | Refill::Monthly { amount, .. })) => Some(amount),
+        (credits, _) => credits,
+    };
+    Ok(Limits { credits, ..limits.clone() })
 }
 
 /// The optional actor label a caller passes for the audit log.

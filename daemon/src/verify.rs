@@ -1,7 +1,10 @@
 //! Verify: from a presented token to a [`VerifyAnswer`], cheapest check first.
 //!
 //! Order: token present → format and checksum (no lookup) → lookup by key id, or by lookup digest for an
-//! imported token → secret → revoked → inactive → legacy sunset → expired → workspace → scope.
+//! imported token → secret → revoked → inactive → legacy sunset → expired → workspace → scope → rate limits
+//! (the key's plan or custom rate, then the named limits the request asks for, all or nothing) → credits.
+//! A refused request spends neither rate budget nor credits: what a later check refuses, earlier
+//! reservations give back.
 //!
 //! A key's secrets (the current one, and the previous one during a regenerate's grace window) each have a
 //! warm cell. A secret that matches a warm digest is answered inline with one HMAC and a constant-time
@@ -13,13 +16,14 @@
 use std::sync::Arc;
 
 use keyward_protocol::token::Token;
-use keyward_protocol::{scope, VerifyAnswer, VerifyCode, VerifyRequest};
+use keyward_protocol::{scope, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
 use zeroize::Zeroizing;
 
-use crate::clock::unix_now;
+use crate::clock::{mono_nanos, unix_millis, unix_now};
 use crate::error::DaemonError;
 use crate::hasher::Digest;
-use crate::index::{HotKey, HotSecret};
+use crate::index::{HotKey, HotLimit, HotSecret};
+use crate::limiter::Decision;
 use crate::record::KeyState;
 use crate::service::Service;
 use crate::validate;
@@ -43,7 +47,7 @@ pub struct ColdCheck {
 }
 
 fn refuse(code: VerifyCode) -> Step {
-    Step::Done(VerifyAnswer { code, key: None })
+    Step::Done(VerifyAnswer::refused(code))
 }
 
 /// What the warm cells say about a presented secret.
@@ -105,7 +109,10 @@ impl Service {
         let digest = self.hasher().digest(secret);
         let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now) {
             Warmth::Known => return Ok(Step::Done(self.judge(&key, &request, now))),
-            Warmth::Wrong => return Ok(refuse(VerifyCode::NotFound)),
+            Warmth::Wrong => {
+                key.usage.count(VerifyCode::NotFound);
+                return Ok(refuse(VerifyCode::NotFound));
+            }
             Warmth::Cold(slots) => slots.iter().map(|slot| slot.phc.clone()).collect(),
         };
         let secret = Zeroizing::new(secret.to_vec());
@@ -130,8 +137,9 @@ impl Service {
                 break;
             }
         }
-        let not_found = VerifyAnswer { code: VerifyCode::NotFound, key: None };
+        let not_found = VerifyAnswer::refused(VerifyCode::NotFound);
         let Some(phc) = matched else {
+            key.usage.count(VerifyCode::NotFound);
             return Ok(not_found);
         };
         // Argon2 took milliseconds: judge on what is current now. If the matched secret is no longer a live
@@ -147,7 +155,7 @@ impl Service {
         Ok(self.judge(&current, &request, now))
     }
 
-    /// The state, workspace and scope checks for a key whose secret is right.
+    /// The state, workspace, scope, rate-limit and credit checks for a key whose secret is right.
     fn judge(&self, key: &HotKey, request: &VerifyRequest, now: i64) -> VerifyAnswer {
         let record = &key.record;
         let code = if record.revoked_at.is_some() {
@@ -165,9 +173,79 @@ impl Service {
         } else {
             VerifyCode::Valid
         };
+        let mut answer = VerifyAnswer { code, key: Some(record.verified()), ..VerifyAnswer::refused(code) };
         if code.is_valid() {
+            spend(key, request, now, &mut answer);
+        } else {
+            let mono = mono_nanos();
+            answer.ratelimit = limits_of(key, request).map(|limit| peek(limit, mono)).collect();
+            answer.credits = key.credits.as_ref().map(|cell| cell.balance());
+        }
+        key.usage.count(answer.code);
+        if answer.code.is_valid() {
             key.touch(now);
         }
-        VerifyAnswer { code, key: Some(record.verified()) }
+        answer
+    }
+}
+
+/// The limits a request counts against: the key's main limit, then the named limits it asks for (names
+/// the key does not have are ignored).
+fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequest) -> impl Iterator<Item = &'a HotLimit> + 'a {
+    let named = key.named_limits.iter().filter(|limit| request.limits.iter().any(|name| **name == *limit.policy));
+    key.main_limit.iter().chain(named)
+}
+
+/// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`.
+fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAnswer) {
+    let cost = u64::from(request.cost);
+    let mono = mono_nanos();
+    let mut reserved = 0;
+    for limit in limits_of(key, request) {
+        match limit.gcra.reserve(&limit.tat, mono, cost) {
+            Decision::Allowed { tat } => {
+                answer.ratelimit.push(status(limit, tat, mono));
+                reserved += 1;
+            }
+            Decision::Refused { retry_after, tat } => {
+                answer.ratelimit.push(status(limit, tat, mono));
+                answer.code = VerifyCode::RateLimited;
+                answer.retry_after_ms = retry_after.map(|ns| ns.div_ceil(1_000_000));
+                break;
+            }
+        }
+    }
+    if answer.code.is_valid() {
+        if let Some(cell) = &key.credits {
+            match cell.spend(cost, key.record.limits.refill, now) {
+                Ok(balance) => answer.credits = Some(balance),
+                Err(balance) => {
+                    answer.credits = Some(balance);
+                    answer.code = VerifyCode::UsageExceeded;
+                }
+            }
+        }
+    }
+    if !answer.code.is_valid() && reserved > 0 {
+        for (limit, shown) in limits_of(key, request).take(reserved).zip(answer.ratelimit.iter_mut()) {
+            limit.gcra.give_back(&limit.tat, cost);
+            *shown = peek(limit, mono);
+        }
+    }
+}
+
+/// A limit's status as of its current timestamp.
+fn peek(limit: &HotLimit, mono: u64) -> RateLimitStatus {
+    status(limit, limit.tat.load(std::sync::atomic::Ordering::Acquire), mono)
+}
+
+fn status(limit: &HotLimit, tat: u64, mono: u64) -> RateLimitStatus {
+    let (remaining, reset_in) = limit.gcra.status(tat, mono);
+    RateLimitStatus {
+        policy: limit.policy.to_string(),
+        limit: limit.gcra.limit(),
+        remaining,
+        reset_at_ms: unix_millis() + reset_in.div_ceil(1_000_000) as i64,
+        window_seconds: limit.gcra.window_seconds(),
     }
 }

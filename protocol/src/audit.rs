@@ -18,6 +18,7 @@ pub enum AuditAction {
     Revoke,
     Import,
     AccountSet,
+    Credits,
 }
 
 impl AuditAction {
@@ -32,6 +33,7 @@ impl AuditAction {
             AuditAction::Revoke => "revoke",
             AuditAction::Import => "import",
             AuditAction::AccountSet => "account_set",
+            AuditAction::Credits => "credits",
         }
     }
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// The outcome of a verify.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum VerifyCode {
     /// The token is right and the key may do what was asked.
     Valid,
@@ -30,11 +30,15 @@ pub enum VerifyCode {
     Inactive,
     /// The token was right, but it is a legacy personal key and the legacy sunset has passed.
     LegacySunset,
+    /// A rate limit refused the request; `retry_after_ms` says when to try again. Nothing was spent.
+    RateLimited,
+    /// The key's credits are used up. Nothing was spent.
+    UsageExceeded,
 }
 
 impl VerifyCode {
     /// Every code, in wire order.
-    pub const ALL: [VerifyCode; 10] = [
+    pub const ALL: [VerifyCode; 12] = [
         VerifyCode::Valid,
         VerifyCode::Missing,
         VerifyCode::Malformed,
@@ -45,6 +49,8 @@ impl VerifyCode {
         VerifyCode::WrongWorkspace,
         VerifyCode::Inactive,
         VerifyCode::LegacySunset,
+        VerifyCode::RateLimited,
+        VerifyCode::UsageExceeded,
     ];
 
     /// The stable name, e.g. `INSUFFICIENT_SCOPE`.
@@ -60,7 +66,14 @@ impl VerifyCode {
             VerifyCode::WrongWorkspace => "WRONG_WORKSPACE",
             VerifyCode::Inactive => "INACTIVE",
             VerifyCode::LegacySunset => "LEGACY_SUNSET",
+            VerifyCode::RateLimited => "RATE_LIMITED",
+            VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
         }
+    }
+
+    /// The code with this stable name.
+    pub fn from_name(name: &str) -> Option<VerifyCode> {
+        VerifyCode::ALL.into_iter().find(|code| code.as_str() == name)
     }
 
     pub fn is_valid(self) -> bool {

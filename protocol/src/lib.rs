@@ -21,6 +21,7 @@
 //! - [`message`]: handshake, request and reply types.
 //! - [`lifecycle`]: roles, edits, imports and legacy accounts.
 //! - [`audit`]: audit log entries and queries.
+//! - [`limits`]: rate limits, credits and usage.
 //! - [`token`]: the API token format: prefix, key id, secret and CRC32 checksum.
 //! - [`scope`]: scope strings and their implication rules.
 //! - [`code`]: stable verify outcome codes and error codes.
@@ -34,6 +35,7 @@ pub mod codec;
 pub mod expiry;
 pub mod frame;
 pub mod lifecycle;
+pub mod limits;
 pub mod message;
 pub mod paths;
 pub mod scope;
@@ -44,6 +46,10 @@ pub use audit::{Actor, AuditAction, AuditEntry, AuditQuery, FieldChange};
 pub use code::{ErrorCode, VerifyCode};
 pub use expiry::ExpirySpec;
 pub use lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
+pub use limits::{
+    CreditChange, KeyUsage, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill, UsageBucket, UsageReport,
+    DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE,
+};
 pub use message::{
     CreateRequest, CreatedKey, ErrorReply, Hello, HelloReply, KeyPage, KeyStatus, KeyView, ListRequest, Reply,
     ReplyFrame, Request, RequestFrame, VerifiedKey, VerifyAnswer, VerifyRequest,

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::expiry::ExpirySpec;
+use crate::limits::{Limits, Rate, RatePolicy, Refill};
 use crate::secret::Secret;
 
 /// The role a key acts with. A member key can never hold the `admin` scope.
@@ -78,6 +79,12 @@ pub struct KeyChanges {
     pub expires: Option<ExpirySpec>,
     /// Merged into the key's metadata; an empty value removes that entry.
     pub metadata: BTreeMap<String, String>,
+    /// A new plan, custom rate or `Unlimited`; takes effect on the next verify.
+    pub rate: Option<RatePolicy>,
+    /// Merged into the key's named limits; `None` as a value removes that limit.
+    pub named_limits: BTreeMap<String, Option<Rate>>,
+    /// A new refill schedule; `Some(None)` removes it.
+    pub refill: Option<Option<Refill>>,
 }
 
 impl KeyChanges {
@@ -99,6 +106,7 @@ pub struct ImportRequest {
     pub role: Role,
     pub expires: ExpirySpec,
     pub metadata: BTreeMap<String, String>,
+    pub limits: Limits,
     /// `Some(account)` imports a legacy personal key: account-wide, view and revoke only, refused after the
     /// daemon's legacy sunset.
     pub legacy_account: Option<String>,

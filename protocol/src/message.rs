@@ -26,6 +26,7 @@ use crate::audit::{AuditEntry, AuditQuery};
 use crate::code::{ErrorCode, VerifyCode};
 use crate::expiry::ExpirySpec;
 use crate::lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
+use crate::limits::{CreditChange, KeyUsage, Limits, RateLimitStatus, UsageReport};
 use crate::secret::Secret;
 use crate::token::Environment;
 
@@ -101,6 +102,13 @@ pub enum Request {
     GetAccount { account: String },
     /// Legacy keys, optionally of one account, oldest first. Reply: [`Reply::Keys`] (one page, no `next`).
     ListLegacy { account: Option<String> },
+    /// Set or add to a key's credit balance. Reply: [`Reply::Key`]. Errors: `KEY_NOT_FOUND`,
+    /// `CONFLICT` (the key has no credits; give it some with `Set`), `STORAGE`.
+    Credits { id: String, change: CreditChange },
+    /// One key's verifications by outcome. Reply: [`Reply::Usage`].
+    Usage { id: String },
+    /// Per-key totals of a workspace, most verifications first. Reply: [`Reply::WorkspaceUsage`].
+    WorkspaceUsage { workspace: String },
     /// Carry out `request` on behalf of `actor`, a label recorded in the audit log next to the peer's uid
     /// and pid (e.g. the dashboard user's name). Cannot be nested.
     As { actor: String, request: Box<Request> },
@@ -117,6 +125,8 @@ pub enum Reply {
     Error(ErrorReply),
     Audit(Vec<AuditEntry>),
     Account(AccountView),
+    Usage(UsageReport),
+    WorkspaceUsage(Vec<KeyUsage>),
 }
 
 /// A refused request: a stable code and a message for humans (never containing a secret).
@@ -138,23 +148,54 @@ impl std::fmt::Display for ErrorReply {
     }
 }
 
-/// Check a token, and optionally that it may act on a workspace with a scope.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Check a token, and optionally that it may act on a workspace with a scope, spending rate budget and
+/// credits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRequest {
     pub token: Secret,
     /// A scope the key must hold (or hold something implying it), e.g. `write:tables`.
     pub scope: Option<String>,
     /// The workspace the caller is acting on; the key must belong to it.
     pub workspace: Option<String>,
+    /// What the request costs against rate limits and credits: 1 normally, 0 to check without spending.
+    pub cost: u32,
+    /// Named limits of the key that this request also counts against (all or nothing).
+    pub limits: Vec<String>,
+}
+
+impl VerifyRequest {
+    /// A verify of `token` with cost 1 and no other requirement.
+    pub fn new(token: impl Into<Secret>) -> Self {
+        VerifyRequest { token: token.into(), scope: None, workspace: None, cost: 1, limits: Vec::new() }
+    }
+}
+
+impl Default for VerifyRequest {
+    fn default() -> Self {
+        VerifyRequest::new(Secret::default())
+    }
 }
 
 /// The outcome of a verify.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyAnswer {
     pub code: VerifyCode,
-    /// The key, when the secret was right (`VALID`, `EXPIRED`, `REVOKED`, `INSUFFICIENT_SCOPE`,
-    /// `WRONG_WORKSPACE`); `None` otherwise, so a wrong secret learns nothing about the key.
+    /// The key, when the secret was right (every code but `MISSING`, `MALFORMED` and `NOT_FOUND`); `None`
+    /// otherwise, so a wrong secret learns nothing about the key.
     pub key: Option<VerifiedKey>,
+    /// With `RATE_LIMITED`: when a retry will be allowed, in milliseconds.
+    pub retry_after_ms: Option<u64>,
+    /// Every rate limit checked for this answer (the key's plan or custom rate, then named limits).
+    pub ratelimit: Vec<RateLimitStatus>,
+    /// The key's remaining credits, for a key that has credits.
+    pub credits: Option<u64>,
+}
+
+impl VerifyAnswer {
+    /// An answer that names no key.
+    pub fn refused(code: VerifyCode) -> Self {
+        VerifyAnswer { code, key: None, retry_after_ms: None, ratelimit: Vec::new(), credits: None }
+    }
 }
 
 /// What an app server learns about a key whose secret was right.
@@ -190,6 +231,7 @@ pub struct CreateRequest {
     pub role: Role,
     /// String labels returned by every valid verify; at most 4 KiB in all.
     pub metadata: BTreeMap<String, String>,
+    pub limits: Limits,
 }
 
 /// A new key and its token: shown once, never stored.
@@ -269,6 +311,8 @@ pub struct KeyView {
     pub account: Option<String>,
     /// After a regenerate with a grace window: when the previous token stops working.
     pub previous_token_until: Option<i64>,
+    /// Rate policy, named limits, refill, and the *current* credit balance.
+    pub limits: Limits,
 }
 
 #[cfg(test)]
@@ -281,9 +325,8 @@ mod tests {
         let frame = RequestFrame {
             id: 7,
             request: Request::Verify(VerifyRequest {
-                token: Secret::new("kw_live_x"),
                 scope: Some("read:tables".into()),
-                workspace: None,
+                ..VerifyRequest::new(Secret::new("kw_live_x"))
             }),
         };
         let bytes = codec::encode(&frame).unwrap();

@@ -324,6 +324,7 @@ impl RawConn {
             env: Environment::Live,
             role: if scopes.contains(&"admin") { Role::Admin } else { Role::Member },
             metadata: Default::default(),
+            limits: Default::default(),
         };
         match self.request(Request::Create(request)) {
             Reply::Created(created) => created,
@@ -333,8 +334,11 @@ impl RawConn {
 
     /// Verifies `token`, optionally requiring a scope and a workspace.
     pub fn verify(&mut self, token: &Secret, scope: Option<&str>, workspace: Option<&str>) -> VerifyAnswer {
-        let request =
-            VerifyRequest { token: token.clone(), scope: scope.map(Into::into), workspace: workspace.map(Into::into) };
+        let request = VerifyRequest {
+            scope: scope.map(Into::into),
+            workspace: workspace.map(Into::into),
+            ..VerifyRequest::new(token.clone())
+        };
         match self.request(Request::Verify(request)) {
             Reply::Verify(answer) => answer,
             other => panic!("verify answered {other:?}"),

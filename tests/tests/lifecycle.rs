@@ -62,6 +62,7 @@ fn import_request(token: &str, workspace: &str, legacy_account: Option<&str>) ->
         role: Role::Member,
         expires: ExpirySpec::Never,
         metadata: BTreeMap::new(),
+        limits: Default::default(),
         legacy_account: legacy_account.map(Into::into),
     }
 }
@@ -117,6 +118,7 @@ fn member_keys_never_hold_admin() {
         env: Default::default(),
         role: Role::Member,
         metadata: BTreeMap::new(),
+        limits: Default::default(),
     };
     let message = refused(admin.request(Request::Create(request.clone())), ErrorCode::InvalidArgument);
     assert!(message.contains("member key cannot hold the admin scope"), "{message}");

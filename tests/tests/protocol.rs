@@ -12,7 +12,7 @@ fn create_token(daemon: &Daemon) -> Secret {
 }
 
 fn verify_request(token: &Secret) -> Request {
-    Request::Verify(VerifyRequest { token: token.clone(), scope: None, workspace: None })
+    Request::Verify(VerifyRequest::new(token.clone()))
 }
 
 fn assert_valid(conn: &mut RawConn, token: &Secret) {

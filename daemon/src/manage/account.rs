@@ -20,8 +20,14 @@ impl Service {
         let old = self.account_workspaces(&name).map(|list| list.join(" "));
         let changes = vec![field("workspaces", old, Some(workspaces.join(" ")))];
         let view = AccountView { account: name, workspaces };
-        let draft =
-            Draft { action: AuditAction::AccountSet, record: None, account: Some(view), changes, at: unix_now() };
+        let draft = Draft {
+            action: AuditAction::AccountSet,
+            record: None,
+            credits: None,
+            account: Some(view),
+            changes,
+            at: unix_now(),
+        };
         let view = self.commit(&writing, actor, draft).await?.account.expect("an account was committed");
         self.put_account(view.account.clone(), view.workspaces.clone());
         Ok(view)

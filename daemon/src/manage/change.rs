@@ -15,8 +15,10 @@ use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, 
 
 use super::{expiry_text, field, Draft};
 use crate::clock::{rfc3339, unix_now};
+use crate::config::Plans;
 use crate::error::DaemonError;
 use crate::hasher::Digest;
+use crate::index::HotKey;
 use crate::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
 use crate::service::Service;
 use crate::validate;
@@ -26,7 +28,7 @@ fn conflict(message: String) -> DaemonError {
 }
 
 /// Refuses any change but revoke on revoked and legacy keys.
-fn changeable(record: &KeyRecord) -> Result<(), DaemonError> {
+pub(super) fn changeable(record: &KeyRecord) -> Result<(), DaemonError> {
     if record.revoked_at.is_some() {
         return Err(conflict(format!("key {} is revoked; revocation is permanent", record.id)));
     }
@@ -36,30 +38,45 @@ fn changeable(record: &KeyRecord) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// What one change does to a record: the new record and the audit log's field list.
-type Outcome = (KeyRecord, Vec<FieldChange>);
+/// What one change does to a record: the new record and the audit log's field list, and for a credits
+/// change the new live balance with its last refill.
+pub(super) struct Outcome {
+    pub(super) record: KeyRecord,
+    pub(super) changes: Vec<FieldChange>,
+    pub(super) credits: Option<(u64, i64)>,
+}
+
+impl Outcome {
+    pub(super) fn new(record: KeyRecord, changes: Vec<FieldChange>) -> Outcome {
+        Outcome { record, changes, credits: None }
+    }
+}
 
 impl Service {
     /// Applies `build` to the current snapshot of key `id` under the write lock, commits it, and makes it
     /// visible. `warm` (the digest of a secret the daemon just minted) warms the new current secret.
-    async fn change_key(
+    pub(super) async fn change_key(
         &self,
         id: &str,
         actor: &Actor,
         action: AuditAction,
         warm: Option<Digest>,
-        build: impl FnOnce(&KeyRecord, i64) -> Result<Outcome, DaemonError>,
+        build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
     ) -> Result<KeyView, DaemonError> {
         let id = validate::key_id(id)?;
         let writing = self.write_lock().await;
         let current = self.index().get(id.as_str()).ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
         let now = unix_now();
-        let (record, changes) = build(&current.record, now)?;
-        let draft = Draft { action, record: Some(record), account: None, changes, at: now };
-        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
-        let next = current.succeed(record);
+        let Outcome { record, changes, credits } = build(&current, now)?;
+        let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
+        let record = self.commit(&writing, actor, draft).await?.record;
+        let next = current.succeed(record.expect("a key was committed"), &self.plans());
         if let Some(digest) = warm {
             next.current.warm.set(digest);
+        }
+        if let (Some((balance, refilled_at)), Some(cell)) = (credits, &next.credits) {
+            cell.set(balance);
+            cell.mark_saved(balance, refilled_at);
         }
         let view = self.view(&next, now);
         self.index().put(next);
@@ -71,7 +88,9 @@ impl Service {
         if changes.is_empty() {
             return Err(DaemonError::InvalidArgument("nothing to change: pass at least one setting".into()));
         }
-        self.change_key(id, actor, AuditAction::Edit, None, |old, now| apply_edit(old, &changes, now)).await
+        let plans = self.plans();
+        self.change_key(id, actor, AuditAction::Edit, None, |old, now| apply_edit(&old.record, &changes, now, &plans))
+            .await
     }
 
     /// Gives a key a new token. The old one keeps working for `grace_seconds` (never past the key's expiry).
@@ -84,6 +103,7 @@ impl Service {
         let warm = self.hasher().digest(&secret[..]);
         let view = self
             .change_key(id, actor, AuditAction::Regenerate, Some(warm), |old, now| {
+                let old = &old.record;
                 changeable(old)?;
                 if old.is_expired(now) {
                     return Err(conflict(format!("key {} has expired; create a new key instead", old.id)));
@@ -104,7 +124,7 @@ impl Service {
                     field("previous_token_until", None, previous.as_ref().map(|p| rfc3339(p.until))),
                 ];
                 let origin = keyward_protocol::KeyOrigin::Generated;
-                Ok((KeyRecord { secret: stored, previous, origin, ..old.clone() }, changes))
+                Ok(Outcome::new(KeyRecord { secret: stored, previous, origin, ..old.clone() }, changes))
             })
             .await?;
         Ok(CreatedKey { token: token.expect("set when the change succeeded"), key: view })
@@ -118,13 +138,14 @@ impl Service {
             (AuditAction::Deactivate, KeyState::Inactive)
         };
         self.change_key(id, actor, action, None, |old, _| {
+            let old = &old.record;
             changeable(old)?;
             if old.state == state {
                 let word = if active { "active" } else { "inactive" };
                 return Err(conflict(format!("key {} is already {word}", old.id)));
             }
             let changes = vec![field("state", Some(state_text(old.state)), Some(state_text(state)))];
-            Ok((KeyRecord { state, ..old.clone() }, changes))
+            Ok(Outcome::new(KeyRecord { state, ..old.clone() }, changes))
         })
         .await
     }
@@ -132,11 +153,12 @@ impl Service {
     /// Revokes a key for good; the next verify of its token answers REVOKED.
     pub async fn revoke(&self, id: &str, actor: &Actor) -> Result<KeyView, DaemonError> {
         self.change_key(id, actor, AuditAction::Revoke, None, |old, now| {
+            let old = &old.record;
             if old.revoked_at.is_some() {
                 return Err(conflict(format!("key {} is already revoked", old.id)));
             }
             let changes = vec![field("revoked_at", None, Some(rfc3339(now)))];
-            Ok((KeyRecord { revoked_at: Some(now), previous: None, ..old.clone() }, changes))
+            Ok(Outcome::new(KeyRecord { revoked_at: Some(now), previous: None, ..old.clone() }, changes))
         })
         .await
     }
@@ -150,7 +172,7 @@ fn state_text(state: KeyState) -> String {
 }
 
 /// The record after an edit, with one audit field per setting that actually changed.
-fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64) -> Result<Outcome, DaemonError> {
+fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64, plans: &Plans) -> Result<Outcome, DaemonError> {
     changeable(old)?;
     let mut new = old.clone();
     let mut changes = Vec::new();
@@ -176,6 +198,19 @@ fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64) -> Result<Outcome, D
             new.metadata.insert(key.clone(), value.clone());
         }
     }
+    if let Some(rate) = &edit.rate {
+        new.limits.rate = rate.clone();
+    }
+    for (name, rate) in &edit.named_limits {
+        match rate {
+            Some(rate) => new.limits.named.insert(name.clone(), *rate),
+            None => new.limits.named.remove(name),
+        };
+    }
+    if let Some(refill) = edit.refill {
+        new.limits.refill = refill;
+    }
+    new.limits = validate::limits(&new.limits, plans)?;
     validate::role_allows(new.role, &new.scopes)?;
     validate::metadata(&new.metadata)?;
 
@@ -192,5 +227,12 @@ fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64) -> Result<Outcome, D
     for key in edit.metadata.keys() {
         note(&format!("metadata.{key}"), old.metadata.get(key).cloned(), new.metadata.get(key).cloned());
     }
-    Ok((new, changes))
+    note("rate", Some(old.limits.rate.to_string()), Some(new.limits.rate.to_string()));
+    for name in edit.named_limits.keys() {
+        let shown = |limits: &keyward_protocol::Limits| limits.named.get(name).map(|rate| rate.to_string());
+        note(&format!("limit.{name}"), shown(&old.limits), shown(&new.limits));
+    }
+    let refill = |limits: &keyward_protocol::Limits| limits.refill.map(|r| r.to_string());
+    note("refill", refill(&old.limits), refill(&new.limits));
+    Ok(Outcome::new(new, changes))
 }

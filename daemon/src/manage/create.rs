@@ -25,6 +25,7 @@ struct Settings {
     role: Role,
     metadata: std::collections::BTreeMap<String, String>,
     expires_at: Option<i64>,
+    limits: keyward_protocol::Limits,
 }
 
 impl Settings {
@@ -46,32 +47,36 @@ impl Settings {
             account: None,
             secret,
             previous: None,
+            limits: self.limits,
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn settings(
-    workspace: &str,
-    name: &str,
-    description: Option<&str>,
-    scopes: &[String],
+/// The fields create and import share.
+struct Requested<'a> {
+    workspace: &'a str,
+    name: &'a str,
+    description: Option<&'a str>,
+    scopes: &'a [String],
     role: Role,
-    metadata: &std::collections::BTreeMap<String, String>,
+    metadata: &'a std::collections::BTreeMap<String, String>,
     expires: keyward_protocol::ExpirySpec,
-    now: i64,
-) -> Result<Settings, DaemonError> {
-    let scopes = validate::scopes(scopes)?;
-    validate::role_allows(role, &scopes)?;
-    validate::metadata(metadata)?;
+    limits: &'a keyward_protocol::Limits,
+}
+
+fn settings(requested: Requested<'_>, now: i64, plans: &crate::config::Plans) -> Result<Settings, DaemonError> {
+    let scopes = validate::scopes(requested.scopes)?;
+    validate::role_allows(requested.role, &scopes)?;
+    validate::metadata(requested.metadata)?;
     Ok(Settings {
-        workspace: validate::workspace(workspace)?,
-        name: validate::name(name)?,
-        description: validate::description(description)?,
+        workspace: validate::workspace(requested.workspace)?,
+        name: validate::name(requested.name)?,
+        description: validate::description(requested.description)?,
         scopes,
-        role,
-        metadata: metadata.clone(),
-        expires_at: validate::expiry(expires, now)?,
+        role: requested.role,
+        metadata: requested.metadata.clone(),
+        expires_at: validate::expiry(requested.expires, now)?,
+        limits: validate::limits(requested.limits, plans)?,
     })
 }
 
@@ -105,16 +110,17 @@ impl Service {
     /// Creates a key and returns its token: the only time the token exists outside the caller's hands.
     pub async fn create(&self, request: CreateRequest, actor: &Actor) -> Result<CreatedKey, DaemonError> {
         let now = unix_now();
-        let settings = settings(
-            &request.workspace,
-            &request.name,
-            request.description.as_deref(),
-            &request.scopes,
-            request.role,
-            &request.metadata,
-            request.expires,
-            now,
-        )?;
+        let requested = Requested {
+            workspace: &request.workspace,
+            name: &request.name,
+            description: request.description.as_deref(),
+            scopes: &request.scopes,
+            role: request.role,
+            metadata: &request.metadata,
+            expires: request.expires,
+            limits: &request.limits,
+        };
+        let settings = settings(requested, now, &self.plans())?;
         let (secret, phc) = self.new_secret().await?;
         let writing = self.write_lock().await;
         let id = self.unused_key_id();
@@ -128,10 +134,10 @@ impl Service {
             field("scopes", None, Some(record.scopes.join(" "))),
             field("role", None, Some(record.role.to_string())),
             field("expires_at", None, expiry_text(record.expires_at)),
+            field("rate", None, Some(record.limits.rate.to_string())),
         ];
-        let draft = Draft { action: AuditAction::Create, record: Some(record), account: None, changes, at: now };
-        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
-        let key = HotKey::new(record, None);
+        let record = self.commit(&writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
+        let key = HotKey::new(record.expect("a key was committed"), Default::default(), &self.plans());
         // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
         key.current.warm.set(self.hasher().digest(&secret[..]));
         let view = self.view(&key, now);
@@ -145,16 +151,17 @@ impl Service {
         let now = unix_now();
         let text = request.token.expose();
         validate::importable_token(text)?;
-        let settings = settings(
-            &request.workspace,
-            &request.name,
-            request.description.as_deref(),
-            &request.scopes,
-            request.role,
-            &request.metadata,
-            request.expires,
-            now,
-        )?;
+        let requested = Requested {
+            workspace: &request.workspace,
+            name: &request.name,
+            description: request.description.as_deref(),
+            scopes: &request.scopes,
+            role: request.role,
+            metadata: &request.metadata,
+            expires: request.expires,
+            limits: &request.limits,
+        };
+        let settings = settings(requested, now, &self.plans())?;
         let account = request.legacy_account.as_deref().map(validate::account).transpose()?;
         let env = Token::parse(text).map(|t| t.env()).unwrap_or_default();
         let lookup = self.hasher().lookup_digest(text.as_bytes());
@@ -180,9 +187,8 @@ impl Service {
         if let Some(account) = &record.account {
             changes.push(field("account", None, Some(account.clone())));
         }
-        let draft = Draft { action: AuditAction::Import, record: Some(record), account: None, changes, at: now };
-        let record = self.commit(&writing, actor, draft).await?.record.expect("a key was committed");
-        let key = HotKey::new(record, None);
+        let record = self.commit(&writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
+        let key = HotKey::new(record.expect("a key was committed"), Default::default(), &self.plans());
         key.current.warm.set(self.hasher().digest(text.as_bytes()));
         let view = self.view(&key, now);
         self.index().put(key);

@@ -3,7 +3,8 @@
 //! - [`create`]: new keys — minted ([`Service::create`]) or imported ([`Service::import`]);
 //! - [`change`]: edit, regenerate, deactivate/activate, revoke;
 //! - [`account`]: the account → workspaces mapping of legacy keys;
-//! - [`query`]: list, show, legacy listing, audit log.
+//! - [`credits`]: setting and adding to credit balances;
+//! - [`query`]: list, show, legacy listing, audit log, usage.
 //!
 //! Every change follows one sequence, under the service's write lock so that two changes can never
 //! interleave: read the current snapshot → build the new record and its audit entry → write both in one
@@ -14,7 +15,10 @@
 mod account;
 mod change;
 mod create;
+mod credits;
 mod query;
+
+pub use query::{USAGE_DAYS, USAGE_HOURS};
 
 use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyView};
 use tokio::sync::MutexGuard;
@@ -22,7 +26,7 @@ use tokio::sync::MutexGuard;
 use crate::clock::rfc3339;
 use crate::error::DaemonError;
 use crate::index::HotKey;
-use crate::record::KeyRecord;
+use crate::record::{KeyRecord, Live};
 use crate::service::Service;
 use crate::store::Change;
 
@@ -30,9 +34,18 @@ use crate::store::Change;
 struct Draft {
     action: AuditAction,
     record: Option<KeyRecord>,
+    /// The key's live credit balance and last refill, when the change sets them.
+    credits: Option<(u64, i64)>,
     account: Option<AccountView>,
     changes: Vec<FieldChange>,
     at: i64,
+}
+
+impl Draft {
+    /// A change to one key.
+    fn key(action: AuditAction, record: KeyRecord, changes: Vec<FieldChange>, at: i64) -> Draft {
+        Draft { action, record: Some(record), credits: None, account: None, changes, at }
+    }
 }
 
 /// What a committed draft hands back.
@@ -50,7 +63,7 @@ impl Service {
         actor: &Actor,
         draft: Draft,
     ) -> Result<Committed, DaemonError> {
-        let Draft { action, record, account, changes, at } = draft;
+        let Draft { action, record, credits, account, changes, at } = draft;
         let entry = AuditEntry {
             seq: self.peek_audit_seq(),
             at,
@@ -66,7 +79,7 @@ impl Service {
         };
         let store = self.store().clone();
         let committed = tokio::task::spawn_blocking(move || {
-            store.commit(&Change { key: record.as_ref(), account: account.as_ref(), audit: &entry })?;
+            store.commit(&Change { key: record.as_ref(), credits, account: account.as_ref(), audit: &entry })?;
             Ok::<_, DaemonError>(Committed { record, account })
         })
         .await
@@ -85,7 +98,8 @@ impl Service {
 
     /// How listings show `key` at `now`.
     fn view(&self, key: &HotKey, now: i64) -> KeyView {
-        key.record.view(now, self.legacy_sunset(), key.last_used_at())
+        let credits = key.credits.as_ref().map(|cell| cell.balance());
+        key.record.view(Live { now, sunset: self.legacy_sunset(), last_used_at: key.last_used_at(), credits })
     }
 }
 

@@ -1,12 +1,38 @@
 //! Reading keys and the audit log: list, show, legacy listing, audit.
 
-use keyward_protocol::{AuditEntry, AuditQuery, KeyPage, KeyView, ListRequest};
+use std::collections::BTreeMap;
+
+use keyward_protocol::{
+    AuditEntry, AuditQuery, KeyPage, KeyUsage, KeyView, ListRequest, UsageBucket, UsageReport, VerifyCode,
+};
 
 use crate::clock::unix_now;
 use crate::error::DaemonError;
 use crate::index::order;
 use crate::service::Service;
+use crate::store::Bucket;
+use crate::usage::{self, CODES};
 use crate::validate;
+
+/// Hours of hourly usage and days of daily usage kept and reported.
+pub const USAGE_HOURS: i64 = 48;
+pub const USAGE_DAYS: i64 = 90;
+
+/// Counts by code, without the zeros.
+fn by_code(counts: &[u64; CODES]) -> BTreeMap<VerifyCode, u64> {
+    VerifyCode::ALL.iter().zip(counts).filter(|(_, &n)| n > 0).map(|(&code, &n)| (code, n)).collect()
+}
+
+/// Buckets from the store with the pending counts added to the current one, oldest first.
+fn with_pending(mut stored: Vec<(i64, [u64; CODES])>, current: i64, pending: &[u64; CODES]) -> Vec<UsageBucket> {
+    if pending.iter().any(|&n| n > 0) {
+        match stored.iter_mut().find(|(start, _)| *start == current) {
+            Some((_, counts)) => usage::add(counts, pending),
+            None => stored.push((current, *pending)),
+        }
+    }
+    stored.into_iter().map(|(start, counts)| UsageBucket { start, counts: by_code(&counts) }).collect()
+}
 
 /// Keys per listing page when the request does not say.
 const DEFAULT_PAGE: usize = 100;
@@ -80,5 +106,60 @@ impl Service {
         .await
         .map_err(|e| DaemonError::Internal(format!("audit task failed: {e}")))?
         .map_err(DaemonError::from)
+    }
+}
+
+impl Service {
+    /// One key's verifications by outcome: totals over 90 days, hourly for 48 hours, daily for 90 days.
+    pub async fn usage(&self, id: &str) -> Result<UsageReport, DaemonError> {
+        let id = validate::key_id(id)?;
+        let key = self.index().get(id.as_str()).ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+        let now = unix_now();
+        let (hour, day) = (usage::hour_start(now), usage::day_start(now));
+        let store = self.store().clone();
+        let key_id = id.to_string();
+        let (hourly, daily) = tokio::task::spawn_blocking(move || {
+            let hourly = store.usage_buckets(&key_id, Bucket::Hour, hour - (USAGE_HOURS - 1) * 3600)?;
+            let daily = store.usage_buckets(&key_id, Bucket::Day, day - (USAGE_DAYS - 1) * 86_400)?;
+            Ok::<_, DaemonError>((hourly, daily))
+        })
+        .await
+        .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
+        let pending = key.usage.pending();
+        let hourly = with_pending(hourly, hour, &pending);
+        let daily = with_pending(daily, day, &pending);
+        let mut totals = BTreeMap::new();
+        for (code, n) in daily.iter().flat_map(|bucket| &bucket.counts) {
+            *totals.entry(*code).or_insert(0) += n;
+        }
+        Ok(UsageReport { key_id: id.to_string(), totals, hourly, daily })
+    }
+
+    /// Per-key totals over 90 days for one workspace, most verifications first.
+    pub async fn workspace_usage(&self, workspace: &str) -> Result<Vec<KeyUsage>, DaemonError> {
+        let workspace = validate::workspace(workspace)?;
+        let keys = self.index().select(|record| record.workspace == workspace);
+        let since = usage::day_start(unix_now()) - (USAGE_DAYS - 1) * 86_400;
+        let store = self.store().clone();
+        let mut report = tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .map(|key| {
+                    let mut counts = key.usage.pending();
+                    for (_, day) in store.usage_buckets(key.record.id.as_str(), Bucket::Day, since)? {
+                        usage::add(&mut counts, &day);
+                    }
+                    Ok(KeyUsage {
+                        key_id: key.record.id.to_string(),
+                        name: key.record.name.clone(),
+                        total: counts.iter().sum(),
+                        totals: by_code(&counts),
+                    })
+                })
+                .collect::<Result<Vec<_>, DaemonError>>()
+        })
+        .await
+        .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
+        report.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.key_id.cmp(&b.key_id)));
+        Ok(report)
     }
 }
