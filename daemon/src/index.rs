@@ -5,8 +5,10 @@
 //! the map's shard lock only long enough to clone the `Arc`. What changes without a management call — the
 //! warm digests and the last-used time — lives in shared cells carried from one snapshot to the next.
 //!
-//! Rate-limit timestamps, credit balances and usage counters are such cells too: a rate-limit cell is
-//! carried by limit name, so editing a key's plan changes the limit's parameters but not what was spent.
+//! Rate-limit timestamps, credit balances and usage counters are such cells too. The main limit's state
+//! is carried whatever plan the key moves to, and a named limit's by name; when a limit's rate changes, its
+//! outstanding debt is converted request for request ([`Gcra::rescale`]), so an edit changes the limit but
+//! not what was already spent.
 //!
 //! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
@@ -17,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 use dashmap::DashMap;
 use keyward_protocol::{KeyId, RatePolicy, ScopeSet, DEFAULT_PLAN_RATE};
 
+use crate::clock::mono_nanos;
 use crate::config::Plans;
 use crate::credits::CreditCell;
 use crate::hasher::Digest;
@@ -82,6 +85,10 @@ pub struct HotKey {
     pub usage: Arc<UsageCell>,
 }
 
+/// Where the main limit's state is carried between snapshots (named limits are lowercase words, so this
+/// cannot clash).
+const MAIN_LIMIT: &str = "";
+
 /// The name a key's main limit carries in answers.
 fn policy_name(policy: &RatePolicy) -> Option<&str> {
     match policy {
@@ -117,8 +124,9 @@ impl HotKey {
     pub fn succeed(&self, record: KeyRecord, plans: &Plans) -> HotKey {
         let warm =
             std::iter::once(&self.current).chain(&self.previous).map(|s| (s.phc.clone(), s.warm.clone())).collect();
-        let tats =
-            self.main_limit.iter().chain(&self.named_limits).map(|l| (l.policy.clone(), l.tat.clone())).collect();
+        let main = self.main_limit.iter().map(|l| (Arc::from(MAIN_LIMIT), (l.gcra, l.tat.clone())));
+        let named = self.named_limits.iter().map(|l| (l.policy.clone(), (l.gcra, l.tat.clone())));
+        let tats = main.chain(named).collect();
         let credits = match (&self.credits, record.limits.credits) {
             (Some(cell), _) => Some(cell.clone()),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
@@ -141,9 +149,15 @@ impl HotKey {
                 cells.warm.iter().find(|(phc, _)| **phc == *secret.phc).map(|(_, w)| w.clone()).unwrap_or_default();
             HotSecret { phc: Arc::from(secret.phc.as_str()), warm }
         };
-        let limit = |policy: &str, rate| {
-            let tat = cells.tats.get(policy).cloned().unwrap_or_default();
-            HotLimit { policy: Arc::from(policy), gcra: Gcra::new(rate), tat }
+        let now = mono_nanos();
+        let limit = |slot: &str, policy: &str, rate| {
+            let gcra = Gcra::new(rate);
+            let tat = match cells.tats.get(slot) {
+                Some((old, tat)) if *old == gcra => tat.clone(),
+                Some((old, tat)) => Arc::new(AtomicU64::new(gcra.rescale(old, tat.load(Ordering::Acquire), now))),
+                None => Arc::default(),
+            };
+            HotLimit { policy: Arc::from(policy), gcra, tat }
         };
         let main_rate = match &record.limits.rate {
             // A plan dropped from the configuration falls back to the default plan's rate, never to none.
@@ -151,8 +165,9 @@ impl HotKey {
             RatePolicy::Custom(rate) => Some(*rate),
             RatePolicy::Unlimited => None,
         };
-        let main_limit = policy_name(&record.limits.rate).zip(main_rate).map(|(name, rate)| limit(name, rate));
-        let named_limits = record.limits.named.iter().map(|(name, rate)| limit(name, *rate)).collect();
+        let main_limit =
+            policy_name(&record.limits.rate).zip(main_rate).map(|(name, rate)| limit(MAIN_LIMIT, name, rate));
+        let named_limits = record.limits.named.iter().map(|(name, rate)| limit(name, name, *rate)).collect();
         let current = hot(&record.secret);
         let previous = record.previous.as_ref().map(|p| hot(&p.secret));
         let scopes = ScopeSet::parse(&record.scopes).unwrap_or_default();
@@ -197,8 +212,8 @@ struct Cells {
     warm: Vec<(Arc<str>, WarmCell)>,
     last_used: Arc<AtomicI64>,
     last_used_saved: Arc<AtomicI64>,
-    /// Limit timestamps by policy name.
-    tats: HashMap<Arc<str>, Arc<AtomicU64>>,
+    /// Limit parameters and timestamps: the main limit under [`MAIN_LIMIT`], named limits by name.
+    tats: HashMap<Arc<str>, (Gcra, Arc<AtomicU64>)>,
     credits: Option<Arc<CreditCell>>,
     usage: Arc<UsageCell>,
 }

@@ -96,6 +96,21 @@ impl Gcra {
         }
     }
 
+    /// Whether a request of `cost` would pass at `now`, without spending: `Err(retry_after)` if not.
+    pub fn check(&self, cell: &AtomicU64, now: u64, cost: u64) -> Result<(), Option<u64>> {
+        self.decide(cell.load(Ordering::Acquire), now, cost).map(|_| ())
+    }
+
+    /// The TAT that carries a limit's spent requests (not its spent time) over to the parameters `self`,
+    /// when a key's limit changes from `old`: the outstanding debt is converted cell for cell.
+    pub fn rescale(&self, old: &Gcra, tat: u64, now: u64) -> u64 {
+        if tat <= now {
+            return tat;
+        }
+        let debt_cells = u128::from(tat - now) * u128::from(self.interval) / u128::from(old.interval);
+        now.saturating_add(u64::try_from(debt_cells).unwrap_or(u64::MAX))
+    }
+
     /// Gives back a reservation of `cost` made by [`Gcra::reserve`].
     pub fn give_back(&self, cell: &AtomicU64, cost: u64) {
         let weight = self.interval * cost;
@@ -173,6 +188,24 @@ mod tests {
         limit.give_back(&cell, 1);
         assert!(matches!(limit.reserve(&cell, now, 1), Decision::Allowed { .. }));
         assert!(matches!(limit.reserve(&cell, now, 1), Decision::Refused { .. }));
+    }
+
+    #[test]
+    fn rescaling_carries_spent_requests_to_a_new_rate() {
+        let (free, tight) = (rate(100, Period::Minute), rate(3, Period::Hour));
+        let cell = AtomicU64::new(0);
+        let now = 7 * NANOS;
+        for _ in 0..2 {
+            limit_allows(&free, &cell, now);
+        }
+        let moved = AtomicU64::new(tight.rescale(&free, cell.load(Ordering::Relaxed), now));
+        assert_eq!(tight.status(moved.load(Ordering::Relaxed), now).0, 1, "2 of 3 already spent");
+        assert!(matches!(tight.reserve(&moved, now, 1), Decision::Allowed { .. }));
+        assert!(matches!(tight.reserve(&moved, now, 1), Decision::Refused { .. }));
+    }
+
+    fn limit_allows(limit: &Gcra, cell: &AtomicU64, now: u64) {
+        assert!(matches!(limit.reserve(cell, now, 1), Decision::Allowed { .. }));
     }
 
     #[test]

@@ -196,12 +196,22 @@ fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequest) -> impl Iterator<I
     key.main_limit.iter().chain(named)
 }
 
-/// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`.
+/// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`: every limit
+/// that applies is reported, and a refusal's retry time is the longest any refusing limit asks for.
 fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAnswer) {
     let cost = u64::from(request.cost);
     let mono = mono_nanos();
     let mut reserved = 0;
+    // `Some(None)`: refused by a limit that can never fit the cost.
+    let mut retry: Option<Option<u64>> = None;
     for limit in limits_of(key, request) {
+        if retry.is_some() {
+            if let Err(wait) = limit.gcra.check(&limit.tat, mono, cost) {
+                retry = Some(longest(retry.flatten(), wait));
+            }
+            answer.ratelimit.push(peek(limit, mono));
+            continue;
+        }
         match limit.gcra.reserve(&limit.tat, mono, cost) {
             Decision::Allowed { tat } => {
                 answer.ratelimit.push(status(limit, tat, mono));
@@ -209,11 +219,13 @@ fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAns
             }
             Decision::Refused { retry_after, tat } => {
                 answer.ratelimit.push(status(limit, tat, mono));
-                answer.code = VerifyCode::RateLimited;
-                answer.retry_after_ms = retry_after.map(|ns| ns.div_ceil(1_000_000));
-                break;
+                retry = Some(retry_after);
             }
         }
+    }
+    if let Some(wait) = retry {
+        answer.code = VerifyCode::RateLimited;
+        answer.retry_after_ms = wait.map(|ns| ns.div_ceil(1_000_000));
     }
     if answer.code.is_valid() {
         if let Some(cell) = &key.credits {
@@ -232,6 +244,11 @@ fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAns
             *shown = peek(limit, mono);
         }
     }
+}
+
+/// The longer of two retry times, where `None` (never) is longest of all.
+fn longest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    a.zip(b).map(|(a, b)| a.max(b))
 }
 
 /// A limit's status as of its current timestamp.
