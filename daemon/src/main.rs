@@ -18,7 +18,7 @@ struct Args {
     /// Verify socket for app servers (default: $XDG_RUNTIME_DIR/keyward/verify.sock, else /tmp/keyward-$UID/verify.sock).
     #[arg(long, env = paths::ENV_SOCKET)]
     socket: Option<PathBuf>,
-    /// Admin socket for operators (default: next to the verify socket, admin.sock).
+    /// Admin socket for operators (default: $XDG_RUNTIME_DIR/keyward/admin.sock, else /tmp/keyward-$UID/admin.sock).
     #[arg(long, env = paths::ENV_ADMIN_SOCKET)]
     admin_socket: Option<PathBuf>,
     /// From this RFC 3339 time on, legacy personal keys answer LEGACY_SUNSET.

@@ -234,6 +234,23 @@ pub struct CreateRequest {
     pub limits: Limits,
 }
 
+impl CreateRequest {
+    /// A request for a `member` key with the default expiry, environment and limits.
+    pub fn new(workspace: impl Into<String>, name: impl Into<String>, scopes: Vec<String>) -> Self {
+        CreateRequest {
+            workspace: workspace.into(),
+            name: name.into(),
+            description: None,
+            scopes,
+            expires: ExpirySpec::default(),
+            env: Environment::default(),
+            role: Role::default(),
+            metadata: BTreeMap::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
 /// A new key and its token: shown once, never stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedKey {

@@ -182,7 +182,11 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn keyward");
-        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        // The CLI may exit before reading its input (a usage error): a broken pipe here is its answer, not ours.
+        match child.stdin.take().expect("stdin").write_all(stdin.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => panic!("write stdin: {e}"),
+            _ => {}
+        }
         child.wait_with_output().expect("keyward output")
     }
 

@@ -1,10 +1,10 @@
 //! Management requests, one module per family:
 //!
-//! - [`create`]: new keys — minted ([`Service::create`]) or imported ([`Service::import`]);
-//! - [`change`]: edit, regenerate, deactivate/activate, revoke;
-//! - [`account`]: the account → workspaces mapping of legacy keys;
-//! - [`credits`]: setting and adding to credit balances;
-//! - [`query`]: list, show, legacy listing, audit log, usage.
+//! - `create`: new keys — minted ([`Service::create`]) or imported ([`Service::import`]);
+//! - `change`: edit, regenerate, deactivate/activate, revoke;
+//! - `account`: the account → workspaces mapping of legacy keys;
+//! - `credits`: setting and adding to credit balances;
+//! - `query`: list, show, legacy listing, audit log, usage.
 //!
 //! Every change follows one sequence, under the service's write lock so that two changes can never
 //! interleave: read the current snapshot → build the new record and its audit entry → write both in one

@@ -1,0 +1,219 @@
+//! [`BlockingClient`]: one connection, one request at a time, no runtime needed.
+//!
+//! This module owns the synchronous client used by the `keyward` CLI and by callers without tokio. It
+//! sends a request, waits for its reply, and returns; the per-request timeout is the socket's read and
+//! write timeout. A connection that failed in any way (timeout included) is dropped, because the stream
+//! may hold half a frame or a late reply; the next call connects again. Only requests that are safe to
+//! repeat are retried, once, when the connection turns out to be broken mid-request.
+
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyward_protocol::frame::{self, MAX_REPLY};
+use keyward_protocol::{
+    CreateRequest, CreatedKey, KeyPage, KeyView, ListRequest, Reply, ReplyFrame, Request, VerifyAnswer, VerifyRequest,
+};
+
+use crate::error::ClientError;
+use crate::listing::Listing;
+use crate::{reply, wire, DEFAULT_REQUEST_TIMEOUT};
+
+/// The shortest timeout a socket accepts (a zero socket timeout means "none" and is refused by the OS).
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// A synchronous client for one `keywardd` socket.
+///
+/// ```no_run
+/// use keyward_client::{BlockingClient, Secret, VerifyRequest};
+///
+/// let mut client = BlockingClient::connect("/run/keyward/verify.sock")?;
+/// let answer = client.verify(VerifyRequest {
+///     scope: Some("read:tables".into()),
+///     workspace: Some("acme".into()),
+///     ..VerifyRequest::new(Secret::new("kw_live_…"))
+/// })?;
+/// println!("{}", answer.code);
+/// # Ok::<(), keyward_client::ClientError>(())
+/// ```
+#[derive(Debug)]
+pub struct BlockingClient {
+    path: PathBuf,
+    timeout: Duration,
+    /// `None` after a failure, until the next call connects again.
+    stream: Option<UnixStream>,
+    next_id: u64,
+}
+
+impl BlockingClient {
+    /// Connects to the socket at `path` and completes the handshake, with the default 5-second timeout.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self, ClientError> {
+        Self::connect_with_timeout(path, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Connects and completes the handshake; `timeout` applies to the handshake and to every request.
+    pub fn connect_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, ClientError> {
+        let path = path.as_ref().to_owned();
+        let timeout = timeout.max(MIN_TIMEOUT);
+        let stream = open(&path, timeout)?;
+        Ok(BlockingClient { path, timeout, stream: Some(stream), next_id: 1 })
+    }
+
+    /// The socket this client talks to.
+    pub fn socket_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sets the per-request timeout (at least 1 ms), for the current connection and later ones.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout.max(MIN_TIMEOUT);
+        if let Some(stream) = &self.stream {
+            if set_timeouts(stream, self.timeout).is_err() {
+                self.stream = None;
+            }
+        }
+    }
+
+    /// Sends `request` and waits for its reply.
+    ///
+    /// A connection found closed is replaced before sending. If it breaks while the request is under way,
+    /// a read (Ping, List, Get, a Verify with `cost: 0`, …) is sent once more on a new connection; a
+    /// request that changes or spends something (Create, Revoke, a Verify with a cost, …) is not, since
+    /// the daemon may have carried it out. An error reply is returned as [`ClientError::Refused`], so `Ok`
+    /// never holds [`Reply::Error`].
+    pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let retry = reply::is_idempotent(&request);
+        let id = self.next_id;
+        self.next_id += 1;
+        let frame = wire::request_frame(id, request)?;
+        let reply = match self.exchange(id, &frame) {
+            Err(error) if retry && error.is_broken_connection() => self.exchange(id, &frame),
+            other => other,
+        }?;
+        reply::refused_as_error(reply)
+    }
+
+    /// Checks that the daemon answers.
+    pub fn ping(&mut self) -> Result<(), ClientError> {
+        self.call(Request::Ping).and_then(reply::pong)
+    }
+
+    /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
+    pub fn verify(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, ClientError> {
+        self.call(Request::Verify(request)).and_then(reply::verify_answer)
+    }
+
+    /// Creates a key (admin socket). The returned token is shown once and never stored by the daemon.
+    pub fn create(&mut self, request: CreateRequest) -> Result<CreatedKey, ClientError> {
+        self.call(Request::Create(request)).and_then(reply::created_key)
+    }
+
+    /// Fetches one page of a workspace's keys (admin socket).
+    pub fn list_page(&mut self, request: ListRequest) -> Result<KeyPage, ClientError> {
+        self.call(Request::List(request)).and_then(reply::key_page)
+    }
+
+    /// Lists every key of `workspace`, oldest first, following pages to the end (admin socket).
+    pub fn list(&mut self, workspace: &str) -> Result<Vec<KeyView>, ClientError> {
+        let mut listing = Listing::new(workspace);
+        loop {
+            let page = self.call(listing.next_request()).and_then(reply::key_page)?;
+            if !listing.absorb(page)? {
+                return Ok(listing.into_keys());
+            }
+        }
+    }
+
+    /// Shows one key (admin socket).
+    pub fn get(&mut self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Get { id: id.to_owned() }).and_then(reply::key_view)
+    }
+
+    /// Revokes one key for good (admin socket); returns it with status `revoked`.
+    pub fn revoke(&mut self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Revoke { id: id.to_owned() }).and_then(reply::key_view)
+    }
+
+    /// One request/reply on a live connection. Any failure drops the connection: after a timeout or a
+    /// broken frame the stream's position is unknown, and a stale reply must never answer a later request.
+    fn exchange(&mut self, id: u64, frame: &[u8]) -> Result<Reply, ClientError> {
+        let timeout = self.timeout;
+        let stream = self.live_stream()?;
+        let result = send_and_receive(stream, id, frame, timeout);
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    /// The current connection if it is still open, else a new one.
+    fn live_stream(&mut self) -> Result<&mut UnixStream, ClientError> {
+        if self.stream.as_ref().is_some_and(|stream| !is_idle_and_open(stream)) {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            self.stream = Some(open(&self.path, self.timeout)?);
+        }
+        Ok(self.stream.as_mut().expect("connected just above"))
+    }
+}
+
+/// Connects to `path` and completes the handshake.
+fn open(path: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
+    let mut stream =
+        UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+    set_timeouts(&stream, timeout)?;
+    stream.write_all(&wire::hello_frame()?).map_err(|e| ClientError::from_io(e, timeout))?;
+    let payload = frame::read_frame(&mut stream, MAX_REPLY)
+        .map_err(|e| ClientError::from_frame(e, timeout))?
+        .ok_or(ClientError::Closed)?;
+    wire::check_hello_reply(&payload)?;
+    Ok(stream)
+}
+
+fn set_timeouts(stream: &UnixStream, timeout: Duration) -> io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))
+}
+
+/// Writes one request frame and reads the reply to it.
+fn send_and_receive(stream: &mut UnixStream, id: u64, frame: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+    stream.write_all(frame).map_err(|e| ClientError::from_io(e, timeout))?;
+    let payload = frame::read_frame(stream, MAX_REPLY)
+        .map_err(|e| ClientError::from_frame(e, timeout))?
+        .ok_or(ClientError::Closed)?;
+    let ReplyFrame { id: answered, reply } = wire::decode_reply(&payload)?;
+    // Id 0 is the daemon's answer to a frame whose id it could not read; with one request on the wire,
+    // that frame was ours.
+    let ours = answered == id || (answered == 0 && matches!(reply, Reply::Error(_)));
+    if ours {
+        Ok(reply)
+    } else {
+        Err(ClientError::UnexpectedReply {
+            expected: "the reply to the request just sent",
+            got: "a reply to another request",
+        })
+    }
+}
+
+/// Whether an idle connection is still open, without blocking or consuming anything.
+///
+/// A daemon that restarted or dropped the connection leaves it at end-of-stream; finding that out before
+/// sending means even a Create (which is never retried) goes out on a working connection. Between requests
+/// nothing should be readable, so unexpected bytes also make the connection unusable.
+fn is_idle_and_open(stream: &UnixStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `recv` writes at most one byte into `byte`, which outlives the call, on a descriptor that
+    // `stream` keeps open for the duration of the call. MSG_PEEK leaves the stream untouched.
+    let read = unsafe {
+        libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+    };
+    read < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}

@@ -1,0 +1,270 @@
+//! [`Connection`]: one pipelined connection of the async [`Client`](crate::Client).
+//!
+//! This module owns a connection's moving parts. Callers hand a finished request frame to a writer task
+//! through a channel and wait on a oneshot; a reader task decodes reply frames and completes the oneshot
+//! registered under the reply's id, so any number of requests share the connection and their replies may
+//! arrive in any order. The map of waiting requests sits behind a `std` mutex that is only ever held for a
+//! map operation, never across an `.await`.
+//!
+//! When the connection breaks (end of stream, I/O error, a frame the client refuses), every waiting
+//! request fails at once with the same cause, the connection is marked closed, and no new request can
+//! register on it; the client then opens a new one on the next request.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use keyward_protocol::frame::{self, HEADER_LEN, MAX_REPLY};
+use keyward_protocol::{Reply, ReplyFrame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::task::AbortHandle;
+
+use crate::error::ClientError;
+use crate::wire;
+
+/// Bytes the reader asks the socket for at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// A read buffer grown past this by a large reply (a page of keys) is given back once it empties.
+const KEEP_READ_BUFFER: usize = 256 * 1024;
+/// Frames the writer coalesces into one write, at most (bytes).
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// What a waiting request receives: its reply, or why the connection broke.
+type Waiter = oneshot::Sender<Result<Reply, ClientError>>;
+
+/// Why a request failed on this connection.
+pub(crate) enum RequestError {
+    /// The connection was closed before the frame was handed to the writer: nothing reached the daemon,
+    /// so the frame (given back here) may be sent on another connection, whatever the request is.
+    Unsent(Vec<u8>),
+    /// The request may have reached the daemon.
+    Failed(ClientError),
+}
+
+/// A handshaken connection with its reader and writer tasks.
+pub(crate) struct Connection {
+    state: Arc<State>,
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    reader: AbortHandle,
+}
+
+/// What the caller side and the two tasks share.
+struct State {
+    waiters: Mutex<Waiters>,
+    /// A copy of `Waiters::open` readable without the lock, for choosing a connection.
+    open: AtomicBool,
+    /// Bounds the requests waiting on this connection; closed with the connection so that callers
+    /// queued for a permit fail at once.
+    permits: Semaphore,
+}
+
+struct Waiters {
+    open: bool,
+    by_id: HashMap<u64, Waiter>,
+}
+
+impl Connection {
+    /// Connects to `path`, completes the handshake, and starts the reader and writer tasks on the
+    /// current tokio runtime.
+    pub(crate) async fn open(path: &Path, max_in_flight: usize) -> Result<Connection, ClientError> {
+        let mut stream =
+            UnixStream::connect(path).await.map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+        handshake(&mut stream).await?;
+        let (reader, writer) = stream.into_split();
+        let state = Arc::new(State {
+            // Sized for a full pipeline up front, so the map never regrows while requests wait on it.
+            waiters: Mutex::new(Waiters { open: true, by_id: HashMap::with_capacity(max_in_flight.min(1024)) }),
+            open: AtomicBool::new(true),
+            permits: Semaphore::new(max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+        });
+        let (outbox, queued) = mpsc::unbounded_channel();
+        tokio::spawn(write_requests(writer, queued, Arc::clone(&state)));
+        let reader = tokio::spawn(read_replies(reader, Arc::clone(&state))).abort_handle();
+        Ok(Connection { state, outbox, reader })
+    }
+
+    /// Whether the connection can take requests.
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.open.load(Ordering::Acquire)
+    }
+
+    /// Sends one framed request under `id` and waits for its reply. If this future is dropped (a timeout),
+    /// the request is forgotten and a late reply is discarded.
+    pub(crate) async fn request(&self, id: u64, frame: Vec<u8>) -> Result<Reply, RequestError> {
+        let Ok(_permit) = self.state.permits.acquire().await else {
+            return Err(RequestError::Unsent(frame));
+        };
+        let (waiter, answer) = oneshot::channel();
+        let Some(mut registration) = Registration::new(&self.state, id, waiter) else {
+            return Err(RequestError::Unsent(frame));
+        };
+        if let Err(unsent) = self.outbox.send(frame) {
+            return Err(RequestError::Unsent(unsent.0));
+        }
+        let answer = answer.await;
+        registration.completed();
+        // A dropped waiter without an answer means the reader task is gone: the connection is closed.
+        answer.unwrap_or(Err(ClientError::Closed)).map_err(RequestError::Failed)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // The writer task ends by itself when `outbox` is dropped; the reader would wait for the daemon.
+        self.reader.abort();
+    }
+}
+
+impl State {
+    fn waiters(&self) -> MutexGuard<'_, Waiters> {
+        // Nothing panics while holding the lock, but a poisoned map is still a consistent map.
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Hands `reply` to the request waiting for `id`, if it is still waiting (it may have timed out).
+    fn answer(&self, id: u64, reply: Reply) {
+        let waiter = self.waiters().by_id.remove(&id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(Ok(reply));
+        }
+    }
+
+    /// Marks the connection closed and fails every waiting request with `cause`. Only the first call
+    /// does anything.
+    fn close(&self, cause: &ClientError) {
+        let waiting = {
+            let mut waiters = self.waiters();
+            if !waiters.open {
+                return;
+            }
+            waiters.open = false;
+            self.open.store(false, Ordering::Release);
+            std::mem::take(&mut waiters.by_id)
+        };
+        self.permits.close();
+        for (_, waiter) in waiting {
+            let _ = waiter.send(Err(cause.for_waiter()));
+        }
+    }
+}
+
+/// A request's entry in the waiting map; removes it when the request gives up before its answer.
+struct Registration<'a> {
+    state: &'a State,
+    id: u64,
+    waiting: bool,
+}
+
+impl<'a> Registration<'a> {
+    /// Registers `waiter` under `id`; `None` if the connection is already closed.
+    fn new(state: &'a State, id: u64, waiter: Waiter) -> Option<Self> {
+        let mut waiters = state.waiters();
+        if !waiters.open {
+            return None;
+        }
+        waiters.by_id.insert(id, waiter);
+        Some(Registration { state, id, waiting: true })
+    }
+
+    /// The answer arrived, so the reader (or `close`) has already removed the entry.
+    fn completed(&mut self) {
+        self.waiting = false;
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.state.waiters().by_id.remove(&self.id);
+        }
+    }
+}
+
+/// Sends the hello and checks the answer, before the stream is split.
+async fn handshake(stream: &mut UnixStream) -> Result<(), ClientError> {
+    stream.write_all(&wire::hello_frame()?).await?;
+    let mut header = [0u8; HEADER_LEN];
+    read_exact_or_closed(stream, &mut header).await?;
+    // Checks the announced length against the limit before allocating for it.
+    frame::next_frame_len(&header, MAX_REPLY).map_err(ClientError::Frame)?;
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    read_exact_or_closed(stream, &mut payload).await?;
+    wire::check_hello_reply(&payload)
+}
+
+async fn read_exact_or_closed(stream: &mut UnixStream, buf: &mut [u8]) -> Result<(), ClientError> {
+    match stream.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Err(ClientError::Closed),
+        Err(error) => Err(ClientError::Io(error)),
+    }
+}
+
+/// The writer task: sends queued frames until the connection is dropped or a write fails.
+async fn write_requests(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>, state: Arc<State>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(frame) = queued.recv().await {
+        // Under load many callers queue a frame between two wake-ups of this task; one write for all of
+        // them instead of one per frame is most of what pipelining saves.
+        batch.extend_from_slice(&frame);
+        while batch.len() < WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(error) = writer.write_all(&batch).await {
+            state.close(&ClientError::Io(error));
+            return;
+        }
+        batch.clear();
+    }
+}
+
+/// The reader task: dispatches reply frames to their waiters until the connection breaks.
+async fn read_replies(mut reader: OwnedReadHalf, state: Arc<State>) {
+    // However this task ends (including being aborted, or dropped with its runtime), nobody may be left
+    // waiting for a reply that can no longer come.
+    let _closer = CloseOnExit(Arc::clone(&state));
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let cause = loop {
+        if let Err(cause) = dispatch_frames(&mut buf, &state) {
+            break cause;
+        }
+        if buf.is_empty() && buf.capacity() > KEEP_READ_BUFFER {
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) if buf.is_empty() => break ClientError::Closed,
+            Ok(0) => break ClientError::Frame(frame::FrameError::Truncated),
+            Ok(_) => {}
+            Err(error) => break ClientError::Io(error),
+        }
+    };
+    state.close(&cause);
+}
+
+/// Answers every complete frame at the start of `buf` and removes them from it.
+fn dispatch_frames(buf: &mut Vec<u8>, state: &State) -> Result<(), ClientError> {
+    let mut start = 0;
+    while let Some(total) = frame::next_frame_len(&buf[start..], MAX_REPLY).map_err(ClientError::Frame)? {
+        let ReplyFrame { id, reply } = wire::decode_reply(&buf[start + HEADER_LEN..start + total])?;
+        state.answer(id, reply);
+        start += total;
+    }
+    buf.drain(..start);
+    Ok(())
+}
+
+struct CloseOnExit(Arc<State>);
+
+impl Drop for CloseOnExit {
+    fn drop(&mut self) {
+        self.0.close(&ClientError::Closed);
+    }
+}

@@ -1,0 +1,140 @@
+//! Which reply each request expects, and which requests may be sent twice.
+//!
+//! The typed helpers of both clients (`ping`, `verify`, `create`, …) turn a [`Reply`] into the one
+//! variant their request calls for with the functions here; anything else is
+//! [`ClientError::UnexpectedReply`]. Error replies never get this far: `call` has already turned them into
+//! [`ClientError::Refused`].
+
+use keyward_protocol::{CreatedKey, KeyPage, KeyView, Reply, Request, VerifyAnswer};
+
+use crate::error::ClientError;
+
+/// Whether sending `request` twice has the same effect as sending it once, so that a request lost with a
+/// broken connection may be retried.
+///
+/// A request that changes something may already have been carried out when the connection broke:
+/// resending a create would mint a second key. A verify with a cost spends rate budget and credits, so
+/// only a free one (`cost: 0`) counts as a read here.
+pub(crate) fn is_idempotent(request: &Request) -> bool {
+    match request {
+        Request::Ping
+        | Request::List(_)
+        | Request::Get { .. }
+        | Request::Audit(_)
+        | Request::GetAccount { .. }
+        | Request::ListLegacy { .. }
+        | Request::Usage { .. }
+        | Request::WorkspaceUsage { .. } => true,
+        Request::Verify(verify) => verify.cost == 0,
+        Request::As { request, .. } => is_idempotent(request),
+        Request::Create(_)
+        | Request::Revoke { .. }
+        | Request::Edit { .. }
+        | Request::Regenerate { .. }
+        | Request::Deactivate { .. }
+        | Request::Activate { .. }
+        | Request::Import(_)
+        | Request::SetAccount(_)
+        | Request::Credits { .. } => false,
+    }
+}
+
+/// Turns an error reply into [`ClientError::Refused`]; every other reply passes through.
+pub(crate) fn refused_as_error(reply: Reply) -> Result<Reply, ClientError> {
+    match reply {
+        Reply::Error(error) => Err(ClientError::Refused(error)),
+        other => Ok(other),
+    }
+}
+
+/// The answer to a Ping.
+pub(crate) fn pong(reply: Reply) -> Result<(), ClientError> {
+    match reply {
+        Reply::Pong => Ok(()),
+        other => Err(unexpected("Pong", &other)),
+    }
+}
+
+/// The answer to a Verify.
+pub(crate) fn verify_answer(reply: Reply) -> Result<VerifyAnswer, ClientError> {
+    match reply {
+        Reply::Verify(answer) => Ok(answer),
+        other => Err(unexpected("Verify", &other)),
+    }
+}
+
+/// The answer to a Create.
+pub(crate) fn created_key(reply: Reply) -> Result<CreatedKey, ClientError> {
+    match reply {
+        Reply::Created(created) => Ok(created),
+        other => Err(unexpected("Created", &other)),
+    }
+}
+
+/// The answer to a List.
+pub(crate) fn key_page(reply: Reply) -> Result<KeyPage, ClientError> {
+    match reply {
+        Reply::Keys(page) => Ok(page),
+        other => Err(unexpected("Keys", &other)),
+    }
+}
+
+/// The answer to a Get or a Revoke.
+pub(crate) fn key_view(reply: Reply) -> Result<KeyView, ClientError> {
+    match reply {
+        Reply::Key(view) => Ok(view),
+        other => Err(unexpected("Key", &other)),
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Reply) -> ClientError {
+    ClientError::UnexpectedReply { expected, got: variant_name(got) }
+}
+
+/// The reply's variant name. Only the name: a `Created` reply holds a token, so a reply is never printed.
+fn variant_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Pong => "Pong",
+        Reply::Verify(_) => "Verify",
+        Reply::Created(_) => "Created",
+        Reply::Keys(_) => "Keys",
+        Reply::Key(_) => "Key",
+        Reply::Error(_) => "Error",
+        Reply::Audit(_) => "Audit",
+        Reply::Account(_) => "Account",
+        Reply::Usage(_) => "Usage",
+        Reply::WorkspaceUsage(_) => "WorkspaceUsage",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_protocol::{ErrorCode, ErrorReply, Secret, VerifyRequest};
+
+    #[test]
+    fn a_reply_of_the_wrong_kind_is_named_not_printed() {
+        let error = verify_answer(Reply::Pong).unwrap_err();
+        assert_eq!(error.to_string(), "keywardd answered Pong where Verify was expected");
+        assert!(pong(Reply::Pong).is_ok());
+    }
+
+    #[test]
+    fn error_replies_become_refusals() {
+        let reply = Reply::Error(ErrorReply::new(ErrorCode::Busy, "try again"));
+        assert!(matches!(refused_as_error(reply), Err(ClientError::Refused(_))));
+        assert!(matches!(refused_as_error(Reply::Pong), Ok(Reply::Pong)));
+    }
+
+    #[test]
+    fn only_reads_are_retried() {
+        assert!(is_idempotent(&Request::Ping));
+        assert!(is_idempotent(&Request::Get { id: "AbCdEf012345".into() }));
+        assert!(!is_idempotent(&Request::Revoke { id: "AbCdEf012345".into() }));
+        let paid = VerifyRequest::new(Secret::new("kw_live_x"));
+        assert!(!is_idempotent(&Request::Verify(paid.clone())), "a verify with a cost spends credits");
+        assert!(is_idempotent(&Request::Verify(VerifyRequest { cost: 0, ..paid })));
+        let revoke_as = Request::As { actor: "ops".into(), request: Box::new(Request::Revoke { id: "x".into() }) };
+        assert!(!is_idempotent(&revoke_as));
+    }
+}

@@ -1,0 +1,70 @@
+//! The client's side of the conversation's bytes: framing the handshake and requests, unframing the
+//! daemon's answers.
+//!
+//! Both clients go through these functions, so there is one place where a request becomes bytes. The
+//! framing and the encoding themselves belong to `keyward_protocol` ([`frame`], [`codec`]); this module
+//! only applies them. A request frame is built in a single buffer (header placeholder, payload encoded
+//! after it, length patched in), which is the one allocation a request costs before it is sent.
+
+use keyward_protocol::frame::{self, HEADER_LEN};
+use keyward_protocol::{codec, Hello, HelloReply, ReplyFrame, Request, RequestFrame, PROTOCOL_VERSION};
+
+use crate::error::ClientError;
+
+/// Room for a typical request (a verify is about a hundred bytes), so encoding it never reallocates.
+const REQUEST_CAPACITY: usize = 256;
+
+/// The handshake frame, header included.
+pub(crate) fn hello_frame() -> Result<Vec<u8>, ClientError> {
+    let payload = codec::encode(&Hello { version: PROTOCOL_VERSION })?;
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame::put_frame(&mut out, &payload);
+    Ok(out)
+}
+
+/// Checks the daemon's answer to the handshake.
+pub(crate) fn check_hello_reply(payload: &[u8]) -> Result<(), ClientError> {
+    match codec::decode::<HelloReply>(payload)? {
+        HelloReply::Accepted { .. } => Ok(()),
+        HelloReply::Rejected(error) => Err(ClientError::Rejected(error)),
+    }
+}
+
+/// The frame for `request` under `id`, header included, in one buffer.
+pub(crate) fn request_frame(id: u64, request: Request) -> Result<Vec<u8>, ClientError> {
+    let mut out = Vec::with_capacity(REQUEST_CAPACITY);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    let len = codec::encode_into(&RequestFrame { id, request }, &mut out)?;
+    let len = u32::try_from(len).expect("a request is far below 4 GiB");
+    out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
+
+/// Decodes one reply frame's payload.
+pub(crate) fn decode_reply(payload: &[u8]) -> Result<ReplyFrame, ClientError> {
+    Ok(codec::decode(payload)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_protocol::{Secret, VerifyRequest};
+
+    #[test]
+    fn request_frame_is_length_prefixed_and_decodes_back() {
+        let request = Request::Verify(VerifyRequest {
+            scope: Some("read:tables".into()),
+            ..VerifyRequest::new(Secret::new("kw_live_example"))
+        });
+        let bytes = request_frame(42, request.clone()).unwrap();
+        let total = frame::next_frame_len(&bytes, frame::DEFAULT_MAX_REQUEST).unwrap();
+        assert_eq!(total, Some(bytes.len()));
+        let decoded: RequestFrame = codec::decode_request(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(decoded, RequestFrame { id: 42, request });
+    }
+
+    #[test]
+    fn hello_frame_is_the_fixed_handshake() {
+        assert_eq!(hello_frame().unwrap(), [0, 0, 0, 1, PROTOCOL_VERSION as u8]);
+    }
+}
