@@ -55,6 +55,7 @@ pub async fn serve(
             return;
         }
     };
+    tracing::debug!(?role, uid = actor.uid, pid = actor.pid, "connection opened");
     let (reader, writer) = stream.into_split();
     let mut connection = Connection {
         actor,
@@ -67,8 +68,9 @@ pub async fn serve(
         service,
         limits,
     };
-    if let Err(error) = connection.run(shutdown).await {
-        tracing::debug!(%error, "connection ended with an error");
+    match connection.run(shutdown).await {
+        Ok(()) => tracing::debug!(?role, "connection closed"),
+        Err(error) => tracing::debug!(?role, %error, "connection ended with an error"),
     }
 }
 

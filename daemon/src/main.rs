@@ -59,12 +59,22 @@ impl Args {
     }
 }
 
+/// The log filter: `KEYWARD_LOG`, else `RUST_LOG`, else `info`. The storage engine's own logging is capped at
+/// warnings whatever is asked: at trace level it would describe stored pages, and stored values include
+/// hashes, which never belong in a log.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let wanted = std::env::var("KEYWARD_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_new(&wanted).unwrap_or_else(|error| {
+        eprintln!("keywardd: ignoring the log filter {wanted:?}: {error}");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    filter.add_directive("sled=warn".parse().expect("a valid directive"))
+}
+
 fn main() -> ExitCode {
     let config = Args::parse().into_config();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(log_filter()).with_ansi(terminal).with_writer(std::io::stderr).init();
     // Every file and socket the daemon creates starts private; sockets are widened to their mode after bind.
     // SAFETY: umask only swaps the process's file mode mask; no thread exists yet to race with it.
     unsafe { libc::umask(0o077) };

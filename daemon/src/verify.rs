@@ -47,6 +47,7 @@ pub struct ColdCheck {
 }
 
 fn refuse(code: VerifyCode) -> Step {
+    tracing::trace!(%code, "verify refused without a key");
     Step::Done(VerifyAnswer::refused(code))
 }
 
@@ -185,6 +186,7 @@ impl Service {
         if answer.code.is_valid() {
             key.touch(now);
         }
+        tracing::trace!(key = %record.id, code = %answer.code, "verified");
         answer
     }
 }
