@@ -19,8 +19,29 @@ pub fn default_plans() -> Plans {
     BTreeMap::from([(DEFAULT_PLAN.to_owned(), DEFAULT_PLAN_RATE), ("paid".to_owned(), PAID_PLAN_RATE)])
 }
 
+/// A user or group named in the configuration, by name or numeric id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Name(String),
+    Id(u32),
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human lines with colours on a terminal, journald lines under systemd, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Timestamped human lines.
+    Human,
+    /// Plain lines without timestamps (the journal adds its own).
+    Journald,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The daemon's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where the key store and the lock file live (created 0700 if missing).
     pub data_dir: PathBuf,
@@ -49,6 +70,14 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Rate plans keys may name.
     pub plans: Plans,
+    /// Who may use the admin socket besides root and the daemon's own user.
+    pub admin_users: Vec<Principal>,
+    pub admin_groups: Vec<Principal>,
+    /// When set, only members of these groups may use the verify socket (on top of its file mode).
+    pub verify_groups: Option<Vec<Principal>>,
+    /// A tracing filter, e.g. `info` or `info,keyward_daemon=debug`.
+    pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 impl Config {
@@ -69,11 +98,18 @@ impl Config {
                 max_request: DEFAULT_MAX_REQUEST,
                 max_in_flight: 128,
                 handshake_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(300),
+                frame_timeout: Duration::from_secs(10),
             },
             drain_deadline: Duration::from_secs(10),
             legacy_sunset: None,
             flush_interval: Duration::from_secs(2),
             plans: default_plans(),
+            admin_users: Vec::new(),
+            admin_groups: Vec::new(),
+            verify_groups: None,
+            log_level: "info".to_owned(),
+            log_format: LogFormat::Auto,
         }
     }
 }

@@ -8,7 +8,10 @@
 //! Bounds: a frame longer than the limit is answered and the connection closed (the stream cannot be
 //! resynchronised); at most `max_in_flight` requests wait per connection, after which the loop stops reading
 //! and the kernel's socket buffer pushes back on the client. A frame that has a valid length but an
-//! undecodable body gets a `BAD_FRAME` reply and the connection carries on.
+//! undecodable body gets a `BAD_FRAME` reply and the connection carries on. A started frame must complete
+//! within `frame_timeout` (slow-loris), an idle connection is closed after `idle_timeout`, and a client that
+//! stops reading its replies is dropped once a write has waited `idle_timeout`: nothing buffers without
+//! bound, and no connection holds its permit forever.
 
 use std::io;
 use std::time::Duration;
@@ -22,12 +25,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{Handled, Service, SocketRole};
 
 /// Per-connection limits.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// Largest request payload, in bytes.
     pub max_request: u32,
@@ -35,6 +39,10 @@ pub struct ConnectionLimits {
     pub max_in_flight: usize,
     /// Time a new connection has to send its handshake.
     pub handshake_timeout: Duration,
+    /// A connection with no request in flight and no bytes for this long is closed.
+    pub idle_timeout: Duration,
+    /// Once a frame has started, the rest of it must arrive within this (slow-loris defence).
+    pub frame_timeout: Duration,
 }
 
 const READ_CHUNK: usize = 16 * 1024;
@@ -55,6 +63,8 @@ pub async fn serve(
             return;
         }
     };
+    let counted = service.clone();
+    let _open = counted.stats().connection_opened();
     tracing::debug!(?role, uid = actor.uid, pid = actor.pid, "connection opened");
     let (reader, writer) = stream.into_split();
     let mut connection = Connection {
@@ -68,6 +78,18 @@ pub async fn serve(
         service,
         limits,
     };
+    if !counted.gate().admits(role, &connection.actor) {
+        counted.stats().connection_forbidden();
+        tracing::warn!(?role, uid = connection.actor.uid, pid = connection.actor.pid, "peer not allowed; refused");
+        let message = match role {
+            SocketRole::Admin => {
+                "this user may not use the admin socket: ask an operator to add it to admin_users or admin_groups"
+            }
+            SocketRole::Verify => "this user may not use the verify socket: it is not in verify_groups",
+        };
+        let _ = connection.refuse(ErrorCode::Forbidden, message).await;
+        return;
+    }
     match connection.run(shutdown).await {
         Ok(()) => tracing::debug!(?role, "connection closed"),
         Err(error) => tracing::debug!(?role, %error, "connection ended with an error"),
@@ -100,25 +122,42 @@ impl Connection {
             return Ok(());
         }
         let mut reading = true;
+        let mut last_activity = Instant::now();
+        let mut frame_started: Option<Instant> = None;
         loop {
             if reading && matches!(self.answer_buffered(), Stream::Broken) {
                 reading = false;
             }
-            if !self.out.is_empty() {
-                self.writer.write_all(&self.out).await?;
-                self.out.clear();
-            }
+            frame_started = match (self.inbuf.is_empty(), frame_started) {
+                (true, _) => None,
+                (false, None) => Some(Instant::now()),
+                (false, started) => started,
+            };
+            self.flush_replies().await?;
             if !reading && self.pending.is_empty() {
                 return Ok(());
             }
             let may_read = reading && self.pending.len() < self.limits.max_in_flight;
+            let (deadline, stalled_frame) = match frame_started {
+                Some(started) => (started + self.limits.frame_timeout, true),
+                None => (last_activity + self.limits.idle_timeout, false),
+            };
+            let idle = self.pending.is_empty() || stalled_frame;
             tokio::select! {
+                _ = tokio::time::sleep_until(deadline), if reading && idle => {
+                    reading = false;
+                    if stalled_frame {
+                        let message = format!("a frame did not arrive whole within {:?}; closing", self.limits.frame_timeout);
+                        put_error(&mut self.out, 0, ErrorCode::BadFrame, &message);
+                    }
+                }
                 Some(done) = self.pending.join_next(), if !self.pending.is_empty() => match done {
                     Ok(frame) => put_reply(&mut self.out, &frame),
                     Err(error) => tracing::error!(%error, "a request task failed"),
                 },
                 _ = shutdown.cancelled(), if reading => reading = false,
                 read = read_more(&mut self.reader, &mut self.inbuf), if may_read => {
+                    last_activity = Instant::now();
                     if read? == 0 {
                         reading = false;
                         if !self.inbuf.is_empty() {
@@ -128,6 +167,19 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Writes queued replies; a peer that has not taken them within the idle timeout is dropped.
+    async fn flush_replies(&mut self) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.limits.idle_timeout, self.writer.write_all(&self.out)).await {
+            Ok(written) => written?,
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer stopped reading its replies")),
+        }
+        self.out.clear();
+        Ok(())
     }
 
     /// Reads and answers the handshake. `Ok(false)`: refused or timed out; the connection closes.

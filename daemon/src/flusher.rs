@@ -24,6 +24,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub async fn flush(service: &Service) {
     save_counters(service).await;
     save_usage(service).await;
+    service.stats().flushed(unix_now());
 }
 
 async fn save_counters(service: &Service) {

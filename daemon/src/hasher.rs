@@ -65,6 +65,7 @@ struct Inner {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     queue_limit: usize,
+    workers: usize,
     digest_key: Zeroizing<[u8; 32]>,
     lookup_key: Zeroizing<[u8; 32]>,
 }
@@ -86,10 +87,18 @@ impl Hasher {
                 permits: Arc::new(Semaphore::new(workers.max(1))),
                 waiting: AtomicUsize::new(0),
                 queue_limit,
+                workers: workers.max(1),
                 digest_key: mint::key_material(),
                 lookup_key,
             }),
         })
+    }
+
+    /// Argon2 computations running now, and waiting for a worker.
+    pub fn load(&self) -> (u64, u64) {
+        let inner = &self.inner;
+        let running = inner.workers.saturating_sub(inner.permits.available_permits());
+        (running as u64, inner.waiting.load(Ordering::Relaxed) as u64)
     }
 
     /// The keyed digest of `secret` under this process's key.

@@ -23,11 +23,17 @@
 //! - [`keyfile`]: the persistent lookup key for imported tokens.
 //! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
+//! - [`stats`]: operational counters and the verify latency histogram.
+//! - [`systemd`]: readiness notifications, the watchdog, socket activation.
+//! - [`peer`]: who may use which socket, from the peer's credentials.
 //! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
-//! - [`config`], [`clock`], [`error`].
+//! - [`logging`]: log formats and the reloadable filter.
+//! - [`config`], [`config_file`]: settings and the TOML file they may come from.
+//! - [`clock`], [`error`].
 
 pub mod clock;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod credits;
 pub mod error;
@@ -37,18 +43,22 @@ pub mod index;
 pub mod keyfile;
 pub mod limiter;
 pub mod lockfile;
+pub mod logging;
 pub mod manage;
 pub mod mint;
+pub mod peer;
 pub mod record;
 pub mod server;
 pub mod service;
 pub mod signals;
 pub mod socket;
+pub mod stats;
 pub mod store;
+pub mod systemd;
 pub mod usage;
 pub mod validate;
 pub mod verify;
 
 pub use config::Config;
 pub use error::{DaemonError, StartError};
-pub use server::run;
+pub use server::{run, run_with, Launch, Reload};

@@ -1,17 +1,23 @@
-//! `keywardd`: parse flags, set up logging and signals, run the daemon.
+//! `keywardd`: parse flags, read the configuration, set up logging and signals, run the daemon.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
-use keyward_daemon::{signals, Config};
+use keyward_daemon::config_file::{self, ConfigError};
+use keyward_daemon::{logging, signals, systemd, Config, Launch, Reload};
 use keyward_protocol::{paths, Rate};
 use tokio_util::sync::CancellationToken;
 
 /// The keyward API-key daemon.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(name = "keywardd", version, about)]
 struct Args {
+    /// Configuration file (default: /etc/keyward/keyward.toml when it exists). Flags and KEYWARD_*
+    /// variables override it.
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    config: Option<PathBuf>,
     /// Data directory (default: $XDG_STATE_HOME/keyward, else ~/.local/state/keyward).
     #[arg(long, env = paths::ENV_DATA_DIR)]
     data_dir: Option<PathBuf>,
@@ -30,6 +36,12 @@ struct Args {
     plans: Vec<(String, Rate)>,
 }
 
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<jiff::Timestamp>()
+        .map(|ts| ts.as_second())
+        .map_err(|e| format!("expected an RFC 3339 time such as 2026-06-30T00:00:00Z: {e}"))
+}
+
 fn parse_plan(text: &str) -> Result<(String, Rate), String> {
     let (name, rate) = keyward_protocol::limits::parse_named_limit(text).map_err(|e| e.to_string())?;
     let word = !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
@@ -40,63 +52,80 @@ fn parse_plan(text: &str) -> Result<(String, Rate), String> {
     }
 }
 
-fn parse_time(text: &str) -> Result<i64, String> {
-    text.parse::<jiff::Timestamp>()
-        .map(|ts| ts.as_second())
-        .map_err(|e| format!("expected an RFC 3339 time such as 2026-06-30T00:00:00Z: {e}"))
-}
-
 impl Args {
-    fn into_config(self) -> Config {
-        let mut config = Config::new(
-            self.data_dir.unwrap_or_else(paths::default_data_dir),
-            self.socket.unwrap_or_else(paths::default_verify_socket),
-            self.admin_socket.unwrap_or_else(paths::default_admin_socket),
-        );
-        config.legacy_sunset = self.legacy_sunset;
-        config.plans.extend(self.plans);
-        config
+    /// The configuration: defaults, then the file, then flags and environment variables. The log level
+    /// comes from `KEYWARD_LOG`, else `RUST_LOG`, else the file, else `info`.
+    fn config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        let default_file = PathBuf::from(config_file::DEFAULT_PATH);
+        match &self.config {
+            Some(path) => config_file::load(path, &mut config)?,
+            None if default_file.exists() => config_file::load(&default_file, &mut config)?,
+            None => {}
+        }
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(socket) = &self.socket {
+            config.verify_socket = socket.clone();
+        }
+        if let Some(socket) = &self.admin_socket {
+            config.admin_socket = socket.clone();
+        }
+        if self.legacy_sunset.is_some() {
+            config.legacy_sunset = self.legacy_sunset;
+        }
+        config.plans.extend(self.plans.iter().cloned());
+        if let Ok(level) = std::env::var("KEYWARD_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+            config.log_level = level;
+        }
+        Ok(config)
     }
-}
-
-/// The log filter: `KEYWARD_LOG`, else `RUST_LOG`, else `info`. The storage engine's own logging is capped at
-/// warnings whatever is asked: at trace level it would describe stored pages, and stored values include
-/// hashes, which never belong in a log.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let wanted = std::env::var("KEYWARD_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&wanted).unwrap_or_else(|error| {
-        eprintln!("keywardd: ignoring the log filter {wanted:?}: {error}");
-        tracing_subscriber::EnvFilter::new("info")
-    });
-    filter.add_directive("sled=warn".parse().expect("a valid directive"))
 }
 
 fn main() -> ExitCode {
-    let config = Args::parse().into_config();
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(log_filter()).with_ansi(terminal).with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => return fail(&format!("configuration: {error}")),
+    };
+    let log = match logging::init(config.log_format, &config.log_level) {
+        Ok(handle) => handle,
+        Err(error) => return fail(&format!("logging: {error}")),
+    };
     // Every file and socket the daemon creates starts private; sockets are widened to their mode after bind.
     // SAFETY: umask only swaps the process's file mode mask; no thread exists yet to race with it.
     unsafe { libc::umask(0o077) };
+    let activated = match systemd::take_activated_sockets() {
+        Ok(activated) => activated,
+        Err(error) => return fail(&error),
+    };
 
     let shutdown = CancellationToken::new();
-    if let Err(error) = signals::forward_stop_signals(shutdown.clone()) {
-        eprintln!("keywardd: cannot install signal handlers: {error}");
-        return ExitCode::FAILURE;
+    let requested = Arc::new(tokio::sync::Notify::new());
+    if let Err(error) = signals::forward_signals(shutdown.clone(), requested.clone()) {
+        return fail(&format!("cannot install signal handlers: {error}"));
     }
+    let reload = Reload {
+        requested,
+        load: Box::new(move || args.config()),
+        set_log_level: Box::new(move |level| log.set_level(level)),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("keywardd: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return fail(&format!("cannot start the runtime: {error}")),
     };
-    match runtime.block_on(keyward_daemon::run(config, shutdown)) {
+    let launch = Launch { config, shutdown, reload: Some(reload), activated };
+    match runtime.block_on(keyward_daemon::run_with(launch)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "keywardd cannot start");
-            eprintln!("keywardd: {error}");
-            ExitCode::FAILURE
+            fail(&error.to_string())
         }
     }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("keywardd: {message}");
+    ExitCode::FAILURE
 }

@@ -1,64 +1,98 @@
-//! Running the daemon: take the data directory, load the index, bind both sockets, accept connections
-//! until shutdown, drain, flush.
+//! Running the daemon: take the data directory, load the index, bind (or adopt) both sockets, tell systemd
+//! it is ready, accept connections, reload on request, and on shutdown drain, flush and clean up.
 //!
 //! Back-pressure starts at the door: a connection permit is taken *before* `accept()`, so past
 //! `max_connections` new clients wait in the kernel's backlog instead of being accepted and starved.
 
-use std::sync::Arc;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::config_file::ConfigError;
 use crate::connection::{self, ConnectionLimits};
 use crate::error::StartError;
 use crate::hasher::Hasher;
+use crate::peer::Gate;
 use crate::service::{Service, SocketRole};
+use crate::socket::SocketFile;
 use crate::store::Store;
+use crate::systemd::{self, Activated};
 use crate::{flusher, keyfile, lockfile, socket};
 
-/// Runs the daemon until `shutdown` is cancelled, then drains in-flight requests (up to the configured
-/// deadline), flushes the store and removes the socket files.
+/// How to re-read the configuration on SIGHUP, and how to apply what the daemon cannot apply itself.
+pub struct Reload {
+    /// Signalled for each reload request.
+    pub requested: Arc<Notify>,
+    /// Builds the configuration anew (file, then flags and environment).
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+    /// Installs a new log filter.
+    pub set_log_level: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+}
+
+/// Everything a daemon run starts from.
+pub struct Launch {
+    pub config: Config,
+    pub shutdown: CancellationToken,
+    pub reload: Option<Reload>,
+    pub activated: Activated,
+}
+
+/// Runs the daemon with `config` until `shutdown` is cancelled (no reload, no socket activation).
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .create(&config.data_dir)
-        .map_err(|e| StartError::DataDir { path: config.data_dir.clone(), reason: e.to_string() })?;
+    run_with(Launch { config, shutdown, reload: None, activated: Activated::default() }).await
+}
+
+/// Runs the daemon until `launch.shutdown` is cancelled, then drains in-flight requests (up to the
+/// configured deadline), flushes the store and removes the socket files it created.
+pub async fn run_with(launch: Launch) -> Result<(), StartError> {
+    let Launch { config, shutdown, reload, activated } = launch;
+    prepare_data_dir(&config.data_dir)?;
     let _lock = lockfile::lock(&config.data_dir)?;
     let lookup_key = keyfile::load_or_create(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let loaded = store.load()?;
     let hasher = Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, lookup_key)
         .map_err(StartError::Config)?;
-    let service = Service::new(loaded, store, hasher, config.legacy_sunset, config.plans.clone());
+    let service = Service::new(loaded, store, hasher, &config);
 
-    let (verify_listener, _verify_file) = socket::bind(&config.verify_socket, config.verify_socket_mode)?;
-    let (admin_listener, _admin_file) = socket::bind(&config.admin_socket, config.admin_socket_mode)?;
+    let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, config.verify_socket_mode)?;
+    let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, config.admin_socket_mode)?;
+    let keys = service.index().len();
     tracing::info!(
-        keys = service.index().len(),
+        keys,
         verify_socket = %config.verify_socket.display(),
         admin_socket = %config.admin_socket.display(),
         "keywardd ready"
     );
+    systemd::ready(&format!("serving {keys} keys"));
 
     let tracker = TaskTracker::new();
     let flusher = tokio::spawn(flusher::run(service.clone(), config.flush_interval, shutdown.clone()));
-    let permits = Arc::new(Semaphore::new(config.max_connections));
+    tokio::spawn(systemd::keep_watchdog_fed(shutdown.clone()));
     let door = Door {
         service: service.clone(),
-        limits: config.connection,
-        permits,
+        limits: Arc::new(RwLock::new(config.connection)),
+        permits: Arc::new(Semaphore::new(config.max_connections)),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };
+    let reloads = reload.map(|reload| tokio::spawn(reload_loop(reload, config.clone(), door.clone())));
     tokio::join!(
         door.clone().accept(verify_listener, SocketRole::Verify),
         door.accept(admin_listener, SocketRole::Admin)
     );
 
+    systemd::stopping();
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     tracker.close();
     if tokio::time::timeout(config.drain_deadline, tracker.wait()).await.is_err() {
         tracing::warn!(deadline = ?config.drain_deadline, "drain deadline passed; closing remaining connections");
@@ -74,11 +108,102 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     Ok(())
 }
 
+/// Creates the data directory (0700) or checks an existing one: a directory others may write to could
+/// have its keys swapped underneath the daemon, so the daemon refuses it.
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let fail = |reason: String| StartError::DataDir { path: dir.to_owned(), reason };
+    std::fs::DirBuilder::new().recursive(true).create(dir).map_err(|e| fail(e.to_string()))?;
+    let mode = std::fs::metadata(dir).map_err(|e| fail(e.to_string()))?.permissions().mode();
+    if mode & 0o022 != 0 {
+        return Err(fail(format!("is writable by group or others (mode {:o}); chmod 700 it", mode & 0o777)));
+    }
+    Ok(())
+}
+
+/// The socket systemd passed, or one bound here (with a guard that removes its file on exit).
+fn listener(
+    passed: Option<std::os::fd::OwnedFd>,
+    path: &Path,
+    mode: u32,
+) -> Result<(UnixListener, Option<SocketFile>), StartError> {
+    let Some(fd) = passed else {
+        let (listener, file) = socket::bind(path, mode)?;
+        return Ok((listener, Some(file)));
+    };
+    let fail =
+        |e: std::io::Error| StartError::Socket { path: path.to_owned(), reason: format!("passed by systemd: {e}") };
+    let listener = std::os::unix::net::UnixListener::from(fd);
+    listener.set_nonblocking(true).map_err(fail)?;
+    Ok((UnixListener::from_std(listener).map_err(fail)?, None))
+}
+
+/// Applies SIGHUP reloads until the run ends. A bad file is logged and the old configuration stays.
+async fn reload_loop(reload: Reload, mut current: Config, door: Door) {
+    loop {
+        reload.requested.notified().await;
+        systemd::reloading();
+        match (reload.load)() {
+            Ok(next) => {
+                apply(&reload, &current, &next, &door).await;
+                current = next;
+                tracing::info!("configuration reloaded");
+            }
+            Err(error) => tracing::error!(%error, "configuration rejected; keeping the previous one"),
+        }
+        systemd::ready("configuration reloaded");
+    }
+}
+
+async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
+    let service = &door.service;
+    if new.log_level != old.log_level {
+        if let Err(error) = (reload.set_log_level)(&new.log_level) {
+            tracing::error!(%error, "log level not changed");
+        }
+    }
+    if new.plans != old.plans {
+        service.set_plans(new.plans.clone()).await;
+    }
+    service.set_legacy_sunset(new.legacy_sunset);
+    service.set_gate(Gate::new(new));
+    *door.limits.write().unwrap_or_else(|p| p.into_inner()) = new.connection;
+    resize(&door.permits, old.max_connections, new.max_connections);
+    let restart_only = [
+        ("data_dir", old.data_dir != new.data_dir),
+        ("verify_socket", old.verify_socket != new.verify_socket),
+        ("admin_socket", old.admin_socket != new.admin_socket),
+        ("argon2", old.hash_cost != new.hash_cost || old.hash_workers != new.hash_workers),
+        ("log.format", old.log_format != new.log_format),
+    ];
+    for (setting, changed) in restart_only {
+        if changed {
+            tracing::warn!(setting, "this setting changes only with a restart");
+        }
+    }
+}
+
+/// Moves the connection limit from `old` to `new` permits: growing adds permits at once; shrinking
+/// retires permits as connections close.
+fn resize(permits: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        permits.add_permits(new - old);
+    } else if new < old {
+        let permits = permits.clone();
+        let retire = u32::try_from(old - new).unwrap_or(u32::MAX);
+        tokio::spawn(async move {
+            if let Ok(taken) = permits.acquire_many_owned(retire).await {
+                taken.forget();
+            }
+        });
+    }
+}
+
 /// What every accept loop shares.
 #[derive(Clone)]
 struct Door {
     service: Service,
-    limits: ConnectionLimits,
+    /// Read once per new connection, so a reload applies to connections opened after it.
+    limits: Arc<RwLock<ConnectionLimits>>,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -100,7 +225,8 @@ impl Door {
             match accepted {
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(10);
-                    let (service, limits, shutdown) = (self.service.clone(), self.limits, self.shutdown.clone());
+                    let limits = *self.limits.read().unwrap_or_else(|p| p.into_inner());
+                    let (service, shutdown) = (self.service.clone(), self.shutdown.clone());
                     self.tracker.spawn(async move {
                         connection::serve(stream, role, service, limits, shutdown).await;
                         drop(permit);

@@ -13,11 +13,13 @@ use dashmap::DashMap;
 use keyward_protocol::{Actor, Reply, Request};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::config::Plans;
+use crate::config::{Config, Plans};
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
 use crate::index::{Counters, HotKey, Index};
+use crate::peer::Gate;
 use crate::record::KeyRecord;
+use crate::stats::Stats;
 use crate::store::{Loaded, Store};
 use crate::validate;
 use crate::verify::Step;
@@ -62,6 +64,18 @@ struct Inner {
     next_audit_seq: AtomicU64,
     /// Rate plans by name; read when snapshots are built, never on the verify path.
     plans: std::sync::RwLock<Arc<Plans>>,
+    /// Who may use which socket; read once per connection.
+    gate: std::sync::RwLock<Arc<Gate>>,
+    stats: Stats,
+}
+
+/// Reads a reloadable setting (a poisoned lock still holds a valid value: writers only swap an `Arc`).
+fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+}
+
+fn write<T>(lock: &std::sync::RwLock<Arc<T>>, value: T) {
+    *lock.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(value);
 }
 
 fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) -> Reply {
@@ -73,7 +87,8 @@ fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) 
 
 impl Service {
     /// The service over what the store held at startup.
-    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, legacy_sunset: Option<i64>, plans: Plans) -> Service {
+    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Service {
+        let plans = config.plans.clone();
         let index = Index::default();
         for record in loaded.keys {
             let id = record.id.as_str();
@@ -89,9 +104,11 @@ impl Service {
                 hasher,
                 writes: Mutex::new(()),
                 accounts,
-                legacy_sunset: AtomicI64::new(legacy_sunset.unwrap_or(NO_SUNSET)),
+                legacy_sunset: AtomicI64::new(config.legacy_sunset.unwrap_or(NO_SUNSET)),
                 next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
                 plans: std::sync::RwLock::new(Arc::new(plans)),
+                gate: std::sync::RwLock::new(Arc::new(Gate::new(config))),
+                stats: Stats::default(),
             }),
         }
     }
@@ -114,7 +131,31 @@ impl Service {
 
     /// The rate plans in force.
     pub fn plans(&self) -> Arc<Plans> {
-        self.inner.plans.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        read(&self.inner.plans)
+    }
+
+    /// Replaces the rate plans and rebuilds every key's snapshot under them (under the write lock, so no
+    /// management change interleaves); the next verify of each key uses its new plan.
+    pub async fn set_plans(&self, plans: Plans) {
+        let _writing = self.write_lock().await;
+        write(&self.inner.plans, plans);
+        let plans = self.plans();
+        for key in self.index().all() {
+            self.index().put(key.succeed(key.record.clone(), &plans));
+        }
+    }
+
+    /// The access rules in force.
+    pub fn gate(&self) -> Arc<Gate> {
+        read(&self.inner.gate)
+    }
+
+    pub fn set_gate(&self, gate: Gate) {
+        write(&self.inner.gate, gate);
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     /// When legacy keys stop working, if ever.
@@ -191,6 +232,7 @@ impl Service {
                 Handled::Now(reply_from(self.list_legacy(account.as_deref()), Reply::Keys))
             }
             Request::GetAccount { account } => Handled::Now(reply_from(self.get_account(&account), Reply::Account)),
+            Request::Stats => Handled::Now(Reply::Stats(Box::new(self.report()))),
             Request::Usage { id } => self.later(|s| async move { reply_from(s.usage(&id).await, Reply::Usage) }),
             Request::WorkspaceUsage { workspace } => {
                 self.later(|s| async move { reply_from(s.workspace_usage(&workspace).await, Reply::WorkspaceUsage) })

@@ -293,6 +293,11 @@ impl Store {
         Ok(pruned)
     }
 
+    /// The store's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
     /// Waits until every write so far is on disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

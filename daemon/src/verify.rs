@@ -109,12 +109,19 @@ impl Service {
         let now = unix_now();
         let digest = self.hasher().digest(secret);
         let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now) {
-            Warmth::Known => return Ok(Step::Done(self.judge(&key, &request, now))),
+            Warmth::Known => {
+                self.stats().cache_hit();
+                return Ok(Step::Done(self.judge(&key, &request, now)));
+            }
             Warmth::Wrong => {
+                self.stats().cache_hit();
                 key.usage.count(VerifyCode::NotFound);
                 return Ok(refuse(VerifyCode::NotFound));
             }
-            Warmth::Cold(slots) => slots.iter().map(|slot| slot.phc.clone()).collect(),
+            Warmth::Cold(slots) => {
+                self.stats().cache_miss();
+                slots.iter().map(|slot| slot.phc.clone()).collect()
+            }
         };
         let secret = Zeroizing::new(secret.to_vec());
         Ok(Step::Cold(ColdCheck { key, candidates, secret, digest, request }))

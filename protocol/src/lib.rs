@@ -47,8 +47,8 @@ pub use code::{ErrorCode, VerifyCode};
 pub use expiry::ExpirySpec;
 pub use lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 pub use limits::{
-    CreditChange, KeyUsage, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill, UsageBucket, UsageReport,
-    DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE,
+    CreditChange, KeyUsage, LatencySummary, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill, StatsReport,
+    UsageBucket, UsageReport, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE,
 };
 pub use message::{
     CreateRequest, CreatedKey, ErrorReply, Hello, HelloReply, KeyPage, KeyStatus, KeyView, ListRequest, Reply,

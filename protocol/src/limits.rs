@@ -254,3 +254,43 @@ mod tests {
         assert_eq!((name.as_str(), rate.count, rate.period), ("exports", 10, Period::Hour));
     }
 }
+
+/// A latency distribution: summary percentiles and cumulative buckets (Prometheus style).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub sum_seconds: f64,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+    pub p999_seconds: f64,
+    /// `(upper bound in seconds, observations at or below it)`, increasing; the last bound is +∞.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+/// The daemon's counters, as `keyward stats` shows them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatsReport {
+    pub version: String,
+    pub uptime_seconds: u64,
+    /// Keys by status name (`active`, `inactive`, `expired`, `revoked`, `legacy`, `sunset`).
+    pub keys: BTreeMap<String, u64>,
+    pub connections_open: u64,
+    pub connections_total: u64,
+    /// Connections refused for their peer's credentials.
+    pub connections_forbidden: u64,
+    /// Verifies answered since start, by code.
+    pub verifies: BTreeMap<VerifyCode, u64>,
+    /// Time from a verify request's decoding to its answer.
+    pub verify_latency: LatencySummary,
+    /// Verifies of a known key answered from the warm digest cache, and those that needed Argon2.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub argon2_running: u64,
+    pub argon2_waiting: u64,
+    /// Verifies refused with BUSY because the Argon2 queue was full.
+    pub busy_refusals: u64,
+    /// Bytes of the data directory's store.
+    pub store_bytes: u64,
+    /// When counters were last written to the store (Unix seconds).
+    pub last_flush_at: Option<i64>,
+}

@@ -26,7 +26,7 @@ use crate::audit::{AuditEntry, AuditQuery};
 use crate::code::{ErrorCode, VerifyCode};
 use crate::expiry::ExpirySpec;
 use crate::lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
-use crate::limits::{CreditChange, KeyUsage, Limits, RateLimitStatus, UsageReport};
+use crate::limits::{CreditChange, KeyUsage, Limits, RateLimitStatus, StatsReport, UsageReport};
 use crate::secret::Secret;
 use crate::token::Environment;
 
@@ -54,7 +54,7 @@ pub struct RequestFrame {
 }
 
 /// Every frame the daemon sends after the handshake.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReplyFrame {
     /// The id of the request this answers; 0 for a frame whose id could not be read.
     pub id: u64,
@@ -109,13 +109,15 @@ pub enum Request {
     Usage { id: String },
     /// Per-key totals of a workspace, most verifications first. Reply: [`Reply::WorkspaceUsage`].
     WorkspaceUsage { workspace: String },
+    /// The daemon's counters. Reply: [`Reply::Stats`].
+    Stats,
     /// Carry out `request` on behalf of `actor`, a label recorded in the audit log next to the peer's uid
     /// and pid (e.g. the dashboard user's name). Cannot be nested.
     As { actor: String, request: Box<Request> },
 }
 
 /// A reply. Errors are replies too: [`Reply::Error`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
     Pong,
     Verify(VerifyAnswer),
@@ -127,6 +129,7 @@ pub enum Reply {
     Account(AccountView),
     Usage(UsageReport),
     WorkspaceUsage(Vec<KeyUsage>),
+    Stats(Box<StatsReport>),
 }
 
 /// A refused request: a stable code and a message for humans (never containing a secret).

@@ -163,3 +163,18 @@ impl Service {
         Ok(report)
     }
 }
+
+impl Service {
+    /// The daemon's counters, with the key census and Argon2 load.
+    pub fn report(&self) -> keyward_protocol::StatsReport {
+        let mut report = self.stats().report();
+        let now = unix_now();
+        let sunset = self.legacy_sunset();
+        for key in self.index().all() {
+            *report.keys.entry(key.record.status(now, sunset).as_str().to_owned()).or_insert(0) += 1;
+        }
+        (report.argon2_running, report.argon2_waiting) = self.hasher().load();
+        report.store_bytes = self.store().size_on_disk();
+        report
+    }
+}

@@ -1,0 +1,314 @@
+//! The TOML configuration file: its schema, how it is read, and how it lands on a [`Config`].
+//!
+//! Every key is optional; an absent key keeps the built-in default. An unknown key or a bad value refuses
+//! the whole file with its path, line and reason — at startup the daemon does not start, on SIGHUP the
+//! old configuration stays. Command-line flags and `KEYWARD_*` environment variables override the file.
+//!
+//! ```toml
+//! data_dir = "/var/lib/keyward"
+//! verify_socket = "/run/keyward/verify.sock"
+//! admin_socket = "/run/keyward/admin.sock"
+//! legacy_sunset = "2026-06-30T00:00:00Z"
+//! admin_users = ["deploy", 1001]        # names or uids, besides root and the daemon's own uid
+//! admin_groups = ["keyward-admin"]
+//! verify_groups = ["www-data"]           # optional: only these groups may use the verify socket
+//!
+//! [log]
+//! level = "info"                         # a tracing filter, e.g. "info,keyward_daemon=debug"
+//! format = "auto"                        # auto | human | journald | json
+//!
+//! [argon2]
+//! memory_kib = 19456
+//! iterations = 2
+//! parallelism = 1
+//! workers = 2                            # Argon2 computations at once (default: cores)
+//! queue = 256                            # waiting computations before verifies answer BUSY
+//!
+//! [plans]
+//! free = "100/min"
+//! paid = "1000/min"
+//!
+//! [limits]
+//! max_connections = 1024
+//! max_frame_bytes = 65536
+//! max_in_flight = 128                    # per connection
+//! idle_timeout_secs = 300                # a connection with nothing to do is closed
+//! frame_timeout_secs = 10                # a started frame must arrive whole within this
+//! handshake_timeout_secs = 10
+//! drain_timeout_secs = 10                # keep below the unit's TimeoutStopSec
+//! flush_interval_ms = 2000               # last-used, credits and usage batches
+//! ```
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keyward_protocol::Rate;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::config::{Config, LogFormat, Principal};
+use crate::hasher::HashCost;
+
+/// Where the daemon looks for its configuration when `--config` is not given.
+pub const DEFAULT_PATH: &str = "/etc/keyward/keyward.toml";
+
+/// The file could not be used. Displays as `PATH:LINE: reason`.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}:{line}: {reason}")]
+pub struct ConfigError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the problem is not at a line (e.g. the file cannot be read).
+    pub line: usize,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    data_dir: Option<PathBuf>,
+    verify_socket: Option<PathBuf>,
+    admin_socket: Option<PathBuf>,
+    legacy_sunset: Option<Spanned<String>>,
+    #[serde(default)]
+    admin_users: Vec<Spanned<NameOrId>>,
+    #[serde(default)]
+    admin_groups: Vec<Spanned<NameOrId>>,
+    verify_groups: Option<Vec<Spanned<NameOrId>>>,
+    #[serde(default)]
+    log: LogSection,
+    #[serde(default)]
+    argon2: Argon2Section,
+    #[serde(default)]
+    plans: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NameOrId {
+    Id(u32),
+    Name(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogSection {
+    level: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Argon2Section {
+    memory_kib: Option<u32>,
+    iterations: Option<u32>,
+    parallelism: Option<u32>,
+    workers: Option<Spanned<usize>>,
+    queue: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    max_connections: Option<Spanned<usize>>,
+    max_frame_bytes: Option<Spanned<u32>>,
+    max_in_flight: Option<Spanned<usize>>,
+    idle_timeout_secs: Option<Spanned<u64>>,
+    frame_timeout_secs: Option<Spanned<u64>>,
+    handshake_timeout_secs: Option<Spanned<u64>>,
+    drain_timeout_secs: Option<u64>,
+    flush_interval_ms: Option<Spanned<u64>>,
+}
+
+/// Reads `path` and applies it over `config`.
+pub fn load(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_owned(),
+        line: 0,
+        reason: format!("cannot read: {e}"),
+    })?;
+    apply(&text, config).map_err(|(span, reason)| ConfigError {
+        path: path.to_owned(),
+        line: line_of(&text, span),
+        reason,
+    })
+}
+
+fn line_of(text: &str, span: Option<Range<usize>>) -> usize {
+    span.map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1)
+}
+
+type Located = (Option<Range<usize>>, String);
+
+fn at<T>(value: &Spanned<T>, reason: impl Into<String>) -> Located {
+    (Some(value.span()), reason.into())
+}
+
+/// Parses `text` and applies it over `config`; errors carry the byte span they are about.
+fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
+    let file: File = toml::from_str(text).map_err(|e| (e.span(), e.message().to_owned()))?;
+    if let Some(dir) = file.data_dir {
+        config.data_dir = dir;
+    }
+    if let Some(socket) = file.verify_socket {
+        config.verify_socket = socket;
+    }
+    if let Some(socket) = file.admin_socket {
+        config.admin_socket = socket;
+    }
+    if let Some(sunset) = &file.legacy_sunset {
+        let at_time = sunset.get_ref().parse::<jiff::Timestamp>();
+        config.legacy_sunset = Some(at_time.map_err(|e| at(sunset, format!("legacy_sunset: {e}")))?.as_second());
+    }
+    config.admin_users = principals(&file.admin_users);
+    config.admin_groups = principals(&file.admin_groups);
+    config.verify_groups = file.verify_groups.as_deref().map(principals);
+    apply_log(&file.log, config)?;
+    apply_argon2(&file.argon2, config)?;
+    for (name, rate) in &file.plans {
+        let parsed: Rate = rate.get_ref().parse().map_err(|e| at(rate, format!("plans.{name}: {e}")))?;
+        config.plans.insert(name.clone(), parsed);
+    }
+    apply_limits(&file.limits, config)
+}
+
+fn principals(list: &[Spanned<NameOrId>]) -> Vec<Principal> {
+    list.iter()
+        .map(|entry| match entry.get_ref() {
+            NameOrId::Id(id) => Principal::Id(*id),
+            NameOrId::Name(name) => Principal::Name(name.clone()),
+        })
+        .collect()
+}
+
+fn apply_log(log: &LogSection, config: &mut Config) -> Result<(), Located> {
+    if let Some(level) = &log.level {
+        tracing_subscriber::EnvFilter::try_new(level.get_ref()).map_err(|e| at(level, format!("log.level: {e}")))?;
+        config.log_level = level.get_ref().clone();
+    }
+    if let Some(format) = &log.format {
+        config.log_format = match format.get_ref().as_str() {
+            "auto" => LogFormat::Auto,
+            "human" => LogFormat::Human,
+            "journald" => LogFormat::Journald,
+            "json" => LogFormat::Json,
+            other => return Err(at(format, format!("log.format: {other:?} is not auto, human, journald or json"))),
+        };
+    }
+    Ok(())
+}
+
+fn apply_argon2(argon2: &Argon2Section, config: &mut Config) -> Result<(), Located> {
+    let defaults = config.hash_cost;
+    let cost = HashCost {
+        memory_kib: argon2.memory_kib.unwrap_or(defaults.memory_kib),
+        iterations: argon2.iterations.unwrap_or(defaults.iterations),
+        parallelism: argon2.parallelism.unwrap_or(defaults.parallelism),
+    };
+    argon2::Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+        .map_err(|e| (None, format!("argon2: invalid parameters: {e}")))?;
+    config.hash_cost = cost;
+    if let Some(workers) = &argon2.workers {
+        config.hash_workers = positive(workers, "argon2.workers")?;
+    }
+    if let Some(queue) = argon2.queue {
+        config.hash_queue = queue;
+    }
+    Ok(())
+}
+
+fn positive<T: Copy + PartialOrd + Default>(value: &Spanned<T>, name: &str) -> Result<T, Located> {
+    if *value.get_ref() > T::default() {
+        Ok(*value.get_ref())
+    } else {
+        Err(at(value, format!("{name} must be greater than 0")))
+    }
+}
+
+fn apply_limits(limits: &LimitsSection, config: &mut Config) -> Result<(), Located> {
+    let secs = |value: &Spanned<u64>, name: &str| positive(value, name).map(Duration::from_secs);
+    if let Some(n) = &limits.max_connections {
+        config.max_connections = positive(n, "limits.max_connections")?;
+    }
+    if let Some(bytes) = &limits.max_frame_bytes {
+        let bytes_value = positive(bytes, "limits.max_frame_bytes")?;
+        if bytes_value < 1024 {
+            return Err(at(bytes, "limits.max_frame_bytes must be at least 1024"));
+        }
+        config.connection.max_request = bytes_value;
+    }
+    if let Some(n) = &limits.max_in_flight {
+        config.connection.max_in_flight = positive(n, "limits.max_in_flight")?;
+    }
+    if let Some(value) = &limits.idle_timeout_secs {
+        config.connection.idle_timeout = secs(value, "limits.idle_timeout_secs")?;
+    }
+    if let Some(value) = &limits.frame_timeout_secs {
+        config.connection.frame_timeout = secs(value, "limits.frame_timeout_secs")?;
+    }
+    if let Some(value) = &limits.handshake_timeout_secs {
+        config.connection.handshake_timeout = secs(value, "limits.handshake_timeout_secs")?;
+    }
+    if let Some(value) = limits.drain_timeout_secs {
+        config.drain_deadline = Duration::from_secs(value);
+    }
+    if let Some(value) = &limits.flush_interval_ms {
+        config.flush_interval = Duration::from_millis(positive(value, "limits.flush_interval_ms")?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keyward.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut config = Config::new("d".into(), "v".into(), "a".into());
+        load(&path, &mut config).map(|()| config)
+    }
+
+    #[test]
+    fn a_full_file_applies() {
+        let config = load_text(
+            "data_dir = \"/var/lib/keyward\"\nlegacy_sunset = \"2026-06-30T00:00:00Z\"\nadmin_users = [\"deploy\", 1001]\n\
+             [log]\nformat = \"json\"\n[plans]\npaid = \"2000/min\"\ngold = \"10/s\"\n[limits]\nmax_in_flight = 4\nidle_timeout_secs = 60\n",
+        )
+        .unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/keyward"));
+        assert_eq!(config.legacy_sunset, Some(1_782_777_600));
+        assert_eq!(config.admin_users, [Principal::Name("deploy".into()), Principal::Id(1001)]);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.plans["paid"].to_string(), "2000/min");
+        assert_eq!(config.plans["free"].to_string(), "100/min", "defaults stay");
+        assert_eq!(config.plans["gold"].to_string(), "10/s");
+        assert_eq!(config.connection.max_in_flight, 4);
+        assert_eq!(config.connection.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn errors_name_the_file_line_and_reason() {
+        let error = load_text("data_dir = \"/x\"\n\n[limits]\nmax_conections = 5\n").unwrap_err();
+        assert_eq!(error.line, 4, "{error}");
+        assert!(error.reason.contains("max_conections"), "{error}");
+        assert!(error.to_string().contains("keyward.toml:4:"), "{error}");
+
+        let error = load_text("[plans]\nfree = \"100/min\"\npaid = \"lots\"\n").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+        assert!(error.reason.contains("plans.paid"), "{error}");
+
+        let error = load_text("[limits]\nmax_in_flight = 0\n").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        let error = load_text("[log]\nformat = \"xml\"\n").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        let error = load_text("legacy_sunset = \"soon\"\n").unwrap_err();
+        assert_eq!(error.line, 1, "{error}");
+        let error = load_text("data_dir = [\n").unwrap_err();
+        assert!(error.line >= 1, "{error}");
+    }
+}
