@@ -26,14 +26,17 @@ use crate::store::Store;
 use crate::systemd::{self, Activated};
 use crate::{flusher, keyfile, lockfile, socket};
 
+/// Builds the configuration anew (file, then flags and environment).
+pub type LoadConfig = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+/// Installs a new log filter.
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
 /// How to re-read the configuration on SIGHUP, and how to apply what the daemon cannot apply itself.
 pub struct Reload {
     /// Signalled for each reload request.
     pub requested: Arc<Notify>,
-    /// Builds the configuration anew (file, then flags and environment).
-    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
-    /// Installs a new log filter.
-    pub set_log_level: Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>,
+    pub load: LoadConfig,
+    pub set_log_level: SetLogLevel,
 }
 
 /// Everything a daemon run starts from.

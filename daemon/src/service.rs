@@ -202,13 +202,25 @@ impl Service {
     pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor) -> Handled {
         match (role, request) {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
-            (_, Request::Verify(verify)) => match self.verify_now(verify) {
-                Ok(Step::Done(answer)) => Handled::Now(Reply::Verify(answer)),
-                Ok(Step::Cold(check)) => {
-                    self.later(|s| async move { reply_from(s.verify_cold(check).await, Reply::Verify) })
+            (_, Request::Verify(verify)) => {
+                let started = std::time::Instant::now();
+                match self.verify_now(verify) {
+                    Ok(Step::Done(answer)) => {
+                        self.stats().verified(answer.code, started.elapsed());
+                        Handled::Now(Reply::Verify(answer))
+                    }
+                    Ok(Step::Cold(check)) => self.later(move |s| async move {
+                        let answer = s.verify_cold(check).await;
+                        match &answer {
+                            Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
+                            Err(DaemonError::Busy) => s.stats().busy_refusal(),
+                            Err(_) => {}
+                        }
+                        reply_from(answer, Reply::Verify)
+                    }),
+                    Err(error) => Handled::Now(Reply::Error(error.to_reply())),
                 }
-                Err(error) => Handled::Now(Reply::Error(error.to_reply())),
-            },
+            }
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(
                 DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
             )),

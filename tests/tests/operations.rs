@@ -1,0 +1,289 @@
+//! Operating keywardd: systemd units, socket activation and readiness, configuration files and SIGHUP,
+//! peer authorization, connection limits, and the stats request.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyward_protocol::{CreateRequest, ErrorCode, HelloReply, RatePolicy, Reply, Request, VerifyCode};
+use keyward_tests::{bin, describe, Daemon, RawConn};
+
+/// The repository's `systemd/` folder.
+fn units_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd")
+}
+
+fn systemd_analyze() -> Command {
+    assert!(
+        Command::new("systemd-analyze").arg("--version").output().is_ok(),
+        "systemd-analyze is missing: install Debian's `systemd` package (.ci/run does)"
+    );
+    Command::new("systemd-analyze")
+}
+
+/// The units copied to `dir`, with ExecStart pointing at the binary under test (verify checks it exists).
+fn staged_units(dir: &Path) -> Vec<PathBuf> {
+    ["keywardd.service", "keywardd.socket", "keywardd-admin.socket"]
+        .iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(units_dir().join(name)).unwrap();
+            let text = text.replace("/usr/local/bin/keywardd", bin("keywardd").to_str().unwrap());
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn units_pass_systemd_analyze_verify_without_a_single_complaint() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = staged_units(dir.path());
+    let output = systemd_analyze().arg("verify").args(&units).output().unwrap();
+    // verify exits 0 on unknown keys and bad values, so any printed line is a failure.
+    assert!(output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(), "{}", describe(&output));
+}
+
+#[test]
+fn the_service_scores_at_most_2_0_exposure() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = staged_units(dir.path());
+    let output =
+        systemd_analyze().args(["security", "--offline=yes", "--threshold=20"]).arg(&units[0]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", describe(&output));
+    let level = text.lines().find(|l| l.contains("Overall exposure level")).expect("an exposure line");
+    assert!(!level.contains("UNSAFE") && !level.contains("EXPOSED"), "{level}");
+}
+
+#[test]
+fn socket_activation_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let (verify, admin) = (dir.path().join("verify.sock"), dir.path().join("admin.sock"));
+    let mut activator = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&verify)
+        .arg("-l")
+        .arg(&admin)
+        .arg("--fdname=verify:admin")
+        .arg(format!("-ENOTIFY_SOCKET={}", notify_path.display()))
+        .arg(bin("keywardd"))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--socket")
+        .arg(&verify)
+        .arg("--admin-socket")
+        .arg(&admin)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("systemd-socket-activate (Debian's systemd package)");
+    let started = Instant::now();
+    while !verify.exists() || !admin.exists() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the activator never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection starts the daemon on the passed sockets; it answers on both.
+    let mut first = RawConn::connect(&verify).expect("the daemon answers on the passed verify socket");
+    assert_eq!(first.request(Request::Ping), Reply::Pong);
+    let mut buf = [0u8; 4096];
+    let mut messages = String::new();
+    while !messages.contains("READY=1") {
+        let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
+        messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+        messages.push('\n');
+    }
+    // Ready means ready: both sockets answer at once.
+    assert_eq!(RawConn::connect(&admin).unwrap().request(Request::Ping), Reply::Pong);
+    assert_eq!(RawConn::connect(&verify).unwrap().request(Request::Ping), Reply::Pong);
+    assert!(messages.contains("STATUS="), "{messages}");
+
+    // SIGTERM: STOPPING=1, a clean exit, and the activation sockets are systemd's to remove, not ours.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
+    let status = activator.wait().unwrap();
+    let mut stopping = String::new();
+    notify.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    while let Ok(n) = notify.recv(&mut buf) {
+        stopping.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if stopping.contains("STOPPING=1") {
+            break;
+        }
+    }
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    assert!(status.success(), "exit {status}");
+}
+
+fn write_config(path: &Path, text: &str) {
+    let mut file = std::fs::File::create(path).unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    file.sync_all().unwrap();
+}
+
+fn create_with_plan(admin: &mut RawConn, plan: &str) -> Reply {
+    let mut request = CreateRequest::new("ws1", "planned key", vec!["read:all".into()]);
+    request.limits.rate = RatePolicy::Plan(plan.into());
+    admin.request(Request::Create(request))
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not happen within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[plans]\nfree = \"100/min\"\n");
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let mut admin = daemon.admin();
+    assert!(matches!(create_with_plan(&mut admin, "gold"), Reply::Error(e) if e.code == ErrorCode::InvalidArgument));
+
+    write_config(&config, "[plans]\ngold = \"5/s\"\n");
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    wait_until("the reload", || matches!(create_with_plan(&mut admin, "gold"), Reply::Created(_)));
+
+    write_config(&config, "[plans]\ngold = \"5/s\"\n[limits]\nmax_conections = 3\n");
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    wait_until("the rejection to be logged", || daemon.log().contains("configuration rejected"));
+    let log = daemon.log();
+    assert!(log.contains("keyward.toml:4:"), "the log names the file and line: {log}");
+    assert!(matches!(create_with_plan(&mut admin, "gold"), Reply::Created(_)), "the old configuration stays");
+    assert_eq!(admin.request(Request::Ping), Reply::Pong, "no connection was dropped by either reload");
+}
+
+#[test]
+fn a_bad_config_file_refuses_to_start_with_file_line_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    write_config(&config, "data_dir = \"/tmp/x\"\n\n[argon2]\nworkers = 0\n");
+    let output = Command::new(bin("keywardd")).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.toml:4:") && stderr.contains("argon2.workers"), "{stderr}");
+}
+
+#[test]
+fn a_data_directory_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let output = Command::new(bin("keywardd"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--socket")
+        .arg(dir.path().join("v.sock"))
+        .arg("--admin-socket")
+        .arg(dir.path().join("a.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("writable by group or others"), "{}", describe(&output));
+}
+
+#[test]
+fn the_admin_socket_refuses_a_peer_that_is_not_allowed() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a second uid is needed to be refused, and only root can switch to one");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let daemon = Daemon::start();
+    // Let anyone reach the socket file, so the daemon's own check is what refuses.
+    for path in [daemon.admin_socket().parent().unwrap().parent().unwrap(), daemon.admin_socket().parent().unwrap()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(daemon.admin_socket(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin("keyward"))
+        .arg("--admin-socket")
+        .arg(daemon.admin_socket())
+        .args(["list", "--workspace", "ws1"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("FORBIDDEN"), "{}", describe(&output));
+    wait_until("the refusal to be logged", || daemon.log().contains("peer not allowed"));
+    assert!(daemon.log().contains("uid=65534"), "{}", daemon.log());
+    assert_eq!(daemon.admin().request(Request::Ping), Reply::Pong, "root is still served");
+}
+
+#[test]
+fn a_connection_flood_waits_at_the_door_and_a_good_client_is_served() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[limits]\nmax_connections = 8\nhandshake_timeout_secs = 1\nidle_timeout_secs = 1\n");
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
+    let mut good = daemon.verifier();
+    // 40 connections that never say a word: the rest of the permits are taken, the others wait in the
+    // kernel's backlog (not refused), and each silent one is closed after the handshake timeout.
+    let flood: Vec<_> =
+        (0..40).map(|_| std::os::unix::net::UnixStream::connect(daemon.verify_socket()).unwrap()).collect();
+    for _ in 0..20 {
+        assert_eq!(good.verify(&token, None, None).code, VerifyCode::Valid, "the connected client is served");
+    }
+    drop(flood);
+    let mut newcomer = RawConn::connect(&daemon.verify_socket()).expect("served once the flood is gone");
+    assert_eq!(newcomer.verify(&token, None, None).code, VerifyCode::Valid);
+}
+
+#[test]
+fn a_slow_loris_frame_is_cut_off_while_others_are_served() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[limits]\nframe_timeout_secs = 1\n");
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let mut slow = daemon.verifier();
+    slow.send_raw(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+    let mut good = daemon.verifier();
+    assert_eq!(good.request(Request::Ping), Reply::Pong);
+    let reply = slow.read_reply().expect("an error before the close");
+    assert!(matches!(reply.reply, Reply::Error(ref e) if e.code == ErrorCode::BadFrame), "{reply:?}");
+    assert!(slow.is_closed());
+    assert_eq!(good.request(Request::Ping), Reply::Pong);
+}
+
+#[test]
+fn stats_count_connections_verifies_and_cache_hits() {
+    let daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    let made = admin.create("ws1", &["read:all"], Default::default());
+    let mut verifier = daemon.verifier();
+    for _ in 0..5 {
+        assert_eq!(verifier.verify(&made.token, None, None).code, VerifyCode::Valid);
+    }
+    assert_eq!(verifier.verify(&keyward_protocol::Secret::new("nope"), None, None).code, VerifyCode::Malformed);
+    let report = match admin.request(Request::Stats) {
+        Reply::Stats(report) => report,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(report.verifies.get(&VerifyCode::Valid), Some(&5), "{report:?}");
+    assert_eq!(report.verifies[&VerifyCode::Malformed], 1);
+    assert_eq!(report.cache_hits, 5, "created keys are warm from the start");
+    assert_eq!(report.verify_latency.count, 6);
+    assert!(
+        report.verify_latency.p50_seconds > 0.0
+            && report.verify_latency.p999_seconds >= report.verify_latency.p50_seconds
+    );
+    assert_eq!(report.keys["active"], 1);
+    assert!(report.connections_open >= 2 && report.store_bytes > 0);
+    match RawConn::open(&daemon.verify_socket()).unwrap().hello(keyward_protocol::PROTOCOL_VERSION).unwrap() {
+        HelloReply::Accepted { .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
