@@ -102,6 +102,17 @@ fn socket_activation_and_readiness() {
     assert_eq!(RawConn::connect(&verify).unwrap().request(Request::Ping), Reply::Pong);
     assert!(messages.contains("STATUS="), "{messages}");
 
+    // SIGHUP (what ExecReload sends): RELOADING=1, then READY=1 again.
+    // SAFETY: kill(2) on our own child, which exec'd the daemon.
+    unsafe { libc::kill(activator.id() as i32, libc::SIGHUP) };
+    let mut reload = String::new();
+    while !(reload.contains("RELOADING=1") && reload.contains("READY=1")) {
+        let n = notify.recv(&mut buf).expect("RELOADING=1 and READY=1 after SIGHUP");
+        reload.push_str(&String::from_utf8_lossy(&buf[..n]));
+        reload.push('\n');
+    }
+    assert!(reload.find("RELOADING=1") < reload.rfind("READY=1"), "{reload}");
+
     // SIGTERM: STOPPING=1, a clean exit, and the activation sockets are systemd's to remove, not ours.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(activator.id() as i32, libc::SIGTERM) };
@@ -160,6 +171,50 @@ fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
     assert!(log.contains("keyward.toml:4:"), "the log names the file and line: {log}");
     assert!(matches!(create_with_plan(&mut admin, "gold"), Reply::Created(_)), "the old configuration stays");
     assert_eq!(admin.request(Request::Ping), Reply::Pong, "no connection was dropped by either reload");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let mut daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    daemon.admin().create("ws1", &["read:all"], Default::default());
+    daemon.stop();
+    let log = daemon.log();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(entry["level"].is_string() && entry["fields"]["message"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn cold_verifies_beyond_the_argon2_queue_answer_busy() {
+    let mut daemon = Daemon::start();
+    let tokens: Vec<_> =
+        (0..6).map(|_| daemon.admin().create("ws1", &["read:all"], Default::default()).token).collect();
+    daemon.stop();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[argon2]\nworkers = 1\nqueue = 1\n");
+    let mut restarted = daemon.command().arg("--config").arg(&config).stderr(Stdio::null()).spawn().unwrap();
+    wait_until("the restarted daemon", || RawConn::connect(&daemon.verify_socket()).is_ok());
+    // After the restart every key is cold: six first verifies at once need six Argon2 runs.
+    let mut conn = daemon.verifier();
+    for token in &tokens {
+        conn.send_request(Request::Verify(keyward_protocol::VerifyRequest::new(token.clone())));
+    }
+    let replies: Vec<Reply> = (0..tokens.len()).map(|_| conn.read_reply().unwrap().reply).collect();
+    let busy = replies.iter().filter(|r| matches!(r, Reply::Error(e) if e.code == ErrorCode::Busy)).count();
+    let valid = replies.iter().filter(|r| matches!(r, Reply::Verify(a) if a.code == VerifyCode::Valid)).count();
+    assert!(busy >= 1 && busy + valid == tokens.len(), "{replies:?}");
+    // Once the queue drains, the same tokens are served.
+    for token in &tokens {
+        assert_eq!(daemon.verifier().verify(token, None, None).code, VerifyCode::Valid);
+    }
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
 }
 
 #[test]
