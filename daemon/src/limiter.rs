@@ -218,6 +218,41 @@ mod tests {
         assert_eq!(limit.status(tat, now + NANOS), (4, 0), "full again once idle");
     }
 
+    proptest::proptest! {
+        /// Over any trace, the requests allowed in any window of length d never exceed N + d / T, and a
+        /// fresh limit never refuses its first N requests in one instant.
+        #[test]
+        fn never_more_than_the_limit_allows(
+            count in 1u64..50,
+            gaps in proptest::collection::vec(0u64..3_000_000_000, 1..200),
+            costs in proptest::collection::vec(1u64..4, 200),
+        ) {
+            let limit = rate(count, Period::Second);
+            let cell = AtomicU64::new(0);
+            let mut now = 10 * NANOS;
+            let mut allowed: Vec<(u64, u64)> = Vec::new();
+            for (gap, cost) in gaps.iter().zip(&costs) {
+                now += gap;
+                if let Decision::Allowed { .. } = limit.reserve(&cell, now, *cost) {
+                    allowed.push((now, *cost));
+                }
+            }
+            for (i, &(start, _)) in allowed.iter().enumerate() {
+                let mut cells = 0;
+                for &(at, cost) in &allowed[i..] {
+                    cells += cost;
+                    let window = at - start;
+                    proptest::prop_assert!(cells <= count + window / limit.interval, "{} cells in {} ns", cells, window);
+                }
+            }
+            let fresh = AtomicU64::new(0);
+            for _ in 0..count {
+                let allowed = matches!(limit.reserve(&fresh, now, 1), Decision::Allowed { .. });
+                proptest::prop_assert!(allowed, "a fresh limit refused part of its burst");
+            }
+        }
+    }
+
     /// A small deterministic generator for request traces (xorshift64*).
     struct Trace(u64);
 
