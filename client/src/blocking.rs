@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
-    CreateRequest, CreatedKey, KeyPage, KeyView, ListRequest, Reply, ReplyFrame, Request, VerifyAnswer, VerifyRequest,
+    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
+    KeyUsage, KeyView, ListRequest, Reply, ReplyFrame, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 
 use crate::error::ClientError;
 use crate::listing::Listing;
-use crate::{reply, wire, DEFAULT_REQUEST_TIMEOUT};
+use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
 
 /// The shortest timeout a socket accepts (a zero socket timeout means "none" and is refused by the OS).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
@@ -45,6 +46,8 @@ pub struct BlockingClient {
     /// `None` after a failure, until the next call connects again.
     stream: Option<UnixStream>,
     next_id: u64,
+    /// The label management requests are sent on behalf of.
+    actor: Option<String>,
 }
 
 impl BlockingClient {
@@ -58,7 +61,7 @@ impl BlockingClient {
         let path = path.as_ref().to_owned();
         let timeout = timeout.max(MIN_TIMEOUT);
         let stream = open(&path, timeout)?;
-        Ok(BlockingClient { path, timeout, stream: Some(stream), next_id: 1 })
+        Ok(BlockingClient { path, timeout, stream: Some(stream), next_id: 1, actor: None })
     }
 
     /// The socket this client talks to.
@@ -81,7 +84,20 @@ impl BlockingClient {
         }
     }
 
-    /// Sends `request` and waits for its reply.
+    /// Sends every later management request on behalf of `actor` (a label the daemon records in the
+    /// audit log next to this process's uid and pid), or, with `None`, as this process alone. `Ping` and
+    /// `Verify` are never labelled.
+    pub fn set_actor(&mut self, actor: Option<String>) {
+        self.actor = actor;
+    }
+
+    /// The label management requests are sent on behalf of, if any.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
+    }
+
+    /// Sends `request` (inside a [`Request::As`] if an actor is set and it is a management request) and
+    /// waits for its reply.
     ///
     /// A connection found closed is replaced before sending. If it breaks while the request is under way,
     /// a read (Ping, List, Get, a Verify with `cost: 0`, …) is sent once more on a new connection; a
@@ -89,6 +105,7 @@ impl BlockingClient {
     /// the daemon may have carried it out. An error reply is returned as [`ClientError::Refused`], so `Ok`
     /// never holds [`Reply::Error`].
     pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let request = actor::on_behalf_of(self.actor.as_deref(), request);
         let retry = reply::is_idempotent(&request);
         let id = self.next_id;
         self.next_id += 1;
@@ -139,6 +156,73 @@ impl BlockingClient {
     /// Revokes one key for good (admin socket); returns it with status `revoked`.
     pub fn revoke(&mut self, id: &str) -> Result<KeyView, ClientError> {
         self.call(Request::Revoke { id: id.to_owned() }).and_then(reply::key_view)
+    }
+
+    /// Changes a key's settings (admin socket); its token stays the same.
+    pub fn edit(&mut self, id: &str, changes: KeyChanges) -> Result<KeyView, ClientError> {
+        self.call(Request::Edit { id: id.to_owned(), changes }).and_then(reply::key_view)
+    }
+
+    /// Gives a key a new token with the same settings (admin socket). The old token stops working at
+    /// once, or after `grace_seconds`. The new token is shown once and never stored by the daemon.
+    pub fn regenerate(&mut self, id: &str, grace_seconds: u64) -> Result<CreatedKey, ClientError> {
+        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).and_then(reply::created_key)
+    }
+
+    /// Suspends a key until [`BlockingClient::activate`]; its verifies answer `INACTIVE` (admin socket).
+    pub fn deactivate(&mut self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Deactivate { id: id.to_owned() }).and_then(reply::key_view)
+    }
+
+    /// Undoes [`BlockingClient::deactivate`] (admin socket).
+    pub fn activate(&mut self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Activate { id: id.to_owned() }).and_then(reply::key_view)
+    }
+
+    /// Takes over a token issued by another system, so that it verifies as it is (admin socket).
+    pub fn import(&mut self, request: ImportRequest) -> Result<KeyView, ClientError> {
+        self.call(Request::Import(request)).and_then(reply::key_view)
+    }
+
+    /// Reads the audit log, newest first (admin socket).
+    pub fn audit(&mut self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        self.call(Request::Audit(query)).and_then(reply::audit_entries)
+    }
+
+    /// Sets the workspaces an account's legacy keys may act on, replacing the previous list (admin socket).
+    pub fn set_account(&mut self, account: AccountView) -> Result<AccountView, ClientError> {
+        self.call(Request::SetAccount(account)).and_then(reply::account_view)
+    }
+
+    /// Shows an account's workspaces; an unknown account has none (admin socket).
+    pub fn get_account(&mut self, account: &str) -> Result<AccountView, ClientError> {
+        self.call(Request::GetAccount { account: account.to_owned() }).and_then(reply::account_view)
+    }
+
+    /// Lists legacy personal keys, of one account or of all, oldest first (admin socket).
+    pub fn list_legacy(&mut self, account: Option<&str>) -> Result<Vec<KeyView>, ClientError> {
+        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).and_then(reply::legacy_keys)
+    }
+
+    /// Sets or adds to a key's credit balance (admin socket).
+    pub fn credits(&mut self, id: &str, change: CreditChange) -> Result<KeyView, ClientError> {
+        self.call(Request::Credits { id: id.to_owned(), change }).and_then(reply::key_view)
+    }
+
+    /// One key's verifications by outcome: totals, hourly and daily (admin socket).
+    pub fn usage(&mut self, id: &str) -> Result<UsageReport, ClientError> {
+        self.call(Request::Usage { id: id.to_owned() }).and_then(reply::usage_report)
+    }
+
+    /// Per-key totals of a workspace, most verifications first (admin socket).
+    pub fn workspace_usage(&mut self, workspace: &str) -> Result<Vec<KeyUsage>, ClientError> {
+        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).and_then(reply::workspace_usage)
+    }
+
+    /// The daemon's counters: keys by status, connections, verifies by code and their latency, the
+    /// Argon2 queue, the store's size (admin socket).
+    pub fn stats(&mut self) -> Result<StatsReport, ClientError> {
+        self.call(Request::Stats).and_then(reply::stats_report)
     }
 
     /// One request/reply on a live connection. Any failure drops the connection: after a timeout or a

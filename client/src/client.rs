@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyward_protocol::{
-    CreateRequest, CreatedKey, KeyPage, KeyView, ListRequest, Reply, Request, VerifyAnswer, VerifyRequest,
+    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
+    KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 
 use crate::connection::{Connection, RequestError};
 use crate::error::ClientError;
 use crate::listing::Listing;
-use crate::{reply, wire, DEFAULT_REQUEST_TIMEOUT};
+use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
 
 /// Settings for a [`Client`].
 #[derive(Clone, Debug)]
@@ -72,6 +73,7 @@ impl ClientBuilder {
     pub fn build(self) -> Client {
         let slots = (0..self.pool_size).map(|_| Slot::default()).collect();
         Client {
+            actor: None,
             shared: Arc::new(Shared {
                 socket: self.socket,
                 request_timeout: self.request_timeout,
@@ -101,7 +103,8 @@ impl ClientBuilder {
 /// An async client for one `keywardd` socket.
 ///
 /// Cloning is cheap (an `Arc`), and clones share the pool: create one per process and hand clones to every
-/// task. Requests from many tasks are pipelined over the pool's connections.
+/// task. Requests from many tasks are pipelined over the pool's connections. A handle may carry an actor
+/// label ([`Client::with_actor`]) that its management requests are sent on behalf of.
 ///
 /// ```no_run
 /// use keyward_client::{Client, Secret, VerifyRequest};
@@ -116,6 +119,8 @@ impl ClientBuilder {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
+    /// The label this handle's management requests are sent on behalf of.
+    actor: Option<Arc<str>>,
 }
 
 struct Shared {
@@ -157,7 +162,28 @@ impl Client {
         self.shared.request_timeout
     }
 
-    /// Sends `request` and waits for its reply.
+    /// A handle on the same pool whose management requests are sent on behalf of `actor` (a label the
+    /// daemon records in the audit log next to this process's uid and pid), or, with `None`, as this
+    /// process alone. `Ping` and `Verify` are never labelled. Cheap: one `Arc` clone.
+    ///
+    /// ```no_run
+    /// # async fn example(client: keyward_client::Client) -> Result<(), keyward_client::ClientError> {
+    /// let for_alice = client.with_actor(Some("alice@dashboard".into()));
+    /// for_alice.deactivate("AbCdEf012345").await?; // audited with the label `alice@dashboard`
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn with_actor(&self, actor: Option<String>) -> Client {
+        Client { shared: Arc::clone(&self.shared), actor: actor.map(Arc::from) }
+    }
+
+    /// The label this handle's management requests are sent on behalf of, if any.
+    pub fn actor(&self) -> Option<&str> {
+        self.actor.as_deref()
+    }
+
+    /// Sends `request` (inside a [`Request::As`] if this handle has an actor and it is a management
+    /// request) and waits for its reply.
     ///
     /// If the chosen connection is found closed before the request was handed to it, the request goes to
     /// a fresh connection instead (nothing was sent, so this is safe for any request). If the connection
@@ -165,6 +191,7 @@ impl Client {
     /// next request reopens it. An error reply is returned as [`ClientError::Refused`], so `Ok` never
     /// holds [`Reply::Error`].
     pub async fn call(&self, request: Request) -> Result<Reply, ClientError> {
+        let request = actor::on_behalf_of(self.actor.as_deref(), request);
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let frame = wire::request_frame(id, request)?;
         let timeout = self.shared.request_timeout;
@@ -215,6 +242,73 @@ impl Client {
     pub async fn revoke(&self, id: &str) -> Result<KeyView, ClientError> {
         self.call(Request::Revoke { id: id.to_owned() }).await.and_then(reply::key_view)
     }
+
+    /// Changes a key's settings (admin socket); its token stays the same.
+    pub async fn edit(&self, id: &str, changes: KeyChanges) -> Result<KeyView, ClientError> {
+        self.call(Request::Edit { id: id.to_owned(), changes }).await.and_then(reply::key_view)
+    }
+
+    /// Gives a key a new token with the same settings (admin socket). The old token stops working at
+    /// once, or after `grace_seconds`. The new token is shown once and never stored by the daemon.
+    pub async fn regenerate(&self, id: &str, grace_seconds: u64) -> Result<CreatedKey, ClientError> {
+        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).await.and_then(reply::created_key)
+    }
+
+    /// Suspends a key until [`Client::activate`]; its verifies answer `INACTIVE` (admin socket).
+    pub async fn deactivate(&self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Deactivate { id: id.to_owned() }).await.and_then(reply::key_view)
+    }
+
+    /// Undoes [`Client::deactivate`] (admin socket).
+    pub async fn activate(&self, id: &str) -> Result<KeyView, ClientError> {
+        self.call(Request::Activate { id: id.to_owned() }).await.and_then(reply::key_view)
+    }
+
+    /// Takes over a token issued by another system, so that it verifies as it is (admin socket).
+    pub async fn import(&self, request: ImportRequest) -> Result<KeyView, ClientError> {
+        self.call(Request::Import(request)).await.and_then(reply::key_view)
+    }
+
+    /// Reads the audit log, newest first (admin socket).
+    pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
+        self.call(Request::Audit(query)).await.and_then(reply::audit_entries)
+    }
+
+    /// Sets the workspaces an account's legacy keys may act on, replacing the previous list (admin socket).
+    pub async fn set_account(&self, account: AccountView) -> Result<AccountView, ClientError> {
+        self.call(Request::SetAccount(account)).await.and_then(reply::account_view)
+    }
+
+    /// Shows an account's workspaces; an unknown account has none (admin socket).
+    pub async fn get_account(&self, account: &str) -> Result<AccountView, ClientError> {
+        self.call(Request::GetAccount { account: account.to_owned() }).await.and_then(reply::account_view)
+    }
+
+    /// Lists legacy personal keys, of one account or of all, oldest first (admin socket).
+    pub async fn list_legacy(&self, account: Option<&str>) -> Result<Vec<KeyView>, ClientError> {
+        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).await.and_then(reply::legacy_keys)
+    }
+
+    /// Sets or adds to a key's credit balance (admin socket).
+    pub async fn credits(&self, id: &str, change: CreditChange) -> Result<KeyView, ClientError> {
+        self.call(Request::Credits { id: id.to_owned(), change }).await.and_then(reply::key_view)
+    }
+
+    /// One key's verifications by outcome: totals, hourly and daily (admin socket).
+    pub async fn usage(&self, id: &str) -> Result<UsageReport, ClientError> {
+        self.call(Request::Usage { id: id.to_owned() }).await.and_then(reply::usage_report)
+    }
+
+    /// Per-key totals of a workspace, most verifications first (admin socket).
+    pub async fn workspace_usage(&self, workspace: &str) -> Result<Vec<KeyUsage>, ClientError> {
+        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).await.and_then(reply::workspace_usage)
+    }
+
+    /// The daemon's counters: keys by status, connections, verifies by code and their latency, the
+    /// Argon2 queue, the store's size (admin socket).
+    pub async fn stats(&self) -> Result<StatsReport, ClientError> {
+        self.call(Request::Stats).await.and_then(reply::stats_report)
+    }
 }
 
 impl fmt::Debug for Client {
@@ -224,6 +318,7 @@ impl fmt::Debug for Client {
             .field("pool_size", &self.shared.slots.len())
             .field("request_timeout", &self.shared.request_timeout)
             .field("max_in_flight", &self.shared.max_in_flight)
+            .field("actor", &self.actor)
             .finish()
     }
 }

@@ -8,20 +8,26 @@
 //!   pipelined connections, so that many tasks verify at once without a connection each.
 //! - [`BlockingClient`] is a single synchronous connection for tools and code without a runtime.
 //!
-//! Both turn error replies into [`ClientError::Refused`] and have the same typed helpers (`ping`,
-//! `verify`, `create`, `list`, `get`, `revoke`). Tokens travel as [`Secret`]s and are never printed, logged
-//! or put in an error.
+//! Both turn error replies into [`ClientError::Refused`] and have the same typed helpers, one per request:
+//! `ping`, `verify`; `create`, `list`, `get`, `revoke`; `edit`, `regenerate`, `deactivate`, `activate`,
+//! `import`; `audit`; `set_account`, `get_account`, `list_legacy`; `credits`, `usage`, `workspace_usage`;
+//! `stats`.
+//! Both can send management requests on behalf of an actor label recorded in the audit log
+//! ([`BlockingClient::set_actor`], [`Client::with_actor`]). Tokens travel as [`Secret`]s and are never
+//! printed, logged or put in an error.
 //!
 //! # Layout
 //! - `client`: the async [`Client`] and its [`ClientBuilder`]: the pool, ids, timeouts.
 //! - `connection`: one pipelined async connection: writer task, reader task, waiting requests.
 //! - `blocking`: the synchronous [`BlockingClient`].
 //! - `wire`: framing the handshake and requests, unframing replies.
+//! - `actor`: which requests carry the caller's actor label (`Request::As`).
 //! - `reply`: which reply each request expects; which requests may be retried.
 //! - `listing`: following a listing's pages to the end.
 //! - `error`: [`ClientError`].
 //! - [`cli`]: the `keyward` command-line tool (the binary only calls [`cli::main`]).
 
+mod actor;
 mod blocking;
 pub mod cli;
 mod client;
@@ -40,8 +46,9 @@ pub use client::{Client, ClientBuilder};
 pub use error::ClientError;
 pub use keyward_protocol as protocol;
 pub use keyward_protocol::{
-    CreateRequest, CreatedKey, Environment, ErrorCode, ErrorReply, ExpirySpec, KeyPage, KeyStatus, KeyView,
-    ListRequest, Reply, Request, Secret, VerifiedKey, VerifyAnswer, VerifyCode, VerifyRequest,
+    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, Environment, ErrorCode, ErrorReply,
+    ExpirySpec, ImportRequest, KeyChanges, KeyPage, KeyStatus, KeyUsage, KeyView, ListRequest, Reply, Request, Role,
+    Secret, StatsReport, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode, VerifyRequest,
 };
 
 /// How long a request may take unless a client is told otherwise.

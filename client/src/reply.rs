@@ -5,7 +5,10 @@
 //! [`ClientError::UnexpectedReply`]. Error replies never get this far: `call` has already turned them into
 //! [`ClientError::Refused`].
 
-use keyward_protocol::{CreatedKey, KeyPage, KeyView, Reply, Request, VerifyAnswer};
+use keyward_protocol::{
+    AccountView, AuditEntry, CreatedKey, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
+    VerifyAnswer,
+};
 
 use crate::error::ClientError;
 
@@ -24,7 +27,8 @@ pub(crate) fn is_idempotent(request: &Request) -> bool {
         | Request::GetAccount { .. }
         | Request::ListLegacy { .. }
         | Request::Usage { .. }
-        | Request::WorkspaceUsage { .. } => true,
+        | Request::WorkspaceUsage { .. }
+        | Request::Stats => true,
         Request::Verify(verify) => verify.cost == 0,
         Request::As { request, .. } => is_idempotent(request),
         Request::Create(_)
@@ -63,7 +67,7 @@ pub(crate) fn verify_answer(reply: Reply) -> Result<VerifyAnswer, ClientError> {
     }
 }
 
-/// The answer to a Create.
+/// The answer to a Create or a Regenerate.
 pub(crate) fn created_key(reply: Reply) -> Result<CreatedKey, ClientError> {
     match reply {
         Reply::Created(created) => Ok(created),
@@ -71,7 +75,7 @@ pub(crate) fn created_key(reply: Reply) -> Result<CreatedKey, ClientError> {
     }
 }
 
-/// The answer to a List.
+/// The answer to a List or a ListLegacy.
 pub(crate) fn key_page(reply: Reply) -> Result<KeyPage, ClientError> {
     match reply {
         Reply::Keys(page) => Ok(page),
@@ -79,11 +83,62 @@ pub(crate) fn key_page(reply: Reply) -> Result<KeyPage, ClientError> {
     }
 }
 
-/// The answer to a Get or a Revoke.
+/// The answer to a Get, Revoke, Edit, Deactivate, Activate, Import or Credits.
 pub(crate) fn key_view(reply: Reply) -> Result<KeyView, ClientError> {
     match reply {
         Reply::Key(view) => Ok(view),
         other => Err(unexpected("Key", &other)),
+    }
+}
+
+/// The answer to an Audit.
+pub(crate) fn audit_entries(reply: Reply) -> Result<Vec<AuditEntry>, ClientError> {
+    match reply {
+        Reply::Audit(entries) => Ok(entries),
+        other => Err(unexpected("Audit", &other)),
+    }
+}
+
+/// The answer to a SetAccount or a GetAccount.
+pub(crate) fn account_view(reply: Reply) -> Result<AccountView, ClientError> {
+    match reply {
+        Reply::Account(account) => Ok(account),
+        other => Err(unexpected("Account", &other)),
+    }
+}
+
+/// The answer to a Usage.
+pub(crate) fn usage_report(reply: Reply) -> Result<UsageReport, ClientError> {
+    match reply {
+        Reply::Usage(report) => Ok(report),
+        other => Err(unexpected("Usage", &other)),
+    }
+}
+
+/// The answer to a WorkspaceUsage.
+pub(crate) fn workspace_usage(reply: Reply) -> Result<Vec<KeyUsage>, ClientError> {
+    match reply {
+        Reply::WorkspaceUsage(keys) => Ok(keys),
+        other => Err(unexpected("WorkspaceUsage", &other)),
+    }
+}
+
+/// The answer to a Stats.
+pub(crate) fn stats_report(reply: Reply) -> Result<StatsReport, ClientError> {
+    match reply {
+        Reply::Stats(report) => Ok(*report),
+        other => Err(unexpected("Stats", &other)),
+    }
+}
+
+/// The keys of a ListLegacy answer: one page holding every key, so a `next` would be a confused daemon.
+pub(crate) fn legacy_keys(reply: Reply) -> Result<Vec<KeyView>, ClientError> {
+    match key_page(reply)? {
+        KeyPage { keys, next: None } => Ok(keys),
+        KeyPage { next: Some(_), .. } => Err(ClientError::UnexpectedReply {
+            expected: "every legacy key in one page",
+            got: "a page that says more follow",
+        }),
     }
 }
 
@@ -104,6 +159,7 @@ fn variant_name(reply: &Reply) -> &'static str {
         Reply::Account(_) => "Account",
         Reply::Usage(_) => "Usage",
         Reply::WorkspaceUsage(_) => "WorkspaceUsage",
+        Reply::Stats(_) => "Stats",
     }
 }
 
@@ -136,5 +192,37 @@ mod tests {
         assert!(is_idempotent(&Request::Verify(VerifyRequest { cost: 0, ..paid })));
         let revoke_as = Request::As { actor: "ops".into(), request: Box::new(Request::Revoke { id: "x".into() }) };
         assert!(!is_idempotent(&revoke_as));
+        let audit_as = Request::As { actor: "ops".into(), request: Box::new(Request::Audit(Default::default())) };
+        assert!(is_idempotent(&audit_as), "a read stays a read on someone's behalf");
+    }
+
+    #[test]
+    fn reads_of_the_lifecycle_are_retried_and_changes_never() {
+        let id = || "AbCdEf012345".to_string();
+        let reads = [
+            Request::Audit(Default::default()),
+            Request::GetAccount { account: "acct".into() },
+            Request::ListLegacy { account: None },
+            Request::Usage { id: id() },
+            Request::WorkspaceUsage { workspace: "ws".into() },
+        ];
+        assert!(reads.iter().all(is_idempotent));
+        let changes = [
+            Request::Edit { id: id(), changes: Default::default() },
+            Request::Regenerate { id: id(), grace_seconds: 0 },
+            Request::Deactivate { id: id() },
+            Request::Activate { id: id() },
+            Request::SetAccount(Default::default()),
+            Request::Credits { id: id(), change: keyward_protocol::CreditChange::Add(1) },
+        ];
+        assert!(!changes.iter().any(is_idempotent));
+    }
+
+    #[test]
+    fn a_legacy_listing_is_one_page() {
+        let page = |next: Option<&str>| Reply::Keys(KeyPage { keys: vec![], next: next.map(Into::into) });
+        assert!(legacy_keys(page(None)).unwrap().is_empty());
+        assert!(matches!(legacy_keys(page(Some("x"))), Err(ClientError::UnexpectedReply { .. })));
+        assert!(matches!(usage_report(Reply::Pong), Err(ClientError::UnexpectedReply { expected: "Usage", .. })));
     }
 }

@@ -6,8 +6,9 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
+use keyward_protocol::Request;
 use serde_json::Value;
-use support::{canned, good_token, FakeDaemon, KEY_ID};
+use support::{canned, good_token, lifecycle, recording, FakeDaemon, KEY_ID};
 
 /// Runs `keyward ARGS` with `stdin`, with no socket settings from the environment.
 fn keyward_with_stdin(args: &[&str], stdin: &str) -> Output {
@@ -66,10 +67,36 @@ fn help_lists_the_commands() {
     let output = keyward(&["--help"]);
     assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
     let help = String::from_utf8_lossy(&output.stdout);
-    for command in ["create", "list", "show", "revoke", "verify", "ping", "--json", "--socket", "--admin-socket"] {
+    let commands = [
+        "create",
+        "list",
+        "show",
+        "edit",
+        "regenerate",
+        "deactivate",
+        "activate",
+        "revoke",
+        "import",
+        "verify",
+        "audit",
+        "account",
+        "credits",
+        "usage",
+        "ping",
+        "--json",
+        "--socket",
+        "--admin-socket",
+        "--actor",
+    ];
+    for command in commands {
         assert!(help.contains(command), "help does not mention {command}:\n{help}");
     }
-    assert_eq!(keyward(&["create", "--help"]).status.code(), Some(0));
+    for command in commands.iter().take_while(|c| !c.starts_with('-')) {
+        assert_eq!(keyward(&[command, "--help"]).status.code(), Some(0), "{command} --help");
+    }
+    let import = String::from_utf8_lossy(&keyward(&["import", "--help"]).stdout).into_owned();
+    assert!(import.contains("default is\n          never") || import.contains("default is never"), "{import}");
+    assert!(import.contains("own lifetime"), "import --help says why it never expires by default:\n{import}");
 }
 
 #[test]
@@ -234,4 +261,77 @@ fn a_rejected_handshake_is_reported() {
     let daemon = FakeDaemon::start_rejecting();
     let stderr = failure(&against(&daemon, &["ping"], ""));
     assert!(stderr.contains("UNSUPPORTED_VERSION"), "{stderr}");
+}
+
+#[test]
+fn actor_labels_what_the_admin_socket_is_asked() {
+    let (received, handler) = recording(lifecycle);
+    let daemon = FakeDaemon::start(handler);
+    let output = against(&daemon, &["--actor", "alice@dashboard", "deactivate", KEY_ID], "");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = against(&daemon, &["verify", "--actor", "alice@dashboard", "-"], good_token().expose());
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let output = against(&daemon, &["deactivate", KEY_ID], "");
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let requests = received.lock().unwrap().clone();
+    assert!(
+        matches!(
+            &requests[..],
+            [Request::As { actor, request }, Request::Verify(_), Request::Deactivate { .. }]
+                if actor == "alice@dashboard" && matches!(**request, Request::Deactivate { .. })
+        ),
+        "{requests:?}"
+    );
+}
+
+#[test]
+fn lifecycle_commands_print_one_json_value() {
+    let daemon = FakeDaemon::start(lifecycle);
+    let run = |args: &[&str], stdin: &str| json(&against(&daemon, &[&["--json"], args].concat(), stdin), 0);
+    let edited = run(&["edit", KEY_ID, "--name", "renamed", "--meta", "team="], "");
+    assert_eq!((&edited["id"], &edited["name"]), (&Value::from(KEY_ID), &Value::from("renamed")));
+    let regenerated = run(&["regenerate", KEY_ID, "--grace", "1m"], "");
+    assert_eq!(regenerated["token"], good_token().expose());
+    assert_eq!(regenerated["previous_token_until"], "2026-11-23T12:01:00Z");
+    assert_eq!(run(&["deactivate", KEY_ID], "")["status"], "inactive");
+    let imported = run(
+        &["import", "--workspace", "acme", "--name", "old", "--scope", "read:all", "-"],
+        "sk_prod_0123456789abcdef\n",
+    );
+    assert_eq!((&imported["origin"], &imported["prefix"]), (&Value::from("imported"), &Value::from("sk_p")));
+    assert!(!imported.to_string().contains("sk_prod_0123456789abcdef"), "an import never repeats the token");
+    let legacy = run(
+        &[
+            "import",
+            "--workspace",
+            "acme",
+            "--name",
+            "old",
+            "--scope",
+            "read:all",
+            "--legacy",
+            "--account",
+            "acct-7",
+            "-",
+        ],
+        "abc123.xR7mK9pL2qW4zz81\n",
+    );
+    assert_eq!((&legacy["origin"], &legacy["account"]), (&Value::from("legacy"), &Value::from("acct-7")));
+    assert_eq!(run(&["audit", "--key", KEY_ID], "")[0]["action"], "create");
+    let account = run(&["account", "set", "acct-7", "--workspace", "ws-a"], "");
+    assert_eq!(account, serde_json::json!({"account": "acct-7", "workspaces": ["ws-a"]}));
+    assert_eq!(run(&["account", "show", "acct-7"], "")["workspaces"], serde_json::json!(["acme"]));
+    assert_eq!(run(&["list", "--legacy", "--account", "acct-7"], "")[0]["origin"], "legacy");
+    assert_eq!(run(&["credits", KEY_ID, "--add", "5"], "")["credits"], 15);
+    assert_eq!(run(&["usage", KEY_ID], "")["totals"], serde_json::json!({"VALID": 3}));
+    assert_eq!(run(&["usage", "--workspace", "acme"], "")[0]["total"], 3);
+}
+
+#[test]
+fn edit_with_nothing_to_change_is_a_usage_error() {
+    let daemon = FakeDaemon::start(lifecycle);
+    let output = against(&daemon, &["edit", KEY_ID], "");
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--name"), "{}", describe(&output));
+    assert_eq!(daemon.requests(), 0, "nothing was sent");
 }

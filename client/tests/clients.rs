@@ -6,12 +6,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use keyward_client::{
-    BlockingClient, Client, ClientError, CreateRequest, Environment, ErrorCode, ExpirySpec, KeyStatus, Reply, Request,
-    VerifyCode, VerifyRequest,
+    AccountView, AuditQuery, BlockingClient, Client, ClientError, CreateRequest, CreditChange, Environment, ErrorCode,
+    ExpirySpec, ImportRequest, KeyChanges, KeyStatus, Reply, Request, VerifyCode, VerifyRequest,
 };
-use keyward_protocol::lifecycle::Role;
-use keyward_protocol::Limits;
-use support::{canned, good_token, valid_in, Action, FakeDaemon, KEY_ID};
+use keyward_protocol::lifecycle::{KeyOrigin, Role};
+use keyward_protocol::{Limits, Secret};
+use support::{canned, good_token, lifecycle, recording, valid_in, Action, FakeDaemon, Received, KEY_ID};
 
 /// Short enough to keep the tests fast, long enough that a loaded machine answers a ping within it.
 const SHORT_TIMEOUT: Duration = Duration::from_millis(300);
@@ -136,6 +136,114 @@ fn blocking_retries_a_read_lost_mid_request_but_never_a_create() {
     assert_eq!(daemon.connections(), 2);
 }
 
+fn import_request(legacy_account: Option<&str>) -> ImportRequest {
+    ImportRequest {
+        token: Secret::new("sk_prod_3f9a1c7e2b8d4056a1c2e3f4"),
+        workspace: "acme".into(),
+        name: "migrated".into(),
+        description: None,
+        scopes: vec!["read:all".into()],
+        role: Role::Member,
+        expires: ExpirySpec::Never,
+        metadata: Default::default(),
+        limits: Limits::default(),
+        legacy_account: legacy_account.map(Into::into),
+    }
+}
+
+/// The actor label of each request received (`None` for one not inside an `As`), and the request inside.
+fn labels(received: &Received) -> Vec<(Option<String>, Request)> {
+    let requests = std::mem::take(&mut *received.lock().unwrap());
+    requests
+        .into_iter()
+        .map(|request| match request {
+            Request::As { actor, request } => (Some(actor), *request),
+            other => (None, other),
+        })
+        .collect()
+}
+
+#[test]
+fn blocking_lifecycle_helpers() {
+    let (received, handler) = recording(lifecycle);
+    let daemon = FakeDaemon::start(handler);
+    let mut client = BlockingClient::connect(daemon.socket()).unwrap();
+    let rename = KeyChanges { name: Some("renamed".into()), ..Default::default() };
+    assert_eq!(client.edit(KEY_ID, rename.clone()).unwrap().name, "renamed");
+    let fresh = client.regenerate(KEY_ID, 60).unwrap();
+    assert_eq!((fresh.token, fresh.key.previous_token_until), (good_token(), Some(support::CREATED_AT + 60)));
+    assert_eq!(client.deactivate(KEY_ID).unwrap().status, KeyStatus::Inactive);
+    assert_eq!(client.activate(KEY_ID).unwrap().status, KeyStatus::Active);
+    assert_eq!(client.import(import_request(None)).unwrap().origin, KeyOrigin::Imported);
+    let legacy = client.import(import_request(Some("acct-7"))).unwrap();
+    assert_eq!((legacy.origin, legacy.account.as_deref()), (KeyOrigin::Legacy, Some("acct-7")));
+    let entries = client.audit(AuditQuery { key: Some(KEY_ID.into()), ..Default::default() }).unwrap();
+    assert_eq!(entries[0].key_id.as_deref(), Some(KEY_ID));
+    let account = AccountView { account: "acct-7".into(), workspaces: vec!["ws-a".into()] };
+    assert_eq!(client.set_account(account.clone()).unwrap(), account);
+    assert_eq!(client.get_account("acct-7").unwrap().workspaces, ["acme"]);
+    assert_eq!(client.list_legacy(Some("acct-7")).unwrap()[0].account.as_deref(), Some("acct-7"));
+    assert_eq!(client.credits(KEY_ID, CreditChange::Add(5)).unwrap().limits.credits, Some(15));
+    assert_eq!(client.credits(KEY_ID, CreditChange::Set(2)).unwrap().limits.credits, Some(2));
+    assert_eq!(client.usage(KEY_ID).unwrap().totals[&VerifyCode::Valid], 3);
+    assert_eq!(client.workspace_usage("acme").unwrap()[0].total, 3);
+    assert_eq!(client.stats().unwrap().version, "fake");
+
+    let sent = labels(&received);
+    assert!(sent.iter().all(|(actor, _)| actor.is_none()), "no actor, no As");
+    assert_eq!(sent[0].1, Request::Edit { id: KEY_ID.into(), changes: rename });
+    assert_eq!(sent[1].1, Request::Regenerate { id: KEY_ID.into(), grace_seconds: 60 });
+    assert_eq!(sent.len(), 15);
+    assert_eq!(daemon.connections(), 1);
+}
+
+#[test]
+fn blocking_actor_labels_management_requests_only() {
+    let (received, handler) = recording(lifecycle);
+    let daemon = FakeDaemon::start(handler);
+    let mut client = BlockingClient::connect(daemon.socket()).unwrap();
+    client.set_actor(Some("alice@dashboard".into()));
+    assert_eq!(client.actor(), Some("alice@dashboard"));
+    client.ping().unwrap();
+    client.verify(verify_in("acme")).unwrap();
+    client.deactivate(KEY_ID).unwrap();
+    client.get(KEY_ID).unwrap();
+    client
+        .call(Request::As { actor: "bob".into(), request: Box::new(Request::Activate { id: KEY_ID.into() }) })
+        .unwrap();
+    client.set_actor(None);
+    client.revoke(KEY_ID).unwrap();
+
+    let alice = Some("alice@dashboard".to_string());
+    let sent: Vec<(Option<String>, &str)> = labels(&received)
+        .into_iter()
+        .map(|(actor, request)| {
+            let name = match request {
+                Request::Ping => "ping",
+                Request::Verify(_) => "verify",
+                Request::Deactivate { .. } => "deactivate",
+                Request::Get { .. } => "get",
+                Request::Activate { .. } => "activate",
+                Request::Revoke { .. } => "revoke",
+                other => panic!("unexpected {other:?}"),
+            };
+            (actor, name)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (None, "ping"),
+            (None, "verify"),
+            (alice.clone(), "deactivate"),
+            (alice, "get"),
+            (Some("bob".into()), "activate"),
+            (None, "revoke"),
+        ],
+        "Ping and Verify go bare, a caller's own As is not wrapped again"
+    );
+}
+
 // ---- Async client ----------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,6 +339,40 @@ async fn async_reconnects_after_the_daemon_drops_an_idle_connection() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     client.create(create_request("CI deploy")).await.expect("sent on a new connection");
     assert_eq!(daemon.connections(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_lifecycle_helpers_and_actor() {
+    let (received, handler) = recording(lifecycle);
+    let daemon = FakeDaemon::start(handler);
+    let client = Client::builder(daemon.socket()).pool_size(1).build();
+    let as_alice = client.with_actor(Some("alice".into()));
+    assert_eq!((client.actor(), as_alice.actor()), (None, Some("alice")));
+    let rename = KeyChanges { name: Some("renamed".into()), ..Default::default() };
+    assert_eq!(as_alice.edit(KEY_ID, rename).await.unwrap().name, "renamed");
+    assert_eq!(as_alice.regenerate(KEY_ID, 0).await.unwrap().key.previous_token_until, None);
+    assert_eq!(as_alice.deactivate(KEY_ID).await.unwrap().status, KeyStatus::Inactive);
+    assert_eq!(as_alice.activate(KEY_ID).await.unwrap().status, KeyStatus::Active);
+    assert_eq!(as_alice.import(import_request(None)).await.unwrap().origin, KeyOrigin::Imported);
+    assert_eq!(as_alice.audit(AuditQuery::default()).await.unwrap().len(), 1);
+    let account = AccountView { account: "acct-7".into(), workspaces: vec!["ws-a".into()] };
+    assert_eq!(as_alice.set_account(account.clone()).await.unwrap(), account);
+    assert_eq!(as_alice.get_account("acct-7").await.unwrap().workspaces, ["acme"]);
+    assert_eq!(as_alice.list_legacy(None).await.unwrap().len(), 1);
+    assert_eq!(as_alice.credits(KEY_ID, CreditChange::Set(7)).await.unwrap().limits.credits, Some(7));
+    assert_eq!(as_alice.usage(KEY_ID).await.unwrap().key_id, KEY_ID);
+    assert_eq!(as_alice.workspace_usage("acme").await.unwrap().len(), 1);
+    assert_eq!(as_alice.stats().await.unwrap().version, "fake");
+    as_alice.verify(verify_in("acme")).await.unwrap();
+    client.revoke(KEY_ID).await.unwrap();
+
+    let sent = labels(&received);
+    assert_eq!(sent.len(), 15);
+    let (management, rest) = sent.split_at(13);
+    assert!(management.iter().all(|(actor, _)| actor.as_deref() == Some("alice")), "every management request");
+    assert!(matches!(&rest[0], (None, Request::Verify(_))), "a verify goes bare");
+    assert!(matches!(&rest[1], (None, Request::Revoke { .. })), "the original handle has no actor");
+    assert_eq!(daemon.connections(), 1, "the labelled handle shares the pool");
 }
 
 #[tokio::test]

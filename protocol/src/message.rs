@@ -109,11 +109,11 @@ pub enum Request {
     Usage { id: String },
     /// Per-key totals of a workspace, most verifications first. Reply: [`Reply::WorkspaceUsage`].
     WorkspaceUsage { workspace: String },
-    /// The daemon's counters. Reply: [`Reply::Stats`].
-    Stats,
     /// Carry out `request` on behalf of `actor`, a label recorded in the audit log next to the peer's uid
     /// and pid (e.g. the dashboard user's name). Cannot be nested.
     As { actor: String, request: Box<Request> },
+    /// The daemon's counters. Reply: [`Reply::Stats`].
+    Stats,
 }
 
 /// A reply. Errors are replies too: [`Reply::Error`].
@@ -351,6 +351,16 @@ mod tests {
         };
         let bytes = codec::encode(&frame).unwrap();
         assert_eq!(codec::decode_request::<RequestFrame>(&bytes).unwrap(), frame);
+    }
+
+    #[test]
+    fn variant_indexes_never_move() {
+        // bincode writes an enum variant as its index: these bytes are the wire contract of version 1.
+        let index = |request: Request| codec::encode(&request).unwrap()[0];
+        assert_eq!(index(Request::Ping), 0);
+        assert_eq!(index(Request::Revoke { id: String::new() }), 5);
+        assert_eq!(index(Request::As { actor: String::new(), request: Box::new(Request::Ping) }), 18);
+        assert_eq!(index(Request::Stats), 19);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Environment variables set for the daemon (e.g. `KEYWARD_LOG`), on every start.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -49,8 +51,19 @@ impl Daemon {
 
     /// Starts a daemon with extra command-line flags.
     pub fn start_with(extra_args: &[&str]) -> Daemon {
+        Daemon::start_with_env(&[], extra_args)
+    }
+
+    /// Starts a daemon with extra environment variables (e.g. `[("KEYWARD_LOG", "trace")]`) and
+    /// command-line flags. The variables apply to restarts too.
+    pub fn start_with_env(env: &[(&str, &str)], extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new().prefix("keyward-test").tempdir().expect("temp dir");
-        let mut daemon = Daemon { dir, child: None, extra_args: extra_args.iter().map(|s| s.to_string()).collect() };
+        let mut daemon = Daemon {
+            dir,
+            child: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect(),
+        };
         daemon.launch();
         daemon
     }
@@ -72,6 +85,11 @@ impl Daemon {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The daemon's stderr so far as raw bytes, for scans that must not skip what is not UTF-8.
+    pub fn log_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.log_path()).expect("the daemon's log file")
+    }
+
     fn log_path(&self) -> PathBuf {
         self.dir.path().join("keywardd.log")
     }
@@ -89,7 +107,8 @@ impl Daemon {
             .args(&self.extra_args)
             .env_remove("KEYWARD_SOCKET")
             .env_remove("KEYWARD_ADMIN_SOCKET")
-            .env_remove("KEYWARD_DATA_DIR");
+            .env_remove("KEYWARD_DATA_DIR")
+            .envs(self.env.iter().map(|(name, value)| (name, value)));
         command
     }
 

@@ -1,26 +1,30 @@
-//! The `keyward` command-line tool: create, list, show, revoke and verify keys through `keywardd`.
+//! The `keyward` command-line tool: create, list, show, edit, regenerate, deactivate, activate, revoke,
+//! import and verify keys; read the audit log, legacy accounts, credits and usage through `keywardd`.
 //!
 //! This module owns what each command does and what exit status it ends with; the argument definitions
 //! live in `args` and everything printed to stdout in `output`. The binary is one line: [`main`].
 //!
 //! Exit status: 0 on success (for `verify`, a valid token); 1 when `verify` got an answer other than
-//! `VALID`; 2 for a usage error, an unreachable daemon, or a refused request, with one line
-//! `keyward: <reason>` on stderr.
+//! `VALID` (including `RATE_LIMITED`, `USAGE_EXCEEDED`, `INACTIVE` and `LEGACY_SUNSET`); 2 for a usage
+//! error, an unreachable daemon, or a refused request, with one line `keyward: <reason>` on stderr.
 //!
 //! `verify` talks to the verify socket; every other command to the admin socket (`ping` to both). Each
-//! command makes one [`BlockingClient`] connection: a CLI run needs no runtime.
+//! command makes one [`BlockingClient`] connection: a CLI run needs no runtime. With `--actor`, every
+//! request on the admin socket is sent on behalf of that label, which the audit log records.
 
 mod args;
 mod output;
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use keyward_protocol::{CreateRequest, Limits, Secret, VerifyRequest};
+use keyward_protocol::{AccountView, AuditQuery, CreateRequest, ImportRequest, Secret, VerifyRequest};
 
-pub use args::{Cli, Command, CreateArgs, TokenArg, VerifyArgs};
+pub use args::{
+    AccountCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, EditArgs, ImportArgs, KeyArgs, LimitArgs,
+    ListArgs, RefillChange, RegenerateArgs, TokenArg, UsageArgs, VerifyArgs,
+};
 use output::Format;
 
 use crate::{BlockingClient, ClientError};
@@ -29,6 +33,9 @@ use crate::{BlockingClient, ClientError};
 const EXIT_NOT_VALID: u8 = 1;
 /// Exit status of a failure: usage, unreachable daemon, refused request (clap uses 2 for usage too).
 const EXIT_FAILURE: u8 = 2;
+/// The answer to an `edit` without a setting.
+const NOTHING_TO_EDIT: &str = "nothing to change: give at least one of --name, --description, --scope, --role, \
+                               --expires, --meta, --plan, --rate-limit, --limit, --refill";
 /// A token is at most 512 characters (an imported one); reading stops well past that, whatever is piped in.
 const MAX_STDIN_TOKEN: u64 = 4096;
 
@@ -57,12 +64,15 @@ pub enum CliError {
     /// The daemon could not be reached, or refused the request.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// `verify -` could not read the token.
+    /// `verify -` or `import -` could not read the token.
     #[error("cannot read the token from stdin: {0}")]
     Stdin(io::Error),
     /// Stdout could not be written.
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
+    /// The arguments parse but ask for nothing (an `edit` without a setting).
+    #[error("{0}")]
+    Usage(&'static str),
 }
 
 /// The whole program: parses the command line, runs the command, reports a failure on stderr, and
@@ -84,67 +94,155 @@ pub fn main() -> ExitCode {
 /// Runs one parsed command, printing its result to `out`.
 pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     let format = if cli.json { Format::Json } else { Format::Text };
-    let outcome = match &cli.command {
-        Command::Create(args) => create(&cli, args, format, out)?,
-        Command::List { workspace } => {
+    match &cli.command {
+        Command::Create(args) => {
+            let created = admin(&cli)?.create(create_request(args))?;
+            output::created(out, format, &created)?;
+        }
+        Command::List(ListArgs { workspace: Some(workspace), .. }) => {
             let keys = admin(&cli)?.list(workspace)?;
             output::keys(out, format, workspace, &keys)?;
-            Outcome::Success
+        }
+        Command::List(ListArgs { workspace: None, account, .. }) => {
+            let keys = admin(&cli)?.list_legacy(account.as_deref())?;
+            output::legacy_keys(out, format, account.as_deref(), &keys)?;
         }
         Command::Show { key_id } => {
             let key = admin(&cli)?.get(key_id)?;
             output::key(out, format, &key)?;
-            Outcome::Success
+        }
+        Command::Edit(args) => {
+            let changes = args.changes();
+            if changes.is_empty() {
+                return Err(CliError::Usage(NOTHING_TO_EDIT));
+            }
+            let key = admin(&cli)?.edit(&args.key_id, changes)?;
+            output::edited(out, format, &key)?;
+        }
+        Command::Regenerate(args) => {
+            let created = admin(&cli)?.regenerate(&args.key_id, args.grace)?;
+            output::regenerated(out, format, &created)?;
+        }
+        Command::Deactivate { key_id } => {
+            let key = admin(&cli)?.deactivate(key_id)?;
+            output::deactivated(out, format, &key)?;
+        }
+        Command::Activate { key_id } => {
+            let key = admin(&cli)?.activate(key_id)?;
+            output::activated(out, format, &key)?;
         }
         Command::Revoke { key_id } => {
             let key = admin(&cli)?.revoke(key_id)?;
             output::revoked(out, format, &key)?;
-            Outcome::Success
         }
-        Command::Verify(args) => verify(&cli, args, format, out)?,
+        Command::Import(args) => {
+            let request = import_request(args, token(&args.token)?);
+            let key = admin(&cli)?.import(request)?;
+            output::imported(out, format, &key)?;
+        }
+        Command::Verify(args) => return verify(&cli, args, format, out),
+        Command::Audit(args) => {
+            let query = AuditQuery {
+                workspace: args.workspace.clone(),
+                key: args.key_id.clone(),
+                since: args.since,
+                limit: args.limit.unwrap_or(0),
+            };
+            let entries = admin(&cli)?.audit(query)?;
+            output::audit(out, format, &entries)?;
+        }
+        Command::Account { command: AccountCommand::Set { account, workspaces } } => {
+            let request = AccountView { account: account.clone(), workspaces: workspaces.clone() };
+            let account = admin(&cli)?.set_account(request)?;
+            output::account(out, format, &account)?;
+        }
+        Command::Account { command: AccountCommand::Show { account } } => {
+            let account = admin(&cli)?.get_account(account)?;
+            output::account(out, format, &account)?;
+        }
+        Command::Credits(args) => {
+            let key = admin(&cli)?.credits(&args.key_id, args.change())?;
+            output::credited(out, format, &key)?;
+        }
+        Command::Usage(UsageArgs { key_id: Some(key_id), .. }) => {
+            let report = admin(&cli)?.usage(key_id)?;
+            output::usage(out, format, &report)?;
+        }
+        Command::Usage(UsageArgs { key_id: None, workspace: Some(workspace) }) => {
+            let keys = admin(&cli)?.workspace_usage(workspace)?;
+            output::workspace_usage(out, format, workspace, &keys)?;
+        }
+        Command::Usage(UsageArgs { key_id: None, workspace: None }) => {
+            unreachable!("clap requires a key id or --workspace")
+        }
         Command::Ping => {
             let (verify_socket, admin_socket) = (cli.verify_socket(), cli.admin_socket());
             BlockingClient::connect(&verify_socket)?.ping()?;
             BlockingClient::connect(&admin_socket)?.ping()?;
             output::pinged(out, format, &verify_socket, &admin_socket)?;
-            Outcome::Success
         }
-    };
+    }
     out.flush()?;
-    Ok(outcome)
-}
-
-fn admin(cli: &Cli) -> Result<BlockingClient, ClientError> {
-    BlockingClient::connect(cli.admin_socket())
-}
-
-fn create(cli: &Cli, args: &CreateArgs, format: Format, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let request = CreateRequest {
-        workspace: args.workspace.clone(),
-        name: args.name.clone(),
-        description: args.description.clone(),
-        scopes: args.scopes.clone(),
-        expires: args.expires,
-        env: args.env,
-        role: args.role(),
-        metadata: BTreeMap::new(),
-        limits: Limits::default(),
-    };
-    let created = admin(cli)?.create(request)?;
-    output::created(out, format, &created)?;
     Ok(Outcome::Success)
 }
 
+/// A connection to the admin socket that sends every request on behalf of `--actor`, if given.
+fn admin(cli: &Cli) -> Result<BlockingClient, ClientError> {
+    let mut client = BlockingClient::connect(cli.admin_socket())?;
+    client.set_actor(cli.actor.clone());
+    Ok(client)
+}
+
+fn create_request(args: &CreateArgs) -> CreateRequest {
+    CreateRequest {
+        workspace: args.key.workspace.clone(),
+        name: args.key.name.clone(),
+        description: args.key.description.clone(),
+        scopes: args.key.scopes.clone(),
+        expires: args.expires,
+        env: args.env,
+        role: args.key.role,
+        metadata: args.key.metadata(),
+        limits: args.limits.limits(),
+    }
+}
+
+fn import_request(args: &ImportArgs, token: Secret) -> ImportRequest {
+    ImportRequest {
+        token,
+        workspace: args.key.workspace.clone(),
+        name: args.key.name.clone(),
+        description: args.key.description.clone(),
+        scopes: args.key.scopes.clone(),
+        role: args.key.role,
+        expires: args.expires,
+        metadata: args.key.metadata(),
+        limits: args.limits.limits(),
+        // clap makes --legacy and --account come together.
+        legacy_account: args.account.clone().filter(|_| args.legacy),
+    }
+}
+
 fn verify(cli: &Cli, args: &VerifyArgs, format: Format, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let token = match &args.token {
-        TokenArg::Given(token) => token.clone(),
-        TokenArg::Stdin => read_token(io::stdin().lock()).map_err(CliError::Stdin)?,
+    let request = VerifyRequest {
+        scope: args.scope.clone(),
+        workspace: args.workspace.clone(),
+        cost: args.cost,
+        limits: args.limits.clone(),
+        ..VerifyRequest::new(token(&args.token)?)
     };
-    let request =
-        VerifyRequest { scope: args.scope.clone(), workspace: args.workspace.clone(), ..VerifyRequest::new(token) };
     let answer = BlockingClient::connect(cli.verify_socket())?.verify(request)?;
     output::verified(out, format, &answer)?;
+    out.flush()?;
     Ok(if answer.code.is_valid() { Outcome::Success } else { Outcome::NotValid })
+}
+
+/// The token given on the command line, or read from stdin for `-`.
+fn token(arg: &TokenArg) -> Result<Secret, CliError> {
+    match arg {
+        TokenArg::Given(token) => Ok(token.clone()),
+        TokenArg::Stdin => read_token(io::stdin().lock()).map_err(CliError::Stdin),
+    }
 }
 
 /// Reads a token from `input`, without the surrounding whitespace (`echo` and here-strings add a newline).
@@ -175,6 +273,15 @@ mod tests {
     fn outcomes_map_to_exit_statuses() {
         assert_eq!(ExitCode::from(Outcome::Success), ExitCode::SUCCESS);
         assert_eq!(ExitCode::from(Outcome::NotValid), ExitCode::from(1));
+    }
+
+    #[test]
+    fn an_edit_without_a_setting_is_refused_before_connecting() {
+        let cli =
+            Cli::try_parse_from(["keyward", "--admin-socket", "/nonexistent.sock", "edit", "AbCdEf012345"]).unwrap();
+        let error = run(cli, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, CliError::Usage(_)), "{error:?}");
+        assert!(error.to_string().starts_with("nothing to change: give at least one of --name"), "{error}");
     }
 
     #[test]

@@ -11,15 +11,15 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyward_protocol::frame::{self, DEFAULT_MAX_REQUEST, HEADER_LEN};
 use keyward_protocol::lifecycle::{KeyOrigin, Role};
 use keyward_protocol::{
-    codec, CreatedKey, Environment, ErrorCode, ErrorReply, Hello, HelloReply, KeyId, KeyPage, KeyStatus, KeyView,
-    Limits, Reply, ReplyFrame, Request, RequestFrame, Secret, Token, VerifiedKey, VerifyAnswer, VerifyCode,
-    PROTOCOL_VERSION,
+    codec, AccountView, Actor, AuditAction, AuditEntry, CreatedKey, CreditChange, Environment, ErrorCode, ErrorReply,
+    Hello, HelloReply, KeyId, KeyPage, KeyStatus, KeyUsage, KeyView, Limits, Reply, ReplyFrame, Request, RequestFrame,
+    Secret, StatsReport, Token, UsageBucket, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode, PROTOCOL_VERSION,
 };
 
 /// How long a reordering daemon waits for more requests before answering the ones it has, backwards.
@@ -324,4 +324,91 @@ pub fn canned(_connection: usize, request: &Request) -> Action {
         _ => return refuse(ErrorCode::Internal, "the fake daemon does not do that"),
     };
     Action::Answer(reply)
+}
+
+/// Answers like [`canned`], plus the lifecycle requests: each gets a fixed reply that echoes what it was
+/// asked (the edited name, the grace window, the credit change, …). A request inside an `As` is answered
+/// as if it came alone.
+pub fn lifecycle(connection: usize, request: &Request) -> Action {
+    let key = |id: &str| key_view(id, "acme");
+    let reply = match request {
+        Request::As { request, .. } => return lifecycle(connection, request),
+        Request::Edit { id, changes } => {
+            Reply::Key(KeyView { name: changes.name.clone().unwrap_or_else(|| "CI deploy".into()), ..key(id) })
+        }
+        Request::Regenerate { id, grace_seconds } => Reply::Created(CreatedKey {
+            token: good_token(),
+            key: KeyView {
+                previous_token_until: (*grace_seconds > 0).then(|| CREATED_AT + *grace_seconds as i64),
+                ..key(id)
+            },
+        }),
+        Request::Deactivate { id } => Reply::Key(KeyView { status: KeyStatus::Inactive, ..key(id) }),
+        Request::Activate { id } => Reply::Key(key(id)),
+        Request::Import(import) => Reply::Key(KeyView {
+            origin: if import.legacy_account.is_some() { KeyOrigin::Legacy } else { KeyOrigin::Imported },
+            account: import.legacy_account.clone(),
+            prefix: import.token.expose().chars().take(4).collect(),
+            ..key("IIIIIIIIIIII")
+        }),
+        Request::Audit(query) => Reply::Audit(vec![AuditEntry {
+            seq: 1,
+            at: CREATED_AT,
+            action: AuditAction::Create,
+            key_id: query.key.clone().or_else(|| Some(KEY_ID.into())),
+            workspace: query.workspace.clone().or_else(|| Some("acme".into())),
+            account: None,
+            changes: vec![],
+            actor: Actor { uid: 1000, gid: 1000, pid: Some(1), label: None },
+        }]),
+        Request::SetAccount(account) => Reply::Account(account.clone()),
+        Request::GetAccount { account } => {
+            Reply::Account(AccountView { account: account.clone(), workspaces: vec!["acme".into()] })
+        }
+        Request::ListLegacy { account } => Reply::Keys(KeyPage {
+            keys: vec![KeyView { origin: KeyOrigin::Legacy, account: account.clone(), ..key("LLLLLLLLLLLL") }],
+            next: None,
+        }),
+        Request::Credits { id, change } => {
+            let credits = match change {
+                CreditChange::Set(n) => *n,
+                CreditChange::Add(n) => 10 + n,
+            };
+            Reply::Key(KeyView { limits: Limits { credits: Some(credits), ..Limits::default() }, ..key(id) })
+        }
+        Request::Usage { id } => {
+            let counts = BTreeMap::from([(VerifyCode::Valid, 3)]);
+            Reply::Usage(UsageReport {
+                key_id: id.clone(),
+                totals: counts.clone(),
+                hourly: vec![UsageBucket { start: CREATED_AT, counts: counts.clone() }],
+                daily: vec![UsageBucket { start: CREATED_AT - 43_200, counts }],
+            })
+        }
+        Request::WorkspaceUsage { .. } => Reply::WorkspaceUsage(vec![KeyUsage {
+            key_id: KEY_ID.into(),
+            name: "CI deploy".into(),
+            total: 3,
+            totals: BTreeMap::from([(VerifyCode::Valid, 3)]),
+        }]),
+        Request::Stats => Reply::Stats(Box::new(StatsReport { version: "fake".into(), ..StatsReport::default() })),
+        _ => return canned(connection, request),
+    };
+    Action::Answer(reply)
+}
+
+/// Every request a fake daemon received, in order.
+pub type Received = Arc<Mutex<Vec<Request>>>;
+
+/// `handler`, remembering each request it is given.
+pub fn recording(
+    handler: impl Fn(usize, &Request) -> Action + Send + Sync + 'static,
+) -> (Received, impl Fn(usize, &Request) -> Action + Send + Sync + 'static) {
+    let received = Received::default();
+    let log = Arc::clone(&received);
+    let recorder = move |connection: usize, request: &Request| {
+        log.lock().unwrap().push(request.clone());
+        handler(connection, request)
+    };
+    (received, recorder)
 }
