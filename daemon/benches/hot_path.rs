@@ -7,11 +7,10 @@ use std::sync::atomic::AtomicU64;
 use divan::{black_box, Bencher};
 use keyward_daemon::clock::mono_nanos;
 use keyward_daemon::credits::CreditCell;
-use keyward_daemon::hasher::{HashCost, Hasher};
+use keyward_daemon::hasher::{DigestKeys, HashCost, Hasher};
 use keyward_daemon::limiter::Gcra;
 use keyward_daemon::usage::UsageCell;
 use keyward_protocol::{Period, Rate, ScopeSet, VerifyCode};
-use zeroize::Zeroizing;
 
 fn main() {
     divan::main();
@@ -51,7 +50,7 @@ fn scope_grants(bencher: Bencher) {
 
 #[divan::bench]
 fn warm_digest(bencher: Bencher) {
-    let hasher = Hasher::new(HashCost::default(), 1, 1, Zeroizing::new([1; 32])).unwrap();
+    let hasher = Hasher::new(HashCost::default(), 1, 1, DigestKeys::ephemeral()).unwrap();
     let secret = [b'a'; 32];
     bencher.bench(|| hasher.digest(black_box(&secret)));
 }

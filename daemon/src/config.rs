@@ -75,6 +75,8 @@ pub struct Config {
     pub admin_groups: Vec<Principal>,
     /// When set, only members of these groups may use the verify socket (on top of its file mode).
     pub verify_groups: Option<Vec<Principal>>,
+    /// Where the key of the persisted warm digests lives (default: `warm.key` in the data directory).
+    pub warm_key_file: Option<PathBuf>,
     /// A tracing filter, e.g. `info` or `info,keyward_daemon=debug`.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -108,6 +110,7 @@ impl Config {
             admin_users: Vec::new(),
             admin_groups: Vec::new(),
             verify_groups: None,
+            warm_key_file: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
         }

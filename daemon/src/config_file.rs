@@ -12,6 +12,7 @@
 //! admin_users = ["deploy", 1001]        # names or uids, besides root and the daemon's own uid
 //! admin_groups = ["keyward-admin"]
 //! verify_groups = ["www-data"]           # optional: only these groups may use the verify socket
+//! warm_key_file = "/etc/keyward/warm.key" # default: warm.key in the data directory
 //!
 //! [log]
 //! level = "info"                         # a tracing filter, e.g. "info,keyward_daemon=debug"
@@ -76,6 +77,7 @@ struct File {
     #[serde(default)]
     admin_groups: Vec<Spanned<NameOrId>>,
     verify_groups: Option<Vec<Spanned<NameOrId>>>,
+    warm_key_file: Option<PathBuf>,
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
@@ -166,6 +168,9 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     config.admin_users = principals(&file.admin_users);
     config.admin_groups = principals(&file.admin_groups);
     config.verify_groups = file.verify_groups.as_deref().map(principals);
+    if let Some(path) = file.warm_key_file {
+        config.warm_key_file = Some(path);
+    }
     apply_log(&file.log, config)?;
     apply_argon2(&file.argon2, config)?;
     for (name, rate) in &file.plans {

@@ -1,4 +1,5 @@
-//! The batch writer for what verify counts in memory: last-used times, credit balances, usage counts.
+//! The batch writer for what verify learns in memory: last-used times, credit balances, usage counts, and
+//! warm digests (so that a restart does not send every key back through Argon2).
 //!
 //! Verify never writes to disk. Every interval (and once more at shutdown) this task writes what moved
 //! since the last pass in one batch and one flush, so stored values are at most one interval late, and a
@@ -12,7 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_now;
-use crate::index::HotKey;
+use crate::hasher::fingerprint;
+use crate::index::{HotKey, HotSecret};
 use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::service::Service;
 use crate::usage::{self, CODES};
@@ -24,6 +26,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub async fn flush(service: &Service) {
     save_counters(service).await;
     save_usage(service).await;
+    save_warm(service).await;
     service.stats().flushed(unix_now());
 }
 
@@ -72,6 +75,37 @@ async fn save_usage(service: &Service) {
         for (key, counts) in &drained {
             key.usage.restore(counts);
         }
+    }
+}
+
+/// Persists the warm digests of keyward-generated secrets that are warm but not yet stored. Each key's
+/// entry is rewritten whole (current and previous secret), so a regenerated secret's old digest goes.
+async fn save_warm(service: &Service) {
+    let mut cells = Vec::new();
+    let mut batch = Vec::new();
+    for key in service.index().all() {
+        let secrets: Vec<&HotSecret> =
+            std::iter::once(&key.current).chain(&key.previous).filter(|s| s.persistable).collect();
+        if !secrets.iter().any(|s| s.warm.unsaved().is_some()) {
+            continue;
+        }
+        let mut digests = Vec::new();
+        for secret in secrets {
+            if let Some(digest) = secret.warm.get() {
+                digests.push((fingerprint(&secret.phc), digest.to_bytes()));
+                cells.push(secret.warm.clone());
+            }
+        }
+        batch.push((key.record.id.to_string(), digests));
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let store = service.store().clone();
+    match tokio::task::spawn_blocking(move || store.save_warm(&batch)).await {
+        Ok(Ok(())) => cells.iter().for_each(|cell| cell.mark_saved()),
+        Ok(Err(error)) => tracing::warn!(%error, "saving warm digests failed; will retry"),
+        Err(error) => tracing::warn!(%error, "warm digest task failed; will retry"),
     }
 }
 

@@ -22,11 +22,36 @@ use zeroize::Zeroizing;
 use crate::error::DaemonError;
 use crate::mint;
 
+/// The two persistent HMAC keys.
+pub struct DigestKeys {
+    /// Keys the warm digests of verified secrets.
+    pub warm: Zeroizing<[u8; 32]>,
+    /// Keys the lookup digests of imported tokens.
+    pub lookup: Zeroizing<[u8; 32]>,
+}
+
+impl DigestKeys {
+    /// Fresh random keys, for tests and tools that persist nothing.
+    pub fn ephemeral() -> DigestKeys {
+        DigestKeys { warm: mint::key_material(), lookup: mint::key_material() }
+    }
+}
+
 /// A keyed digest of a secret, as cached in the hot index.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// A digest read back from the store.
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
+    /// The digest's bytes, for the store.
+    pub fn to_bytes(self) -> [u8; 32] {
+        self.0
+    }
+
     /// Constant-time equality.
     pub fn matches(&self, other: &Digest) -> bool {
         self.0.ct_eq(&other.0).into()
@@ -72,13 +97,8 @@ struct Inner {
 
 impl Hasher {
     /// `workers` Argon2 computations run at once; at most `queue_limit` more may wait for a worker.
-    /// `lookup_key` is the persistent key for imported tokens' lookup digests ([`crate::keyfile`]).
-    pub fn new(
-        cost: HashCost,
-        workers: usize,
-        queue_limit: usize,
-        lookup_key: Zeroizing<[u8; 32]>,
-    ) -> Result<Self, String> {
+    /// `keys` are the persistent keys of the lookup and warm digests ([`crate::keyfile`]).
+    pub fn new(cost: HashCost, workers: usize, queue_limit: usize, keys: DigestKeys) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
         Ok(Hasher {
@@ -88,8 +108,8 @@ impl Hasher {
                 waiting: AtomicUsize::new(0),
                 queue_limit,
                 workers: workers.max(1),
-                digest_key: mint::key_material(),
-                lookup_key,
+                digest_key: keys.warm,
+                lookup_key: keys.lookup,
             }),
         })
     }
@@ -104,6 +124,12 @@ impl Hasher {
     /// The keyed digest of `secret` under this process's key.
     pub fn digest(&self, secret: &[u8]) -> Digest {
         Digest(hmac_sha256(self.inner.digest_key.as_ref(), secret))
+    }
+
+    /// Identifies the warm digest key, so digests persisted under another key are never reinstalled (they
+    /// would never match, and a right secret would look wrong).
+    pub fn warm_key_check(&self) -> [u8; 16] {
+        hmac_sha256(self.inner.digest_key.as_ref(), b"keyward warm key check")[..16].try_into().expect("16 bytes")
     }
 
     /// The persistent lookup digest of a whole imported token.
@@ -158,6 +184,13 @@ impl Hasher {
     }
 }
 
+/// Identifies a stored hash without revealing it: the first 16 bytes of SHA-256 of the PHC string. A
+/// persisted warm digest is reinstalled only on the hash it was verified against.
+pub fn fingerprint(phc: &str) -> [u8; 16] {
+    let digest = <Sha256 as sha2::Digest>::digest(phc.as_bytes());
+    digest[..16].try_into().expect("SHA-256 is 32 bytes")
+}
+
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
@@ -169,7 +202,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> Hasher {
-        Hasher::new(HashCost { memory_kib: 64, iterations: 1, parallelism: 1 }, 2, 8, Zeroizing::new([7; 32])).unwrap()
+        Hasher::new(HashCost { memory_kib: 64, iterations: 1, parallelism: 1 }, 2, 8, DigestKeys::ephemeral()).unwrap()
     }
 
     #[tokio::test]
@@ -188,7 +221,6 @@ mod tests {
         let (a, b) = (cheap(), cheap());
         assert!(a.digest(b"s").matches(&a.digest(b"s")));
         assert!(!a.digest(b"s").matches(&a.digest(b"t")));
-        assert!(!a.digest(b"s").matches(&b.digest(b"s")), "a fresh process key gives other digests");
-        assert_eq!(a.lookup_digest(b"s"), b.lookup_digest(b"s"), "the lookup key is the persistent one");
+        assert!(!a.digest(b"s").matches(&b.digest(b"s")), "other keys give other digests");
     }
 }

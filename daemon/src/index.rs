@@ -13,7 +13,7 @@
 //! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -22,22 +22,36 @@ use keyward_protocol::{KeyId, RatePolicy, ScopeSet, DEFAULT_PLAN_RATE};
 use crate::clock::mono_nanos;
 use crate::config::Plans;
 use crate::credits::CreditCell;
-use crate::hasher::Digest;
+use crate::hasher::{self, Digest};
 use crate::limiter::Gcra;
 use crate::record::{KeyRecord, StoredSecret};
+use crate::store::WarmDigest;
 use crate::usage::UsageCell;
 
-/// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash.
+/// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash (or until the
+/// digest persisted by an earlier run is reinstalled), plus whether the store holds it.
 #[derive(Clone, Debug, Default)]
-pub struct WarmCell(Arc<OnceLock<Digest>>);
+pub struct WarmCell {
+    digest: Arc<OnceLock<Digest>>,
+    saved: Arc<AtomicBool>,
+}
 
 impl WarmCell {
     pub fn get(&self) -> Option<&Digest> {
-        self.0.get()
+        self.digest.get()
     }
 
     pub fn set(&self, digest: Digest) {
-        let _ = self.0.set(digest);
+        let _ = self.digest.set(digest);
+    }
+
+    /// The digest, if it is set and the store does not hold it yet.
+    pub fn unsaved(&self) -> Option<Digest> {
+        self.get().copied().filter(|_| !self.saved.load(Ordering::Acquire))
+    }
+
+    pub fn mark_saved(&self) {
+        self.saved.store(true, Ordering::Release);
     }
 }
 
@@ -46,6 +60,10 @@ impl WarmCell {
 pub struct HotSecret {
     pub phc: Arc<str>,
     pub warm: WarmCell,
+    /// Whether its warm digest may be persisted: only keyward-generated secrets, whose 190 random bits make
+    /// a keyed digest as safe to store as their Argon2 hash. Imported tokens, of unknown strength, re-verify
+    /// through Argon2 after a restart.
+    pub persistable: bool,
 }
 
 /// One rate limit of a key: its name in answers, its parameters, and its timestamp cell.
@@ -57,11 +75,13 @@ pub struct HotLimit {
 }
 
 /// Counters loaded from the store for a key at startup.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Counters {
     pub last_used: Option<i64>,
     /// Live credit balance and last refill.
     pub credits: Option<(u64, i64)>,
+    /// Warm digests persisted by an earlier run.
+    pub warm: Vec<WarmDigest>,
 }
 
 /// One key as the verify path needs it.
@@ -102,13 +122,14 @@ impl HotKey {
     /// A snapshot of a record loaded from storage (with its stored counters) or newly created.
     pub fn new(record: KeyRecord, counters: Counters, plans: &Plans) -> HotKey {
         let at = counters.last_used.unwrap_or(0);
+        let warm = restored_warm_cells(&record, &counters.warm);
         let credits = match (counters.credits, record.limits.credits) {
             (Some((balance, refilled_at)), _) => Some(Arc::new(CreditCell::new(balance, refilled_at))),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
         let cells = Cells {
-            warm: Vec::new(),
+            warm,
             last_used: Arc::new(AtomicI64::new(at)),
             last_used_saved: Arc::new(AtomicI64::new(at)),
             tats: HashMap::new(),
@@ -147,7 +168,7 @@ impl HotKey {
         let hot = |secret: &StoredSecret| {
             let warm =
                 cells.warm.iter().find(|(phc, _)| **phc == *secret.phc).map(|(_, w)| w.clone()).unwrap_or_default();
-            HotSecret { phc: Arc::from(secret.phc.as_str()), warm }
+            HotSecret { phc: Arc::from(secret.phc.as_str()), warm, persistable: secret.lookup.is_none() }
         };
         let now = mono_nanos();
         let limit = |slot: &str, policy: &str, rate| {
@@ -205,6 +226,23 @@ impl HotKey {
     pub fn mark_last_used_saved(&self, at: i64) {
         self.last_used_saved.fetch_max(at, Ordering::Relaxed);
     }
+}
+
+/// Warm cells for a loaded record's secrets from the digests an earlier run persisted, each reinstalled
+/// only on the very hash it was verified against (a regenerate since then leaves the new secret cold).
+fn restored_warm_cells(record: &KeyRecord, persisted: &[WarmDigest]) -> Vec<(Arc<str>, WarmCell)> {
+    std::iter::once(&record.secret)
+        .chain(record.previous.as_ref().map(|p| &p.secret))
+        .filter(|secret| secret.lookup.is_none())
+        .filter_map(|secret| {
+            let fingerprint = hasher::fingerprint(&secret.phc);
+            let (_, digest) = persisted.iter().find(|(print, _)| *print == fingerprint)?;
+            let cell = WarmCell::default();
+            cell.set(Digest::from_bytes(*digest));
+            cell.mark_saved();
+            Some((Arc::from(secret.phc.as_str()), cell))
+        })
+        .collect()
 }
 
 /// The cells one snapshot hands to the next.

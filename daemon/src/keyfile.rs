@@ -1,8 +1,12 @@
-//! The daemon's persistent lookup key: 32 random bytes in `<data dir>/lookup.key`, mode 0600.
+//! The daemon's persistent keys: 32 random bytes each, in files of mode 0600, made once at first start
+//! from the OS CSPRNG.
 //!
-//! Imported tokens carry no key id, so verify finds them by HMAC-SHA256 of the whole token under this key.
-//! The key is made once, at first start, from the OS CSPRNG; without it the stored lookup digests are
-//! useless, so back it up with the data directory (and guard it like the data directory).
+//! - `lookup.key` keys the lookup digests of imported tokens (which carry no key id, so verify finds them by
+//!   HMAC-SHA256 of the whole token). Without it the stored lookup digests are useless: back it up with the
+//!   data directory.
+//! - `warm.key` keys the warm digests of verified secrets, which the daemon persists so that a restart does
+//!   not send every key back through Argon2. Without it the persisted digests are useless and keys simply
+//!   start cold; it may be kept outside the data directory (`warm_key_file`).
 
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -14,11 +18,14 @@ use zeroize::Zeroizing;
 use crate::error::StartError;
 use crate::mint;
 
-const FILE_NAME: &str = "lookup.key";
+/// The lookup key's file name in the data directory.
+pub const LOOKUP_KEY: &str = "lookup.key";
+/// The warm digest key's default file name in the data directory.
+pub const WARM_KEY: &str = "warm.key";
 
-/// Reads the lookup key, creating it on first start.
-pub fn load_or_create(data_dir: &Path) -> Result<Zeroizing<[u8; 32]>, StartError> {
-    let path = data_dir.join(FILE_NAME);
+/// Reads the key in `path`, creating it on first start.
+pub fn load_or_create(path: &Path) -> Result<Zeroizing<[u8; 32]>, StartError> {
+    let path = path.to_owned();
     let fail = |reason: String| StartError::DataDir { path: path.clone(), reason };
     match OpenOptions::new().read(true).open(&path) {
         Ok(mut file) => {
@@ -36,7 +43,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<Zeroizing<[u8; 32]>, StartError
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = mint::key_material();
-            let partial = data_dir.join(format!("{FILE_NAME}.new"));
+            let partial = path.with_extension("new");
             let mut file = OpenOptions::new()
                 .write(true)
                 .create(true)

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::config_file::ConfigError;
 use crate::connection::{self, ConnectionLimits};
 use crate::error::StartError;
-use crate::hasher::Hasher;
+use crate::hasher::{DigestKeys, Hasher};
 use crate::peer::Gate;
 use crate::service::{Service, SocketRole};
 use crate::socket::SocketFile;
@@ -58,11 +58,23 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let Launch { config, shutdown, reload, activated } = launch;
     prepare_data_dir(&config.data_dir)?;
     let _lock = lockfile::lock(&config.data_dir)?;
-    let lookup_key = keyfile::load_or_create(&config.data_dir)?;
+    let keys = DigestKeys {
+        lookup: keyfile::load_or_create(&config.data_dir.join(keyfile::LOOKUP_KEY))?,
+        warm: keyfile::load_or_create(
+            &config.warm_key_file.clone().unwrap_or_else(|| config.data_dir.join(keyfile::WARM_KEY)),
+        )?,
+    };
     let store = Store::open(&config.data_dir)?;
-    let loaded = store.load()?;
-    let hasher = Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, lookup_key)
-        .map_err(StartError::Config)?;
+    let mut loaded = store.load()?;
+    let hasher =
+        Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, keys).map_err(StartError::Config)?;
+    if store.warm_check()? != Some(hasher.warm_key_check()) {
+        if !loaded.warm.is_empty() {
+            tracing::info!("persisted warm digests were made with another warm key; keys start cold");
+        }
+        loaded.warm.clear();
+        store.reset_warm(hasher.warm_key_check())?;
+    }
     let service = Service::new(loaded, store, hasher, &config);
 
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, config.verify_socket_mode)?;

@@ -92,8 +92,11 @@ impl Service {
         let index = Index::default();
         for record in loaded.keys {
             let id = record.id.as_str();
-            let counters =
-                Counters { last_used: loaded.last_used.get(id).copied(), credits: loaded.credits.get(id).copied() };
+            let counters = Counters {
+                last_used: loaded.last_used.get(id).copied(),
+                credits: loaded.credits.get(id).copied(),
+                warm: loaded.warm.get(id).cloned().unwrap_or_default(),
+            };
             index.put(HotKey::new(record, counters, &plans));
         }
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();

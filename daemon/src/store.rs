@@ -8,7 +8,9 @@
 //!   batch writer can never overwrite a management change);
 //! - `credits`: key id → live credit balance and last refill (batches, and with `credits` commands);
 //! - `usage`: key id + `h`/`d` + bucket start (big-endian) → verification counts by code, summed by a
-//!   merge operator.
+//!   merge operator;
+//! - `warm`: key id → the warm digests of its verified secrets, each with the fingerprint of the hash it
+//!   was verified against (batches; only keyward-generated secrets, see [`crate::index`]).
 //!
 //! A management change and its audit entry are written in one sled transaction and flushed (fsync of
 //! sled's log) before [`Store::commit`] returns: a caller that acknowledges afterwards never acknowledges
@@ -100,6 +102,12 @@ fn merge_counts(_key: &[u8], old: Option<&[u8]>, new: &[u8]) -> Option<Vec<u8>> 
     codec::encode(&sum).ok()
 }
 
+/// The `warm` tree's entry holding the warm key's check value (no key id starts with a NUL byte).
+const WARM_CHECK: &[u8] = b"\0check";
+
+/// A persisted warm digest: the fingerprint of the hash it was verified against, and the digest.
+pub type WarmDigest = ([u8; 16], [u8; 32]);
+
 /// Everything loaded at startup.
 pub struct Loaded {
     pub keys: Vec<KeyRecord>,
@@ -107,6 +115,8 @@ pub struct Loaded {
     pub last_used: HashMap<String, i64>,
     /// Live credit balances and last refills.
     pub credits: HashMap<String, (u64, i64)>,
+    /// Persisted warm digests: `(fingerprint of the hash, digest)` per secret.
+    pub warm: HashMap<String, Vec<WarmDigest>>,
     /// The sequence number the next audit entry gets.
     pub next_audit_seq: u64,
 }
@@ -120,6 +130,7 @@ pub struct Store {
     last_used: sled::Tree,
     credits: sled::Tree,
     usage: sled::Tree,
+    warm: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
@@ -137,9 +148,9 @@ impl Store {
         let db = sled::Config::new().path(dir.join("keys.sled")).open().map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
-        let (credits, usage) = (tree("credits")?, tree("usage")?);
+        let (credits, usage, warm) = (tree("credits")?, tree("usage")?, tree("warm")?);
         usage.set_merge_operator(merge_counts);
-        Ok(Store { db, keys, audit, accounts, last_used, credits, usage })
+        Ok(Store { db, keys, audit, accounts, last_used, credits, usage, warm })
     }
 
     /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
@@ -172,11 +183,21 @@ impl Store {
             let state: (u64, i64) = decode(&bytes, || format!("credits of key {id}"))?;
             credits.insert(id, state);
         }
+        let mut warm = HashMap::new();
+        for entry in self.warm.iter() {
+            let (id, bytes) = entry?;
+            if id.as_ref() == WARM_CHECK {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&id).into_owned();
+            let digests: Vec<WarmDigest> = decode(&bytes, || format!("warm digests of key {id}"))?;
+            warm.insert(id, digests);
+        }
         let next_audit_seq = match self.audit.last()? {
             Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
             None => 1,
         };
-        Ok(Loaded { keys, accounts, last_used, credits, next_audit_seq })
+        Ok(Loaded { keys, accounts, last_used, credits, warm, next_audit_seq })
     }
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.
@@ -244,6 +265,28 @@ impl Store {
             batch.insert(id.as_bytes(), encode(state, "credits")?);
         }
         self.credits.apply_batch(batch)?;
+        self.flush()
+    }
+
+    /// The check value of the key the persisted warm digests were made with.
+    pub fn warm_check(&self) -> Result<Option<[u8; 16]>, StoreError> {
+        Ok(self.warm.get(WARM_CHECK)?.and_then(|bytes| <[u8; 16]>::try_from(bytes.as_ref()).ok()))
+    }
+
+    /// Drops every persisted warm digest and records the check value of the key future ones use.
+    pub fn reset_warm(&self, check: [u8; 16]) -> Result<(), StoreError> {
+        self.warm.clear()?;
+        self.warm.insert(WARM_CHECK, &check)?;
+        self.flush()
+    }
+
+    /// Replaces the persisted warm digests of each key in `batch`, and flushes.
+    pub fn save_warm(&self, batch: &[(String, Vec<WarmDigest>)]) -> Result<(), StoreError> {
+        let mut writes = sled::Batch::default();
+        for (id, digests) in batch {
+            writes.insert(id.as_bytes(), encode(digests, "warm digests")?);
+        }
+        self.warm.apply_batch(writes)?;
         self.flush()
     }
 

@@ -87,3 +87,55 @@ fn a_socket_another_daemon_answers_on_is_not_stolen() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("in use"), "{}", describe(&output));
     assert_eq!(daemon.verifier().request(keyward_protocol::Request::Ping), Reply::Pong);
 }
+
+fn cache_counts(daemon: &Daemon) -> (u64, u64) {
+    match daemon.admin().request(keyward_protocol::Request::Stats) {
+        Reply::Stats(report) => (report.cache_hits, report.cache_misses),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn warm_keys_stay_warm_across_restarts_but_imported_tokens_do_not() {
+    let mut daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    let kept: Vec<_> = (0..3).map(|_| admin.create("ws1", &["read:all"], ExpirySpec::Never)).collect();
+    let rotated =
+        match admin.request(keyward_protocol::Request::Regenerate { id: kept[2].key.id.clone(), grace_seconds: 0 }) {
+            Reply::Created(created) => created,
+            other => panic!("{other:?}"),
+        };
+    let foreign = keyward_protocol::Secret::new("sk_prod_3f9a1c7e2b8d4056a1c2e3f40516a7b8");
+    let import = keyward_protocol::ImportRequest {
+        token: foreign.clone(),
+        workspace: "ws1".into(),
+        name: "imported".into(),
+        description: None,
+        scopes: vec!["read:all".into()],
+        role: Default::default(),
+        expires: ExpirySpec::Never,
+        metadata: Default::default(),
+        limits: Default::default(),
+        legacy_account: None,
+    };
+    assert!(matches!(admin.request(keyward_protocol::Request::Import(import.clone())), Reply::Key(_)));
+    drop(admin);
+    daemon.restart();
+
+    let mut verifier = daemon.verifier();
+    for token in [&kept[0].token, &kept[1].token, &rotated.token] {
+        assert_eq!(verifier.verify(token, None, None).code, VerifyCode::Valid);
+    }
+    assert_eq!(verifier.verify(&kept[2].token, None, None).code, VerifyCode::NotFound, "the rotated-out token");
+    assert_eq!(cache_counts(&daemon), (4, 0), "no Argon2 after the restart for keyward keys");
+    assert_eq!(verifier.verify(&foreign, None, None).code, VerifyCode::Valid);
+    assert_eq!(cache_counts(&daemon), (4, 1), "an imported token pays Argon2 again");
+
+    // A replaced warm key: the persisted digests are ignored, keys start cold, and still verify.
+    daemon.stop();
+    std::fs::remove_file(daemon.data_dir().join("warm.key")).unwrap();
+    daemon.restart();
+    let mut verifier = daemon.verifier();
+    assert_eq!(verifier.verify(&kept[0].token, None, None).code, VerifyCode::Valid);
+    assert_eq!(cache_counts(&daemon), (0, 1));
+}
