@@ -17,6 +17,7 @@ use crate::hasher::fingerprint;
 use crate::index::{HotKey, HotSecret};
 use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::service::Service;
+use crate::store::HighWater;
 use crate::usage::{self, CODES};
 
 /// How often old usage buckets are pruned.
@@ -27,6 +28,7 @@ pub async fn flush(service: &Service) {
     save_counters(service).await;
     save_usage(service).await;
     save_warm(service).await;
+    save_high_water(service).await;
     service.stats().flushed(unix_now());
 }
 
@@ -106,6 +108,23 @@ async fn save_warm(service: &Service) {
         Ok(Ok(())) => cells.iter().for_each(|cell| cell.mark_saved()),
         Ok(Err(error)) => tracing::warn!(%error, "saving warm digests failed; will retry"),
         Err(error) => tracing::warn!(%error, "warm digest task failed; will retry"),
+    }
+}
+
+/// Records the store's high-water mark (see [`crate::store`]) when it moved.
+async fn save_high_water(service: &Service) {
+    let mark = {
+        let _writing = service.write_lock().await;
+        HighWater { audit_seq: service.committed_audit_seq(), keys: service.index().len() as u64 }
+    };
+    if service.stats().high_water() == (mark.audit_seq, mark.keys) {
+        return;
+    }
+    let store = service.store().clone();
+    match tokio::task::spawn_blocking(move || store.record_high_water(mark)).await {
+        Ok(Ok(())) => service.stats().set_high_water(mark.audit_seq, mark.keys),
+        Ok(Err(error)) => tracing::warn!(%error, "recording the store manifest failed; will retry"),
+        Err(error) => tracing::warn!(%error, "manifest task failed; will retry"),
     }
 }
 

@@ -66,6 +66,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     };
     let store = Store::open(&config.data_dir)?;
     let mut loaded = store.load()?;
+    store.check_high_water(&loaded)?;
     let hasher =
         Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, keys).map_err(StartError::Config)?;
     if store.warm_check()? != Some(hasher.warm_key_check()) {

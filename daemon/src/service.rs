@@ -185,6 +185,11 @@ impl Service {
         self.inner.next_audit_seq.load(Ordering::Acquire)
     }
 
+    /// The sequence number of the last committed audit entry (0 before any).
+    pub(crate) fn committed_audit_seq(&self) -> u64 {
+        self.peek_audit_seq() - 1
+    }
+
     /// Advances the audit sequence after an entry was committed. Call under the write lock.
     pub(crate) fn advance_audit_seq(&self) {
         self.inner.next_audit_seq.fetch_add(1, Ordering::AcqRel);

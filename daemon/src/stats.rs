@@ -108,6 +108,9 @@ pub struct Stats {
     cache_misses: AtomicU64,
     busy: AtomicU64,
     last_flush_at: AtomicI64,
+    /// The store high-water mark last recorded in the manifest: (audit sequence, keys).
+    recorded_audit_seq: AtomicU64,
+    recorded_keys: AtomicU64,
 }
 
 impl Default for Stats {
@@ -123,6 +126,8 @@ impl Default for Stats {
             cache_misses: AtomicU64::new(0),
             busy: AtomicU64::new(0),
             last_flush_at: AtomicI64::new(0),
+            recorded_audit_seq: AtomicU64::new(u64::MAX),
+            recorded_keys: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -163,6 +168,16 @@ impl Stats {
 
     pub fn busy_refusal(&self) {
         self.busy.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The high-water mark last recorded (`u64::MAX` pairs before the first).
+    pub fn high_water(&self) -> (u64, u64) {
+        (self.recorded_audit_seq.load(Ordering::Relaxed), self.recorded_keys.load(Ordering::Relaxed))
+    }
+
+    pub fn set_high_water(&self, audit_seq: u64, keys: u64) {
+        self.recorded_audit_seq.store(audit_seq, Ordering::Relaxed);
+        self.recorded_keys.store(keys, Ordering::Relaxed);
     }
 
     pub fn flushed(&self, at: i64) {

@@ -12,6 +12,11 @@
 //! - `warm`: key id → the warm digests of its verified secrets, each with the fingerprint of the hash it
 //!   was verified against (batches; only keyward-generated secrets, see [`crate::index`]).
 //!
+//! Beside the sled files, `store.manifest` records how much the store held at its last sync (the audit
+//! sequence and the key count, both of which only grow). sled opens a damaged, truncated or missing log as
+//! an empty database without complaint; the manifest turns that into a refusal to start, because a daemon
+//! that silently forgot its revocations would let revoked keys verify again.
+//!
 //! A management change and its audit entry are written in one sled transaction and flushed (fsync of
 //! sled's log) before [`Store::commit`] returns: a caller that acknowledges afterwards never acknowledges
 //! something a crash could lose, and the audit log never holds an entry for a change that did not happen.
@@ -121,8 +126,38 @@ pub struct Loaded {
     pub next_audit_seq: u64,
 }
 
+/// The manifest's file name in the data directory.
+const MANIFEST: &str = "store.manifest";
+
+/// What the store held at its last sync.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HighWater {
+    /// The last audit sequence number written.
+    pub audit_seq: u64,
+    pub keys: u64,
+}
+
+impl HighWater {
+    fn render(self) -> String {
+        format!("audit_seq={}\nkeys={}\n", self.audit_seq, self.keys)
+    }
+
+    fn parse(text: &str) -> Option<HighWater> {
+        let mut mark = HighWater::default();
+        for line in text.lines() {
+            match line.split_once('=')? {
+                ("audit_seq", n) => mark.audit_seq = n.parse().ok()?,
+                ("keys", n) => mark.keys = n.parse().ok()?,
+                _ => return None,
+            }
+        }
+        Some(mark)
+    }
+}
+
 /// The key store.
 pub struct Store {
+    dir: std::path::PathBuf,
     db: sled::Db,
     keys: sled::Tree,
     audit: sled::Tree,
@@ -150,7 +185,7 @@ impl Store {
         let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
         let (credits, usage, warm) = (tree("credits")?, tree("usage")?, tree("warm")?);
         usage.set_merge_operator(merge_counts);
-        Ok(Store { db, keys, audit, accounts, last_used, credits, usage, warm })
+        Ok(Store { dir: dir.to_owned(), db, keys, audit, accounts, last_used, credits, usage, warm })
     }
 
     /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
@@ -339,6 +374,48 @@ impl Store {
     /// The store's size on disk, in bytes.
     pub fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Refuses a store that holds less than the manifest says it held: it was damaged or replaced.
+    pub fn check_high_water(&self, loaded: &Loaded) -> Result<(), StoreError> {
+        let path = self.dir.join(MANIFEST);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(StoreError::Io(format!("cannot read {}: {e}", path.display()))),
+        };
+        let recorded = HighWater::parse(&text).ok_or_else(|| StoreError::Corrupt {
+            what: path.display().to_string(),
+            reason: "unreadable; if the store is intact, delete the file".into(),
+        })?;
+        let found = HighWater { audit_seq: loaded.next_audit_seq - 1, keys: loaded.keys.len() as u64 };
+        if found.audit_seq < recorded.audit_seq || found.keys < recorded.keys {
+            return Err(StoreError::Corrupt {
+                what: "key store".into(),
+                reason: format!(
+                    "it holds {} keys and audit entries up to #{}, but at its last sync it held {} keys and \
+                     entries up to #{}: keys.sled was damaged, truncated or replaced. Restore the data directory \
+                     from a backup; to accept the store as it is, delete {}",
+                    found.keys,
+                    found.audit_seq,
+                    recorded.keys,
+                    recorded.audit_seq,
+                    path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Records `mark` in the manifest, atomically (write, fsync, rename, fsync the directory).
+    pub fn record_high_water(&self, mark: HighWater) -> Result<(), StoreError> {
+        let io = |e: std::io::Error| StoreError::Io(format!("writing the store manifest: {e}"));
+        let partial = self.dir.join(format!("{MANIFEST}.new"));
+        let mut file = std::fs::File::create(&partial).map_err(io)?;
+        std::io::Write::write_all(&mut file, mark.render().as_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&partial, self.dir.join(MANIFEST)).map_err(io)?;
+        std::fs::File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io)
     }
 
     /// Waits until every write so far is on disk.

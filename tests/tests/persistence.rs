@@ -139,3 +139,44 @@ fn warm_keys_stay_warm_across_restarts_but_imported_tokens_do_not() {
     assert_eq!(verifier.verify(&kept[0].token, None, None).code, VerifyCode::Valid);
     assert_eq!(cache_counts(&daemon), (0, 1));
 }
+
+#[test]
+fn a_damaged_store_is_refused_never_opened_empty() {
+    let mut daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    for _ in 0..3 {
+        admin.create("ws1", &["read:all"], ExpirySpec::Never);
+    }
+    drop(admin);
+    daemon.stop();
+    let pristine = tempfile::tempdir().unwrap();
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
+        assert!(status.success());
+    };
+    copy(&daemon.data_dir(), &pristine.path().join("data"));
+    let db = daemon.data_dir().join("keys.sled/db");
+    let damages: [(&str, &dyn Fn()); 3] = [
+        ("truncated", &|| std::fs::OpenOptions::new().write(true).open(&db).unwrap().set_len(100).unwrap()),
+        ("garbled", &|| {
+            let mut bytes = std::fs::read(&db).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0x5a);
+            std::fs::write(&db, bytes).unwrap();
+        }),
+        ("missing", &|| std::fs::remove_file(&db).unwrap()),
+    ];
+    for (what, damage) in damages {
+        std::fs::remove_dir_all(daemon.data_dir()).unwrap();
+        copy(&pristine.path().join("data"), &daemon.data_dir());
+        damage();
+        let output = daemon.command().output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{what} store: {}", describe(&output));
+        assert!(stderr.contains("damaged, truncated or replaced"), "{what}: {stderr}");
+    }
+    // The operator may accept the store as it is by deleting the manifest.
+    std::fs::remove_file(daemon.data_dir().join("store.manifest")).unwrap();
+    daemon.restart();
+    assert_eq!(daemon.verifier().request(keyward_protocol::Request::Ping), Reply::Pong);
+}
