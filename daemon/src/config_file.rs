@@ -139,6 +139,11 @@ pub fn load(path: &Path, config: &mut Config) -> Result<(), ConfigError> {
     })
 }
 
+/// Applies configuration text over `config`; the error is `(line, reason)` (line 0: not at a line).
+pub fn parse(text: &str, config: &mut Config) -> Result<(), (usize, String)> {
+    apply(text, config).map_err(|(span, reason)| (line_of(text, span), reason))
+}
+
 fn line_of(text: &str, span: Option<Range<usize>>) -> usize {
     span.map_or(0, |span| text[..span.start.min(text.len())].matches('\n').count() + 1)
 }
