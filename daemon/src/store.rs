@@ -46,7 +46,26 @@ pub enum StoreError {
 
 impl From<sled::Error> for StoreError {
     fn from(e: sled::Error) -> Self {
-        StoreError::Io(e.to_string())
+        match e {
+            // sled takes no more writes after an I/O failure (it cannot know what reached the disk), so
+            // say what the operator must do; reads are served from memory meanwhile.
+            sled::Error::Io(io) => StoreError::Io(format!(
+                "{}; the store takes no more writes until keywardd is restarted with room on the disk \
+                 (verifies keep working, nothing acknowledged is lost)",
+                describe_io(&io)
+            )),
+            other => StoreError::Io(other.to_string()),
+        }
+    }
+}
+
+/// An I/O error in words. sled wraps the operating system's error in a custom one whose text is a debug
+/// dump, so describe it by its kind (or OS error, when it kept one).
+fn describe_io(error: &std::io::Error) -> String {
+    match (error.raw_os_error(), error.kind()) {
+        (Some(code), _) => std::io::Error::from_raw_os_error(code).to_string(),
+        (None, std::io::ErrorKind::StorageFull) => "No space left on device".to_owned(),
+        (None, kind) => kind.to_string(),
     }
 }
 
@@ -260,7 +279,10 @@ impl Store {
                 log.insert(&change.audit.seq.to_be_bytes(), audit.as_slice())?;
                 Ok::<(), ConflictableTransactionError<()>>(())
             });
-        result.map_err(|e| StoreError::Io(format!("{e:?}")))?;
+        result.map_err(|e| match e {
+            TransactionError::Storage(error) => StoreError::from(error),
+            TransactionError::Abort(()) => StoreError::Io("the store aborted the transaction".into()),
+        })?;
         self.flush()
     }
 
