@@ -112,6 +112,29 @@ pub struct ImportRequest {
     pub legacy_account: Option<String>,
 }
 
+impl ImportRequest {
+    /// An import of `token` as a `member` key that never expires, with the default limits.
+    pub fn new(
+        token: impl Into<Secret>,
+        workspace: impl Into<String>,
+        name: impl Into<String>,
+        scopes: Vec<String>,
+    ) -> Self {
+        ImportRequest {
+            token: token.into(),
+            workspace: workspace.into(),
+            name: name.into(),
+            description: None,
+            scopes,
+            role: Role::default(),
+            expires: ExpirySpec::Never,
+            metadata: BTreeMap::new(),
+            limits: Limits::default(),
+            legacy_account: None,
+        }
+    }
+}
+
 /// An account and the workspaces its legacy keys may act on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountView {

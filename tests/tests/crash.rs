@@ -69,18 +69,12 @@ impl Op {
                 expires: ExpirySpec::Never,
                 ..keyward_protocol::CreateRequest::new("crash", "crash key", vec!["read:all".into()])
             }),
-            Op::Import(token) => Request::Import(ImportRequest {
-                token: Secret::new(token.clone()),
-                workspace: "crash".into(),
-                name: "imported key".into(),
-                description: None,
-                scopes: vec!["read:all".into()],
-                role: Default::default(),
-                expires: ExpirySpec::Never,
-                metadata: Default::default(),
-                limits: Default::default(),
-                legacy_account: None,
-            }),
+            Op::Import(token) => Request::Import(ImportRequest::new(
+                Secret::new(token.clone()),
+                "crash",
+                "imported key",
+                vec!["read:all".into()],
+            )),
             Op::Edit(id, name) => {
                 let _ = rng;
                 Request::Edit { id: id.clone(), changes: KeyChanges { name: Some(name.clone()), ..Default::default() } }

@@ -54,16 +54,8 @@ fn wait_for_code(want: VerifyCode, mut code_now: impl FnMut() -> VerifyCode) {
 
 fn import_request(token: &str, workspace: &str, legacy_account: Option<&str>) -> ImportRequest {
     ImportRequest {
-        token: Secret::new(token),
-        workspace: workspace.into(),
-        name: "migrated key".into(),
-        description: None,
-        scopes: vec!["read:all".into()],
-        role: Role::Member,
-        expires: ExpirySpec::Never,
-        metadata: BTreeMap::new(),
-        limits: Default::default(),
         legacy_account: legacy_account.map(Into::into),
+        ..ImportRequest::new(Secret::new(token), workspace, "migrated key", vec!["read:all".into()])
     }
 }
 

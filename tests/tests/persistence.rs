@@ -106,18 +106,7 @@ fn warm_keys_stay_warm_across_restarts_but_imported_tokens_do_not() {
             other => panic!("{other:?}"),
         };
     let foreign = keyward_protocol::Secret::new("sk_prod_3f9a1c7e2b8d4056a1c2e3f40516a7b8");
-    let import = keyward_protocol::ImportRequest {
-        token: foreign.clone(),
-        workspace: "ws1".into(),
-        name: "imported".into(),
-        description: None,
-        scopes: vec!["read:all".into()],
-        role: Default::default(),
-        expires: ExpirySpec::Never,
-        metadata: Default::default(),
-        limits: Default::default(),
-        legacy_account: None,
-    };
+    let import = keyward_protocol::ImportRequest::new(foreign.clone(), "ws1", "imported", vec!["read:all".into()]);
     assert!(matches!(admin.request(keyward_protocol::Request::Import(import.clone())), Reply::Key(_)));
     drop(admin);
     daemon.restart();

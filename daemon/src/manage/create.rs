@@ -64,6 +64,22 @@ struct Requested<'a> {
     limits: &'a keyward_protocol::Limits,
 }
 
+/// Borrows the settings fields `CreateRequest` and `ImportRequest` share (they have the same names).
+macro_rules! requested {
+    ($request:expr) => {
+        Requested {
+            workspace: &$request.workspace,
+            name: &$request.name,
+            description: $request.description.as_deref(),
+            scopes: &$request.scopes,
+            role: $request.role,
+            metadata: &$request.metadata,
+            expires: $request.expires,
+            limits: &$request.limits,
+        }
+    };
+}
+
 fn settings(requested: Requested<'_>, now: i64, plans: &crate::config::Plans) -> Result<Settings, DaemonError> {
     let scopes = validate::scopes(requested.scopes)?;
     validate::role_allows(requested.role, &scopes)?;
@@ -110,17 +126,7 @@ impl Service {
     /// Creates a key and returns its token: the only time the token exists outside the caller's hands.
     pub async fn create(&self, request: CreateRequest, actor: &Actor) -> Result<CreatedKey, DaemonError> {
         let now = unix_now();
-        let requested = Requested {
-            workspace: &request.workspace,
-            name: &request.name,
-            description: request.description.as_deref(),
-            scopes: &request.scopes,
-            role: request.role,
-            metadata: &request.metadata,
-            expires: request.expires,
-            limits: &request.limits,
-        };
-        let settings = settings(requested, now, &self.plans())?;
+        let settings = settings(requested!(request), now, &self.plans())?;
         let (secret, phc) = self.new_secret().await?;
         let writing = self.write_lock().await;
         let id = self.unused_key_id();
@@ -151,17 +157,7 @@ impl Service {
         let now = unix_now();
         let text = request.token.expose();
         validate::importable_token(text)?;
-        let requested = Requested {
-            workspace: &request.workspace,
-            name: &request.name,
-            description: request.description.as_deref(),
-            scopes: &request.scopes,
-            role: request.role,
-            metadata: &request.metadata,
-            expires: request.expires,
-            limits: &request.limits,
-        };
-        let settings = settings(requested, now, &self.plans())?;
+        let settings = settings(requested!(request), now, &self.plans())?;
         let account = request.legacy_account.as_deref().map(validate::account).transpose()?;
         let env = Token::parse(text).map(|t| t.env()).unwrap_or_default();
         let lookup = self.hasher().lookup_digest(text.as_bytes());
