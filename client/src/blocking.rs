@@ -254,12 +254,25 @@ fn open(path: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
     let mut stream =
         UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
     set_timeouts(&stream, timeout)?;
-    stream.write_all(&wire::hello_frame()?).map_err(|e| ClientError::from_io(e, timeout))?;
-    let payload = frame::read_frame(&mut stream, MAX_REPLY)
+    handshake(&mut stream, timeout)?;
+    Ok(stream)
+}
+
+/// Sends the hello and checks the answer; a refusal the daemon sent before reading the hello is reported
+/// as such, not as the broken pipe the hello then met.
+fn handshake(stream: &mut UnixStream, timeout: Duration) -> Result<(), ClientError> {
+    if let Err(error) = stream.write_all(&wire::hello_frame()?) {
+        if wire::may_hold_rejection(&error) {
+            if let Ok(Some(payload)) = frame::read_frame(stream, MAX_REPLY) {
+                wire::check_hello_reply(&payload)?;
+            }
+        }
+        return Err(ClientError::from_io(error, timeout));
+    }
+    let payload = frame::read_frame(stream, MAX_REPLY)
         .map_err(|e| ClientError::from_frame(e, timeout))?
         .ok_or(ClientError::Closed)?;
-    wire::check_hello_reply(&payload)?;
-    Ok(stream)
+    wire::check_hello_reply(&payload)
 }
 
 fn set_timeouts(stream: &UnixStream, timeout: Duration) -> io::Result<()> {
@@ -300,4 +313,26 @@ fn is_idle_and_open(stream: &UnixStream) -> bool {
         libc::recv(stream.as_raw_fd(), (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
     };
     read < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_protocol::{codec, ErrorCode, ErrorReply, HelloReply};
+
+    use super::*;
+
+    #[test]
+    fn a_refusal_sent_before_the_hello_is_reported_not_the_broken_pipe() {
+        let (mut ours, mut daemon) = UnixStream::pair().unwrap();
+        let rejection = HelloReply::Rejected(ErrorReply::new(ErrorCode::Forbidden, "this user may not"));
+        frame::write_frame(&mut daemon, &codec::encode(&rejection).unwrap()).unwrap();
+        drop(daemon);
+        let error = handshake(&mut ours, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(&error, ClientError::Rejected(reply) if reply.code == ErrorCode::Forbidden), "{error}");
+
+        let (mut ours, daemon) = UnixStream::pair().unwrap();
+        drop(daemon);
+        let error = handshake(&mut ours, Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(&error, ClientError::Io(e) if e.kind() == io::ErrorKind::BrokenPipe), "{error}");
+    }
 }

@@ -184,9 +184,19 @@ impl Drop for Registration<'_> {
     }
 }
 
-/// Sends the hello and checks the answer, before the stream is split.
+/// Sends the hello and checks the answer, before the stream is split. A refusal the daemon sent before
+/// reading the hello is reported as such, not as the broken pipe the hello then met.
 async fn handshake(stream: &mut UnixStream) -> Result<(), ClientError> {
-    stream.write_all(&wire::hello_frame()?).await?;
+    if let Err(error) = stream.write_all(&wire::hello_frame()?).await {
+        if wire::may_hold_rejection(&error) {
+            read_hello_reply(stream).await?;
+        }
+        return Err(ClientError::Io(error));
+    }
+    read_hello_reply(stream).await
+}
+
+async fn read_hello_reply(stream: &mut UnixStream) -> Result<(), ClientError> {
     let mut header = [0u8; HEADER_LEN];
     read_exact_or_closed(stream, &mut header).await?;
     // Checks the announced length against the limit before allocating for it.
@@ -266,5 +276,24 @@ struct CloseOnExit(Arc<State>);
 impl Drop for CloseOnExit {
     fn drop(&mut self) {
         self.0.close(&ClientError::Closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_protocol::{codec, ErrorCode, ErrorReply, HelloReply};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refusal_sent_before_the_hello_is_reported_not_the_broken_pipe() {
+        let (mut ours, mut daemon) = UnixStream::pair().unwrap();
+        let rejection = HelloReply::Rejected(ErrorReply::new(ErrorCode::Forbidden, "this user may not"));
+        let mut out = Vec::new();
+        frame::put_frame(&mut out, &codec::encode(&rejection).unwrap());
+        daemon.write_all(&out).await.unwrap();
+        drop(daemon);
+        let error = handshake(&mut ours).await.unwrap_err();
+        assert!(matches!(&error, ClientError::Rejected(reply) if reply.code == ErrorCode::Forbidden), "{error}");
     }
 }

@@ -26,6 +26,9 @@
 //! - `listing`: following a listing's pages to the end.
 //! - `error`: [`ClientError`].
 //! - [`cli`]: the `keyward` command-line tool (the binary only calls [`cli::main`]).
+//! - `http` (feature `http`): a tower layer for axum, hyper and tonic servers that verifies each request's
+//!   `Authorization: Bearer` key and answers 401/403/429/503 as the reference documents do; with feature
+//!   `axum`, an extractor for the verified key.
 
 mod actor;
 mod blocking;
@@ -35,6 +38,8 @@ mod connection;
 mod error;
 #[cfg(test)]
 mod fixtures;
+#[cfg(feature = "http")]
+pub mod http;
 mod listing;
 mod reply;
 mod wire;

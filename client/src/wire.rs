@@ -30,6 +30,14 @@ pub(crate) fn check_hello_reply(payload: &[u8]) -> Result<(), ClientError> {
     }
 }
 
+/// Whether a failed write of the hello may still have a refusal waiting to be read. A daemon that refuses
+/// the peer (its uid or groups are not allowed) writes its rejection at once, without reading the hello,
+/// and closes; a hello written after that meets a closed socket, `EPIPE` or `ECONNRESET`, while the
+/// rejection sits unread in the receive buffer. Reporting the broken pipe would hide the daemon's reason.
+pub(crate) fn may_hold_rejection(error: &std::io::Error) -> bool {
+    matches!(error.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+}
+
 /// The frame for `request` under `id`, header included, in one buffer.
 pub(crate) fn request_frame(id: u64, request: Request) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::with_capacity(REQUEST_CAPACITY);

@@ -69,6 +69,7 @@ pub async fn serve(
     let (reader, writer) = stream.into_split();
     let mut connection = Connection {
         actor,
+        forbidden: None,
         reader,
         writer,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -81,14 +82,12 @@ pub async fn serve(
     if !counted.gate().admits(role, &connection.actor) {
         counted.stats().connection_forbidden();
         tracing::warn!(?role, uid = connection.actor.uid, pid = connection.actor.pid, "peer not allowed; refused");
-        let message = match role {
+        connection.forbidden = Some(match role {
             SocketRole::Admin => {
                 "this user may not use the admin socket: ask an operator to add it to admin_users or admin_groups"
             }
             SocketRole::Verify => "this user may not use the verify socket: it is not in verify_groups",
-        };
-        let _ = connection.refuse(ErrorCode::Forbidden, message).await;
-        return;
+        });
     }
     match connection.run(shutdown).await {
         Ok(()) => tracing::debug!(?role, "connection closed"),
@@ -99,6 +98,8 @@ pub async fn serve(
 struct Connection {
     /// The peer's credentials (SO_PEERCRED), for the audit log.
     actor: Actor,
+    /// Why this peer is refused, when it is.
+    forbidden: Option<&'static str>,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     inbuf: BytesMut,
@@ -198,6 +199,11 @@ impl Connection {
             }
         };
         let hello = self.inbuf.split_to(total);
+        // A peer that may not connect hears so in answer to its hello, which it has then finished sending:
+        // refusing before reading it could make the client's own write fail first.
+        if let Some(message) = self.forbidden {
+            return self.refuse(ErrorCode::Forbidden, message).await;
+        }
         match codec::decode_request::<Hello>(&hello[HEADER_LEN..]) {
             Ok(Hello { version: PROTOCOL_VERSION }) => {
                 put_message(&mut self.out, &HelloReply::Accepted { version: PROTOCOL_VERSION });

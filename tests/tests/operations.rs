@@ -195,10 +195,13 @@ fn cold_verifies_beyond_the_argon2_queue_answer_busy() {
     let tokens: Vec<_> =
         (0..6).map(|_| daemon.admin().create("ws1", &["read:all"], Default::default()).token).collect();
     daemon.stop();
+    // Without the warm digest key, the persisted digests are ignored and every key restarts cold.
+    std::fs::remove_file(daemon.data_dir().join("warm.key")).unwrap();
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("keyward.toml");
     write_config(&config, "[argon2]\nworkers = 1\nqueue = 1\n");
-    let mut restarted = daemon.command().arg("--config").arg(&config).stderr(Stdio::null()).spawn().unwrap();
+    let restarted = daemon.command().arg("--config").arg(&config).stderr(Stdio::null()).spawn().unwrap();
+    let mut restarted = KillOnDrop(restarted);
     wait_until("the restarted daemon", || RawConn::connect(&daemon.verify_socket()).is_ok());
     // After the restart every key is cold: six first verifies at once need six Argon2 runs.
     let mut conn = daemon.verifier();
@@ -213,8 +216,19 @@ fn cold_verifies_beyond_the_argon2_queue_answer_busy() {
     for token in &tokens {
         assert_eq!(daemon.verifier().verify(token, None, None).code, VerifyCode::Valid);
     }
-    restarted.kill().unwrap();
-    restarted.wait().unwrap();
+    restarted.0.kill().unwrap();
+    restarted.0.wait().unwrap();
+}
+
+/// A child process killed when the test ends, passing or failing (a leaked daemon would hold the test's
+/// output open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

@@ -109,6 +109,9 @@ pub enum Command {
     Usage(UsageArgs),
     /// Check that both sockets answer
     Ping,
+    /// Show the daemon's counters: keys, connections, verifies and their latency, the Argon2 queue, the
+    /// store
+    Stats(StatsArgs),
 }
 
 /// What a new key is called, where it belongs and what it may do: the arguments `create` and `import`
@@ -453,6 +456,15 @@ pub struct UsageArgs {
     pub workspace: Option<String>,
 }
 
+/// Arguments of `keyward stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print the counters in the Prometheus text exposition format (for node_exporter's textfile
+    /// collector or a scrape wrapper) instead of text; not with --json
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+}
+
 /// Where `verify` and `import` get their token.
 #[derive(Clone, Debug)]
 pub enum TokenArg {
@@ -703,6 +715,17 @@ mod tests {
         assert_eq!(edit(&["--plan", "paid", "--rate-limit", "none"]).unwrap_err().kind(), ErrorKind::ArgumentConflict);
         let import = ["import", "--workspace", "ws", "--name", "old", "--scope", "read:all", "--plan", "free"];
         assert_eq!(kind(&[&import[..], &["--rate-limit", "1/s", "-"]].concat()), ErrorKind::ArgumentConflict);
+    }
+
+    #[test]
+    fn stats_prints_json_or_prometheus_not_both() {
+        let Command::Stats(args) = parse(&["stats", "--prometheus"]).unwrap().command else { panic!("stats") };
+        assert!(args.prometheus);
+        assert!(parse(&["stats", "--json"]).unwrap().json);
+        assert_eq!(kind(&["stats", "--json", "--prometheus"]), ErrorKind::ArgumentConflict);
+        // clap checks the conflict only where --json is given after the subcommand; `run` refuses the other
+        // spelling (see `cli::tests`).
+        assert!(parse(&["--json", "stats", "--prometheus"]).is_ok());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The `keyward` command-line tool: create, list, show, edit, regenerate, deactivate, activate, revoke,
-//! import and verify keys; read the audit log, legacy accounts, credits and usage through `keywardd`.
+//! import and verify keys; read the audit log, legacy accounts, credits, usage and the daemon's counters
+//! through `keywardd`.
 //!
 //! This module owns what each command does and what exit status it ends with; the argument definitions
-//! live in `args` and everything printed to stdout in `output`. The binary is one line: [`main`].
+//! live in `args`, everything printed to stdout in `output`, except the Prometheus exposition of `stats
+//! --prometheus`, which lives in `prometheus`. The binary is one line: [`main`].
 //!
 //! Exit status: 0 on success (for `verify`, a valid token); 1 when `verify` got an answer other than
 //! `VALID` (including `RATE_LIMITED`, `USAGE_EXCEEDED`, `INACTIVE` and `LEGACY_SUNSET`); 2 for a usage
@@ -14,6 +16,7 @@
 
 mod args;
 mod output;
+mod prometheus;
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
@@ -23,7 +26,7 @@ use keyward_protocol::{AccountView, AuditQuery, CreateRequest, ImportRequest, Se
 
 pub use args::{
     AccountCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, EditArgs, ImportArgs, KeyArgs, LimitArgs,
-    ListArgs, RefillChange, RegenerateArgs, TokenArg, UsageArgs, VerifyArgs,
+    ListArgs, RefillChange, RegenerateArgs, StatsArgs, TokenArg, UsageArgs, VerifyArgs,
 };
 use output::Format;
 
@@ -36,6 +39,9 @@ const EXIT_FAILURE: u8 = 2;
 /// The answer to an `edit` without a setting.
 const NOTHING_TO_EDIT: &str = "nothing to change: give at least one of --name, --description, --scope, --role, \
                                --expires, --meta, --plan, --rate-limit, --limit, --refill";
+/// The answer to `--json stats --prometheus`, which clap lets through (it checks a global flag's conflicts
+/// only after the subcommand).
+const JSON_OR_PROMETHEUS: &str = "--json and --prometheus cannot be used together: choose one output format";
 /// A token is at most 512 characters (an imported one); reading stops well past that, whatever is piped in.
 const MAX_STDIN_TOKEN: u64 = 4096;
 
@@ -175,6 +181,17 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         Command::Usage(UsageArgs { key_id: None, workspace: None }) => {
             unreachable!("clap requires a key id or --workspace")
         }
+        Command::Stats(StatsArgs { prometheus }) => {
+            if *prometheus && cli.json {
+                return Err(CliError::Usage(JSON_OR_PROMETHEUS));
+            }
+            let report = admin(&cli)?.stats()?;
+            if *prometheus {
+                out.write_all(prometheus::exposition(&report).as_bytes())?;
+            } else {
+                output::stats(out, format, &report)?;
+            }
+        }
         Command::Ping => {
             let (verify_socket, admin_socket) = (cli.verify_socket(), cli.admin_socket());
             BlockingClient::connect(&verify_socket)?.ping()?;
@@ -282,6 +299,15 @@ mod tests {
         let error = run(cli, &mut Vec::new()).unwrap_err();
         assert!(matches!(error, CliError::Usage(_)), "{error:?}");
         assert!(error.to_string().starts_with("nothing to change: give at least one of --name"), "{error}");
+    }
+
+    #[test]
+    fn json_and_prometheus_are_refused_before_connecting() {
+        let cli =
+            Cli::try_parse_from(["keyward", "--admin-socket", "/nonexistent.sock", "--json", "stats", "--prometheus"])
+                .unwrap();
+        let error = run(cli, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, CliError::Usage(JSON_OR_PROMETHEUS)), "{error:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What `keyward` prints: aligned text for people, or exactly one JSON value for scripts.
 //!
-//! This module owns every byte the CLI writes to stdout. The JSON shapes are built from small borrowed
+//! This module owns every byte the CLI writes to stdout but the Prometheus exposition (`prometheus`). The JSON shapes are built from small borrowed
 //! view structs; one function ([`key_json`]) maps a [`KeyView`] to its JSON form for every command that
 //! answers with a key (create, list, show, edit, regenerate, deactivate, activate, revoke, import,
 //! credits). Timestamps are RFC 3339 UTC in JSON and `YYYY-MM-DD HH:MM` (UTC) in text; absent values are
@@ -28,8 +28,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, CreatedKey, KeyOrigin, KeyUsage, KeyView, RateLimitStatus, RatePolicy, UsageBucket,
-    UsageReport, VerifyAnswer, VerifyCode,
+    AccountView, AuditEntry, CreatedKey, KeyOrigin, KeyStatus, KeyUsage, KeyView, RateLimitStatus, RatePolicy,
+    StatsReport, UsageBucket, UsageReport, VerifyAnswer, VerifyCode,
 };
 use serde::Serialize;
 
@@ -182,6 +182,46 @@ struct PingJson {
     ok: bool,
     verify_socket: String,
     admin_socket: String,
+}
+
+/// The daemon's counters as JSON: the protocol's field names, with every key status and verify code
+/// present (0 when none), times as RFC 3339, and histogram bounds as strings (`"+Inf"` for the last).
+#[derive(Debug, Serialize)]
+struct StatsJson<'a> {
+    version: &'a str,
+    uptime_seconds: u64,
+    keys: BTreeMap<String, u64>,
+    connections_open: u64,
+    connections_total: u64,
+    connections_forbidden: u64,
+    verifies: BTreeMap<&'static str, u64>,
+    verify_latency: LatencyJson,
+    cache_hits: u64,
+    cache_misses: u64,
+    /// `null` before the first verify of a known key.
+    cache_hit_ratio: Option<f64>,
+    argon2_running: u64,
+    argon2_waiting: u64,
+    busy_refusals: u64,
+    store_bytes: u64,
+    last_flush_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyJson {
+    count: u64,
+    sum_seconds: f64,
+    p50_seconds: f64,
+    p99_seconds: f64,
+    p999_seconds: f64,
+    buckets: Vec<BucketBoundJson>,
+}
+
+/// One cumulative histogram bucket: observations at or below `le` seconds.
+#[derive(Debug, Serialize)]
+struct BucketBoundJson {
+    le: String,
+    count: u64,
 }
 
 /// The one mapping from a key to its JSON form.
@@ -723,6 +763,173 @@ fn counts_text(counts: &BTreeMap<VerifyCode, u64>) -> String {
         return "-".to_owned();
     }
     counts.iter().map(|(code, n)| format!("{code} {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Every key status with its count (0 when the daemon reported none), in lifecycle order, then any status
+/// name this client does not know.
+pub(crate) fn keys_by_status(report: &StatsReport) -> Vec<(String, u64)> {
+    const STATUSES: [KeyStatus; 6] = [
+        KeyStatus::Active,
+        KeyStatus::Inactive,
+        KeyStatus::Expired,
+        KeyStatus::Revoked,
+        KeyStatus::Legacy,
+        KeyStatus::Sunset,
+    ];
+    let mut counts: Vec<(String, u64)> = STATUSES
+        .iter()
+        .map(|status| (status.as_str().to_owned(), report.keys.get(status.as_str()).copied().unwrap_or(0)))
+        .collect();
+    for (name, count) in &report.keys {
+        if !STATUSES.iter().any(|status| status.as_str() == name) {
+            counts.push((name.clone(), *count));
+        }
+    }
+    counts
+}
+
+/// The share of verifies of known keys answered without Argon2; `None` before the first.
+fn cache_hit_ratio(report: &StatsReport) -> Option<f64> {
+    let lookups = report.cache_hits + report.cache_misses;
+    (lookups > 0).then(|| report.cache_hits as f64 / lookups as f64)
+}
+
+/// Prints the daemon's counters (`stats`).
+pub(crate) fn stats(out: &mut dyn Write, format: Format, report: &StatsReport) -> io::Result<()> {
+    let latency = &report.verify_latency;
+    if format == Format::Json {
+        let view = StatsJson {
+            version: &report.version,
+            uptime_seconds: report.uptime_seconds,
+            keys: keys_by_status(report).into_iter().collect(),
+            connections_open: report.connections_open,
+            connections_total: report.connections_total,
+            connections_forbidden: report.connections_forbidden,
+            verifies: VerifyCode::ALL
+                .iter()
+                .map(|code| (code.as_str(), report.verifies.get(code).copied().unwrap_or(0)))
+                .collect(),
+            verify_latency: LatencyJson {
+                count: latency.count,
+                sum_seconds: latency.sum_seconds,
+                p50_seconds: latency.p50_seconds,
+                p99_seconds: latency.p99_seconds,
+                p999_seconds: latency.p999_seconds,
+                buckets: latency
+                    .buckets
+                    .iter()
+                    .map(|(bound, count)| BucketBoundJson { le: super::prometheus::bound_label(*bound), count: *count })
+                    .collect(),
+            },
+            cache_hits: report.cache_hits,
+            cache_misses: report.cache_misses,
+            cache_hit_ratio: cache_hit_ratio(report),
+            argon2_running: report.argon2_running,
+            argon2_waiting: report.argon2_waiting,
+            busy_refusals: report.busy_refusals,
+            store_bytes: report.store_bytes,
+            last_flush_at: report.last_flush_at.map(rfc3339),
+        };
+        return write_json(out, &view);
+    }
+    let keys = keys_by_status(report);
+    let key_total: u64 = keys.iter().map(|(_, n)| n).sum();
+    let key_counts: Vec<String> =
+        keys.iter().filter(|(_, n)| *n > 0).map(|(status, n)| format!("{n} {}", printable(status))).collect();
+    let verify_total: u64 = report.verifies.values().sum();
+    let fields: Vec<(&str, Cow<'_, str>)> = vec![
+        ("Version", printable(&report.version)),
+        ("Uptime", duration_text(report.uptime_seconds).into()),
+        (
+            "Keys",
+            if key_counts.is_empty() {
+                "none".into()
+            } else {
+                format!("{} ({key_total} in all)", key_counts.join(", ")).into()
+            },
+        ),
+        (
+            "Connections",
+            format!(
+                "{} open, {} since start, {} forbidden",
+                report.connections_open, report.connections_total, report.connections_forbidden
+            )
+            .into(),
+        ),
+        (
+            "Verifies",
+            match verify_total {
+                0 => "none yet".into(),
+                _ => format!("{verify_total} since start: {}", counts_text(&report.verifies)).into(),
+            },
+        ),
+        (
+            "Verify latency",
+            match latency.count {
+                0 => "-".into(),
+                _ => format!(
+                    "p50 {}, p99 {}, p99.9 {}",
+                    micros_text(latency.p50_seconds),
+                    micros_text(latency.p99_seconds),
+                    micros_text(latency.p999_seconds)
+                )
+                .into(),
+            },
+        ),
+        (
+            "Cache hit ratio",
+            match cache_hit_ratio(report) {
+                None => "- (no verify of a known key yet)".into(),
+                Some(ratio) => {
+                    format!("{:.1} % ({} hits, {} misses)", ratio * 100.0, report.cache_hits, report.cache_misses)
+                        .into()
+                }
+            },
+        ),
+        ("Argon2", format!("{} running, {} waiting", report.argon2_running, report.argon2_waiting).into()),
+        ("BUSY refusals", report.busy_refusals.to_string().into()),
+        ("Store size", bytes_text(report.store_bytes).into()),
+        (
+            "Last flush",
+            report.last_flush_at.map_or_else(|| "never".to_owned(), |at| format!("{} UTC", human_time(at))).into(),
+        ),
+    ];
+    write_fields(out, &fields)
+}
+
+/// Seconds as `42 s`, `5 min 3 s`, `2 h 5 min`, `3 d 4 h`.
+fn duration_text(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3600 => format!("{} min {} s", seconds / 60, seconds % 60),
+        3600..86_400 => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{} d {} h", seconds / 86_400, seconds % 86_400 / 3600),
+    }
+}
+
+/// Seconds as microseconds: `3.5 µs` below 10 µs, whole microseconds above.
+fn micros_text(seconds: f64) -> String {
+    let micros = seconds * 1e6;
+    if micros < 10.0 {
+        format!("{micros:.1} µs")
+    } else {
+        format!("{micros:.0} µs")
+    }
+}
+
+/// Bytes in binary units with the exact count: `1.2 MiB (1234567 bytes)`.
+fn bytes_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return plural(bytes, "byte", "bytes");
+    }
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {} ({bytes} bytes)", UNITS[unit])
 }
 
 /// Prints that both sockets answered.
@@ -1296,6 +1503,82 @@ mod tests {
             "BBBBBBBBBBBB  quiet  0      -",
         ];
         assert_eq!(text, expected.map(|line| format!("{line}\n")).concat());
+    }
+
+    fn stats_report() -> StatsReport {
+        StatsReport {
+            version: "0.1.0".into(),
+            uptime_seconds: 7384,
+            keys: BTreeMap::from([("active".into(), 3), ("revoked".into(), 1)]),
+            connections_open: 2,
+            connections_total: 17,
+            connections_forbidden: 0,
+            verifies: BTreeMap::from([(VerifyCode::Valid, 10), (VerifyCode::NotFound, 2)]),
+            verify_latency: keyward_protocol::LatencySummary {
+                count: 12,
+                sum_seconds: 0.00125,
+                p50_seconds: 12.4e-6,
+                p99_seconds: 3.5e-6,
+                p999_seconds: 0.0009,
+                buckets: vec![(1e-6, 0), (2.5e-5, 9), (f64::INFINITY, 12)],
+            },
+            cache_hits: 10,
+            cache_misses: 2,
+            argon2_running: 1,
+            argon2_waiting: 0,
+            busy_refusals: 4,
+            store_bytes: 1_234_567,
+            last_flush_at: Some(NOON + 5),
+        }
+    }
+
+    #[test]
+    fn stats_text_reads_at_a_glance() {
+        let text = render(|out| stats(out, Format::Text, &stats_report()));
+        let expected = [
+            "Version          0.1.0",
+            "Uptime           2 h 3 min",
+            "Keys             3 active, 1 revoked (4 in all)",
+            "Connections      2 open, 17 since start, 0 forbidden",
+            "Verifies         12 since start: VALID 10, NOT_FOUND 2",
+            "Verify latency   p50 12 µs, p99 3.5 µs, p99.9 900 µs",
+            "Cache hit ratio  83.3 % (10 hits, 2 misses)",
+            "Argon2           1 running, 0 waiting",
+            "BUSY refusals    4",
+            "Store size       1.2 MiB (1234567 bytes)",
+            "Last flush       2026-11-23 12:00 UTC",
+        ];
+        assert_eq!(text, expected.map(|line| format!("{line}\n")).concat());
+        let idle = StatsReport { version: "0.1.0".into(), ..StatsReport::default() };
+        let text = render(|out| stats(out, Format::Text, &idle));
+        for line in
+            ["Keys             none", "Verifies         none yet", "Verify latency   -", "Last flush       never"]
+        {
+            assert!(text.contains(line), "{line}: {text}");
+        }
+        assert!(text.contains("Store size       0 bytes"), "{text}");
+        assert_eq!((duration_text(42), duration_text(90_000)), ("42 s".into(), "1 d 1 h".into()));
+    }
+
+    #[test]
+    fn stats_json_has_every_status_and_code() {
+        let value = render_json(|out| stats(out, Format::Json, &stats_report()));
+        assert_eq!(
+            value["keys"],
+            json!({"active": 3, "inactive": 0, "expired": 0, "revoked": 1, "legacy": 0, "sunset": 0})
+        );
+        assert_eq!(value["verifies"].as_object().unwrap().len(), VerifyCode::ALL.len());
+        assert_eq!((&value["verifies"]["VALID"], &value["verifies"]["RATE_LIMITED"]), (&json!(10), &json!(0)));
+        assert_eq!(
+            value["verify_latency"]["buckets"],
+            json!([{"le": "0.000001", "count": 0}, {"le": "0.000025", "count": 9}, {"le": "+Inf", "count": 12}])
+        );
+        assert_eq!(value["verify_latency"]["count"], 12);
+        assert_eq!(value["cache_hit_ratio"].as_f64().map(|r| (r * 1000.0).round()), Some(833.0));
+        assert_eq!(value["last_flush_at"], "2026-11-23T12:00:05Z");
+        assert_eq!((&value["connections_total"], &value["busy_refusals"]), (&json!(17), &json!(4)));
+        let idle = render_json(|out| stats(out, Format::Json, &StatsReport::default()));
+        assert_eq!((&idle["cache_hit_ratio"], &idle["last_flush_at"]), (&Value::Null, &Value::Null));
     }
 
     #[test]
