@@ -1,0 +1,234 @@
+//! The floor: an echo server with keyward's framing, and the clients that drive it.
+//!
+//! The server reads frames (4-byte big-endian length + payload) on a Unix socket with a multi-thread
+//! tokio runtime, as `keywardd` does, and answers each with the same bytes. Its connection loop has the
+//! daemon's shape without the daemon's work: read into one buffer, take every complete frame, append
+//! each reply to one output buffer, one write per pass. Requests carry a 64-byte payload whose first 8
+//! bytes are the request id.
+//!
+//! Two clients measure it:
+//! - [`EchoClient`] mirrors `keyward_client::Client` step for step, minus encoding: a pool of connections
+//!   chosen round-robin per request, a writer task fed by a channel that coalesces queued frames into one
+//!   write, a reader task that matches replies to waiting requests by id through a mutex-guarded map and a
+//!   oneshot each. It is the floor that keyward's figures are divided by.
+//! - [`RawEcho`] and [`raw_pipelined`] talk to the socket directly (write, then read; or a window of
+//!   requests in flight from one task): the transport alone, to show what the client's task design costs.
+
+use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use keyward_protocol::frame::{self, HEADER_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::load::{histogram, Caller, Measurement, Phase};
+
+/// Bytes of payload per request, as the benchmark's issue specifies.
+pub const PAYLOAD: usize = 64;
+const FRAME: usize = HEADER_LEN + PAYLOAD;
+/// The same read size and write batch as keywardd and keyward-client.
+const READ_CHUNK: usize = 16 * 1024;
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Serves echo connections on `path` until the process is stopped.
+pub async fn serve(path: &Path) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let _ = echo_connection(stream).await;
+        });
+    }
+}
+
+async fn echo_connection(stream: UnixStream) -> io::Result<()> {
+    let (mut reader, mut writer) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    loop {
+        inbuf.reserve(READ_CHUNK);
+        if reader.read_buf(&mut inbuf).await? == 0 {
+            return Ok(());
+        }
+        while let Some(total) = frame::next_frame_len(&inbuf, frame::DEFAULT_MAX_REQUEST).map_err(io::Error::other)? {
+            out.extend_from_slice(&inbuf[..total]);
+            inbuf.advance(total);
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+    }
+}
+
+fn request_frame(id: u64) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(FRAME);
+    frame.extend_from_slice(&(PAYLOAD as u32).to_be_bytes());
+    frame.extend_from_slice(&id.to_le_bytes());
+    frame.resize(FRAME, 0xA5);
+    frame
+}
+
+/// A pooled, pipelined echo client built like `keyward_client::Client`; cheap to clone.
+#[derive(Clone)]
+pub struct EchoClient {
+    shared: Arc<Pool>,
+}
+
+struct Pool {
+    connections: Vec<EchoConnection>,
+    next_slot: AtomicUsize,
+    next_id: AtomicU64,
+}
+
+struct EchoConnection {
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+}
+
+impl EchoClient {
+    /// Opens `connections` connections to the echo server at `path`.
+    pub async fn connect(path: &Path, connections: usize) -> io::Result<EchoClient> {
+        let mut opened = Vec::with_capacity(connections);
+        for _ in 0..connections.max(1) {
+            let (reader, writer) = UnixStream::connect(path).await?.into_split();
+            let waiters = Arc::new(Mutex::new(HashMap::with_capacity(128)));
+            let (outbox, queued) = mpsc::unbounded_channel();
+            tokio::spawn(write_frames(writer, queued));
+            tokio::spawn(read_replies(reader, Arc::clone(&waiters)));
+            opened.push(EchoConnection { outbox, waiters });
+        }
+        let pool = Pool { connections: opened, next_slot: AtomicUsize::new(0), next_id: AtomicU64::new(1) };
+        Ok(EchoClient { shared: Arc::new(pool) })
+    }
+
+    /// One round trip: allocate the frame, register a oneshot under its id, queue it, await the answer.
+    pub async fn echo(&self) -> bool {
+        let shared = &self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let turn = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+        let connection = &shared.connections[turn % shared.connections.len()];
+        let (waiter, answer) = oneshot::channel();
+        connection.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waiter);
+        if connection.outbox.send(request_frame(id)).is_err() {
+            return false;
+        }
+        answer.await.is_ok()
+    }
+}
+
+impl Caller for EchoClient {
+    async fn call(&mut self) -> bool {
+        self.echo().await
+    }
+}
+
+async fn write_frames(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(frame) = queued.recv().await {
+        batch.extend_from_slice(&frame);
+        while batch.len() < WRITE_BATCH {
+            match queued.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if writer.write_all(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+    }
+}
+
+async fn read_replies(mut reader: OwnedReadHalf, waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>) {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let mut start = 0;
+        while let Ok(Some(total)) = frame::next_frame_len(&buf[start..], frame::MAX_REPLY) {
+            let payload = &buf[start + HEADER_LEN..start + total];
+            let id = payload.first_chunk::<8>().map_or(0, |bytes| u64::from_le_bytes(*bytes));
+            let waiter = waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(());
+            }
+            start += total;
+        }
+        buf.drain(..start);
+        buf.reserve(READ_CHUNK);
+        match reader.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    // Dropping the senders fails every waiting request.
+    waiters.lock().unwrap_or_else(PoisonError::into_inner).clear();
+}
+
+/// One connection used directly: write a frame, read its echo. One request at a time.
+pub struct RawEcho {
+    stream: UnixStream,
+    frame: [u8; FRAME],
+    reply: [u8; FRAME],
+}
+
+impl RawEcho {
+    pub async fn connect(path: &Path) -> io::Result<RawEcho> {
+        let mut frame = [0xA5; FRAME];
+        frame[..HEADER_LEN].copy_from_slice(&(PAYLOAD as u32).to_be_bytes());
+        Ok(RawEcho { stream: UnixStream::connect(path).await?, frame, reply: [0; FRAME] })
+    }
+}
+
+impl Caller for RawEcho {
+    async fn call(&mut self) -> bool {
+        self.stream.write_all(&self.frame).await.is_ok() && self.stream.read_exact(&mut self.reply).await.is_ok()
+    }
+}
+
+/// One connection, one task, `depth` requests in flight: the transport's pipelining floor. The server
+/// answers in order, so a queue of send times matches replies to requests.
+pub async fn raw_pipelined(path: &Path, depth: usize, phase: Phase) -> io::Result<Measurement> {
+    let (mut reader, mut writer) = UnixStream::connect(path).await?.into_split();
+    let start = Instant::now();
+    let (from, until) = (start + phase.warmup, start + phase.warmup + phase.window);
+    let mut measured = Measurement { latency: histogram(), ..Measurement::empty(phase.window) };
+    let mut sent: VecDeque<Instant> = VecDeque::with_capacity(depth);
+    let mut out = Vec::with_capacity(depth * FRAME);
+    let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+    let frame = request_frame(0);
+    loop {
+        let now = Instant::now();
+        if now < until {
+            while sent.len() < depth {
+                out.extend_from_slice(&frame);
+                sent.push_back(now);
+            }
+        } else if sent.is_empty() {
+            return Ok(measured);
+        }
+        if !out.is_empty() {
+            writer.write_all(&out).await?;
+            out.clear();
+        }
+        inbuf.reserve(READ_CHUNK);
+        if reader.read_buf(&mut inbuf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the echo server closed the connection"));
+        }
+        while inbuf.len() >= FRAME {
+            inbuf.advance(FRAME);
+            let at = sent.pop_front().expect("a reply answers a sent request");
+            if at >= from && at < until {
+                measured.record(at.elapsed(), true);
+            }
+        }
+    }
+}
