@@ -25,16 +25,18 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Writes last-used times and credit balances that moved, then pending usage counts.
 pub async fn flush(service: &Service) {
-    save_counters(service).await;
-    save_usage(service).await;
-    save_warm(service).await;
+    // One walk over the index per pass; the cells read are shared by every snapshot of a key, so a key
+    // changed since the walk is saved with its latest values, and a key created since, on the next pass.
+    let keys = service.index().all();
+    save_counters(service, &keys).await;
+    save_usage(service, &keys).await;
+    save_warm(service, &keys).await;
     save_high_water(service).await;
     service.stats().flushed(unix_now());
 }
 
-async fn save_counters(service: &Service) {
+async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) {
     let _writing = service.write_lock().await;
-    let keys = service.index().all();
     let last_used: Vec<(Arc<HotKey>, i64)> =
         keys.iter().filter_map(|key| key.unsaved_last_used().map(|at| (key.clone(), at))).collect();
     let credits: Vec<(Arc<HotKey>, (u64, i64))> = keys
@@ -63,9 +65,9 @@ async fn save_counters(service: &Service) {
     }
 }
 
-async fn save_usage(service: &Service) {
+async fn save_usage(service: &Service, keys: &[Arc<HotKey>]) {
     let drained: Vec<(Arc<HotKey>, [u64; CODES])> =
-        service.index().all().into_iter().filter_map(|key| key.usage.drain().map(|counts| (key, counts))).collect();
+        keys.iter().filter_map(|key| key.usage.drain().map(|counts| (key.clone(), counts))).collect();
     if drained.is_empty() {
         return;
     }
@@ -82,10 +84,10 @@ async fn save_usage(service: &Service) {
 
 /// Persists the warm digests of keyward-generated secrets that are warm but not yet stored. Each key's
 /// entry is rewritten whole (current and previous secret), so a regenerated secret's old digest goes.
-async fn save_warm(service: &Service) {
+async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) {
     let mut cells = Vec::new();
     let mut batch = Vec::new();
-    for key in service.index().all() {
+    for key in keys {
         let secrets: Vec<&HotSecret> =
             std::iter::once(&key.current).chain(&key.previous).filter(|s| s.persistable).collect();
         if !secrets.iter().any(|s| s.warm.unsaved().is_some()) {
