@@ -1,7 +1,37 @@
-//! Wall-clock time in Unix seconds: the one way the daemon asks what time it is for expiry and listings.
+//! Wall-clock time in Unix seconds: the one way the daemon asks what time it is for expiry and listings;
+//! the monotonic clock rate limits run on; and [`Now`], both read once for a whole verify.
 
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One reading of both clocks, taken once per verify and passed down, so that a verify's checks agree on
+/// the time and the hot path reads the clocks once rather than once per check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Unix seconds, never earlier than a time already returned ([`unix_now`]).
+    pub unix: i64,
+    /// Unix milliseconds, as the system clock says (for reset times shown to clients).
+    pub unix_ms: i64,
+    /// [`mono_nanos`] at `at`.
+    pub mono: u64,
+}
+
+impl Now {
+    /// The time at `at` (an `Instant` the caller has already read), plus one wall-clock reading.
+    pub fn at(at: Instant) -> Now {
+        let unix_ms = unix_millis();
+        Now { unix: never_backwards(unix_ms.div_euclid(1000), &HIGHEST), unix_ms, mono: mono_at(at) }
+    }
+
+    /// The time now.
+    pub fn read() -> Now {
+        Now::at(Instant::now())
+    }
+}
+
+/// The highest Unix second returned so far.
+static HIGHEST: AtomicI64 = AtomicI64::new(0);
 
 /// Seconds since the Unix epoch, per the system clock, but never earlier than a time already returned.
 ///
@@ -10,7 +40,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// ever move forward. A forward jump simply brings expiries forward, as the wall clock says. Rate limits do
 /// not use this clock at all ([`mono_nanos`]).
 pub fn unix_now() -> i64 {
-    static HIGHEST: AtomicI64 = AtomicI64::new(0);
     never_backwards(system_seconds(), &HIGHEST)
 }
 
@@ -18,8 +47,13 @@ fn system_seconds() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-/// `reading`, or the highest reading seen so far if the clock went back.
+/// `reading`, or the highest reading seen so far if the clock went back. The shared value is written only
+/// when the second moves on, so verifies on different cores do not contend for its cache line.
 fn never_backwards(reading: i64, highest: &AtomicI64) -> i64 {
+    let seen = highest.load(Ordering::Acquire);
+    if reading <= seen {
+        return seen;
+    }
     highest.fetch_max(reading, Ordering::AcqRel).max(reading)
 }
 
@@ -36,9 +70,13 @@ pub fn unix_millis() -> i64 {
 /// Nanoseconds on a monotonic clock that starts near 1 s when the process starts. Rate limits run on it,
 /// so wall-clock jumps neither refill nor freeze them. Never returns 0 ("never used" in a limit cell).
 pub fn mono_nanos() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(std::time::Instant::now);
-    1_000_000_000 + start.elapsed().as_nanos() as u64
+    mono_at(Instant::now())
+}
+
+fn mono_at(at: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(|| at);
+    1_000_000_000 + at.saturating_duration_since(start).as_nanos() as u64
 }
 
 #[cfg(test)]

@@ -125,6 +125,10 @@ impl Connection {
         let mut reading = true;
         let mut last_activity = Instant::now();
         let mut frame_started: Option<Instant> = None;
+        // One timer for the connection's life, moved only when it fires early or must fire earlier: arming a
+        // fresh timer on every pass would cost a timer-wheel insert and removal per read.
+        let timer = tokio::time::sleep_until(last_activity + self.limits.idle_timeout);
+        tokio::pin!(timer);
         loop {
             if reading && matches!(self.answer_buffered(), Stream::Broken) {
                 reading = false;
@@ -144,8 +148,15 @@ impl Connection {
                 None => (last_activity + self.limits.idle_timeout, false),
             };
             let idle = self.pending.is_empty() || stalled_frame;
+            if deadline < timer.deadline() {
+                timer.as_mut().reset(deadline);
+            }
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline), if reading && idle => {
+                () = &mut timer, if reading && idle => {
+                    if Instant::now() < deadline {
+                        timer.as_mut().reset(deadline);
+                        continue;
+                    }
                     reading = false;
                     if stalled_frame {
                         let message = format!("a frame did not arrive whole within {:?}; closing", self.limits.frame_timeout);

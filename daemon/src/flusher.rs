@@ -2,7 +2,8 @@
 //! warm digests (so that a restart does not send every key back through Argon2).
 //!
 //! Verify never writes to disk. Every interval (and once more at shutdown) this task writes what moved
-//! since the last pass in one batch and one flush, so stored values are at most one interval late, and a
+//! since the last pass in one batch and one flush, visiting only the keys verified since then (the
+//! [`crate::activity`] list) and never walking the whole index, so stored values are at most one interval late, and a
 //! crash loses at most one interval of them — never a management change, which lives in other trees and is
 //! written before it is acknowledged. Counters are written under the management write lock, so an
 //! operator's `credits --set` can never be overwritten by an older balance.
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::unix_now;
 use crate::hasher::fingerprint;
-use crate::index::{HotKey, HotSecret};
+use crate::index::HotKey;
 use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::service::Service;
 use crate::store::HighWater;
@@ -23,28 +24,33 @@ use crate::usage::{self, CODES};
 /// How often old usage buckets are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Writes last-used times and credit balances that moved, then pending usage counts.
+/// Writes what moved for the keys used since the last pass: last-used times and credit balances, pending
+/// usage counts, and new warm digests; then the high-water mark.
 pub async fn flush(service: &Service) {
-    // One walk over the index per pass; the cells read are shared by every snapshot of a key, so a key
-    // changed since the walk is saved with its latest values, and a key created since, on the next pass.
-    let keys = service.index().all();
-    save_counters(service, &keys).await;
+    // The keys verified since the last pass, each taken off the list before its cells are read: a verify
+    // from now on lists it again. The cells are shared by every snapshot of a key, so a key changed since
+    // is saved with its latest values. A key whose values could not be saved is listed again.
+    let keys = service.index().take_active();
+    let saved = save_counters(service, &keys).await && save_warm(service, &keys).await;
     save_usage(service, &keys).await;
-    save_warm(service, &keys).await;
+    if !saved {
+        keys.iter().for_each(|key| service.index().relist(key));
+    }
     save_high_water(service).await;
     service.stats().flushed(unix_now());
 }
 
-async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) {
+/// `false` when the write failed (the values stay unsaved and are retried).
+async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) -> bool {
     let _writing = service.write_lock().await;
     let last_used: Vec<(Arc<HotKey>, i64)> =
-        keys.iter().filter_map(|key| key.unsaved_last_used().map(|at| (key.clone(), at))).collect();
+        keys.iter().filter_map(|key| key.activity.unsaved_last_used().map(|at| (key.clone(), at))).collect();
     let credits: Vec<(Arc<HotKey>, (u64, i64))> = keys
         .iter()
         .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (key.clone(), state)))
         .collect();
     if last_used.is_empty() && credits.is_empty() {
-        return;
+        return true;
     }
     let last_used_batch: Vec<(String, i64)> = last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
     let credits_batch: Vec<(String, (u64, i64))> = credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
@@ -52,22 +58,30 @@ async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) {
     match tokio::task::spawn_blocking(move || store.save_counters(&last_used_batch, &credits_batch)).await {
         Ok(Ok(())) => {
             for (key, at) in &last_used {
-                key.mark_last_used_saved(*at);
+                key.activity.mark_last_used_saved(*at);
             }
             for (key, (balance, refilled_at)) in &credits {
                 if let Some(cell) = &key.credits {
                     cell.mark_saved(*balance, *refilled_at);
                 }
             }
+            true
         }
-        Ok(Err(error)) => tracing::warn!(%error, "saving last-used times and credits failed; will retry"),
-        Err(error) => tracing::warn!(%error, "counter task failed; will retry"),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "saving last-used times and credits failed; will retry");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "counter task failed; will retry");
+            false
+        }
     }
 }
 
+/// Usage counts are taken from their cells; a failed write puts them back.
 async fn save_usage(service: &Service, keys: &[Arc<HotKey>]) {
     let drained: Vec<(Arc<HotKey>, [u64; CODES])> =
-        keys.iter().filter_map(|key| key.usage.drain().map(|counts| (key.clone(), counts))).collect();
+        keys.iter().filter_map(|key| key.activity.usage.drain().map(|counts| (key.clone(), counts))).collect();
     if drained.is_empty() {
         return;
     }
@@ -77,24 +91,21 @@ async fn save_usage(service: &Service, keys: &[Arc<HotKey>]) {
     if !matches!(written, Ok(Ok(()))) {
         tracing::warn!("saving usage counts failed; they stay in memory and are retried");
         for (key, counts) in &drained {
-            key.usage.restore(counts);
+            key.activity.usage.restore(counts);
+            service.index().relist(key);
         }
     }
 }
 
 /// Persists the warm digests of keyward-generated secrets that are warm but not yet stored. Each key's
 /// entry is rewritten whole (current and previous secret), so a regenerated secret's old digest goes.
-async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) {
+/// `false` when the write failed.
+async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) -> bool {
     let mut cells = Vec::new();
     let mut batch = Vec::new();
-    for key in keys {
-        let secrets: Vec<&HotSecret> =
-            std::iter::once(&key.current).chain(&key.previous).filter(|s| s.persistable).collect();
-        if !secrets.iter().any(|s| s.warm.unsaved().is_some()) {
-            continue;
-        }
+    for key in keys.iter().filter(|key| key.has_unsaved_warm()) {
         let mut digests = Vec::new();
-        for secret in secrets {
+        for secret in key.persistable_secrets() {
             if let Some(digest) = secret.warm.get() {
                 digests.push((fingerprint(&secret.phc), digest.to_bytes()));
                 cells.push(secret.warm.clone());
@@ -103,13 +114,22 @@ async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) {
         batch.push((key.record.id.to_string(), digests));
     }
     if batch.is_empty() {
-        return;
+        return true;
     }
     let store = service.store().clone();
     match tokio::task::spawn_blocking(move || store.save_warm(&batch)).await {
-        Ok(Ok(())) => cells.iter().for_each(|cell| cell.mark_saved()),
-        Ok(Err(error)) => tracing::warn!(%error, "saving warm digests failed; will retry"),
-        Err(error) => tracing::warn!(%error, "warm digest task failed; will retry"),
+        Ok(Ok(())) => {
+            cells.iter().for_each(|cell| cell.mark_saved());
+            true
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "saving warm digests failed; will retry");
+            false
+        }
+        Err(error) => {
+            tracing::warn!(%error, "warm digest task failed; will retry");
+            false
+        }
     }
 }
 

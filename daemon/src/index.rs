@@ -13,12 +13,13 @@
 //! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
-use keyward_protocol::{KeyId, RatePolicy, ScopeSet, DEFAULT_PLAN_RATE};
+use keyward_protocol::{KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
 
+use crate::activity::{ActiveKeys, Activity};
 use crate::clock::mono_nanos;
 use crate::config::Plans;
 use crate::credits::CreditCell;
@@ -26,32 +27,34 @@ use crate::hasher::{self, Digest};
 use crate::limiter::Gcra;
 use crate::record::{KeyRecord, StoredSecret};
 use crate::store::WarmDigest;
-use crate::usage::UsageCell;
 
 /// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash (or until the
 /// digest persisted by an earlier run is reinstalled), plus whether the store holds it.
 #[derive(Clone, Debug, Default)]
-pub struct WarmCell {
-    digest: Arc<OnceLock<Digest>>,
-    saved: Arc<AtomicBool>,
+pub struct WarmCell(Arc<WarmState>);
+
+#[derive(Debug, Default)]
+struct WarmState {
+    digest: OnceLock<Digest>,
+    saved: AtomicBool,
 }
 
 impl WarmCell {
     pub fn get(&self) -> Option<&Digest> {
-        self.digest.get()
+        self.0.digest.get()
     }
 
     pub fn set(&self, digest: Digest) {
-        let _ = self.digest.set(digest);
+        let _ = self.0.digest.set(digest);
     }
 
     /// The digest, if it is set and the store does not hold it yet.
     pub fn unsaved(&self) -> Option<Digest> {
-        self.get().copied().filter(|_| !self.saved.load(Ordering::Acquire))
+        self.get().copied().filter(|_| !self.0.saved.load(Ordering::Acquire))
     }
 
     pub fn mark_saved(&self) {
-        self.saved.store(true, Ordering::Release);
+        self.0.saved.store(true, Ordering::Release);
     }
 }
 
@@ -93,16 +96,16 @@ pub struct HotKey {
     pub current: HotSecret,
     /// The previous secret during a regenerate's grace window (check `record.previous.until`).
     pub previous: Option<HotSecret>,
-    /// Last successful verify, Unix seconds; 0 when never used.
-    last_used: Arc<AtomicI64>,
-    /// The last-used time the store holds.
-    last_used_saved: Arc<AtomicI64>,
+    /// Last-used time and usage counts, shared by every snapshot of the key.
+    pub activity: Arc<Activity>,
     /// The key's plan or custom rate; `None` for an unlimited key.
     pub main_limit: Option<HotLimit>,
     /// Named limits, counted only when a verify names them.
     pub named_limits: Vec<HotLimit>,
     pub credits: Option<Arc<CreditCell>>,
-    pub usage: Arc<UsageCell>,
+    /// What a verify answers about the key, built on its first successful verify and shared by every
+    /// answer of this snapshot.
+    verified: OnceLock<Arc<VerifiedKey>>,
 }
 
 /// Where the main limit's state is carried between snapshots (named limits are lowercase words, so this
@@ -121,21 +124,14 @@ fn policy_name(policy: &RatePolicy) -> Option<&str> {
 impl HotKey {
     /// A snapshot of a record loaded from storage (with its stored counters) or newly created.
     pub fn new(record: KeyRecord, counters: Counters, plans: &Plans) -> HotKey {
-        let at = counters.last_used.unwrap_or(0);
         let warm = restored_warm_cells(&record, &counters.warm);
         let credits = match (counters.credits, record.limits.credits) {
             (Some((balance, refilled_at)), _) => Some(Arc::new(CreditCell::new(balance, refilled_at))),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
-        let cells = Cells {
-            warm,
-            last_used: Arc::new(AtomicI64::new(at)),
-            last_used_saved: Arc::new(AtomicI64::new(at)),
-            tats: HashMap::new(),
-            credits,
-            usage: Arc::default(),
-        };
+        let cells =
+            Cells { warm, activity: Arc::new(Activity::new(counters.last_used)), tats: HashMap::new(), credits };
         HotKey::build(record, cells, plans)
     }
 
@@ -153,14 +149,7 @@ impl HotKey {
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
-        let cells = Cells {
-            warm,
-            last_used: self.last_used.clone(),
-            last_used_saved: self.last_used_saved.clone(),
-            tats,
-            credits,
-            usage: self.usage.clone(),
-        };
+        let cells = Cells { warm, activity: self.activity.clone(), tats, credits };
         HotKey::build(record, cells, plans)
     }
 
@@ -197,34 +186,32 @@ impl HotKey {
             scopes,
             current,
             previous,
-            last_used: cells.last_used,
-            last_used_saved: cells.last_used_saved,
+            activity: cells.activity,
             main_limit,
             named_limits,
             credits: cells.credits,
-            usage: cells.usage,
+            verified: OnceLock::new(),
         }
     }
 
-    /// Records a successful verify at `now`.
-    pub fn touch(&self, now: i64) {
-        self.last_used.fetch_max(now, Ordering::Relaxed);
+    /// What a verify answers about the key.
+    pub fn verified(&self) -> Arc<VerifiedKey> {
+        self.verified.get_or_init(|| Arc::new(self.record.verified())).clone()
     }
 
     /// The last successful verify, if any.
     pub fn last_used_at(&self) -> Option<i64> {
-        Some(self.last_used.load(Ordering::Relaxed)).filter(|&t| t > 0)
+        self.activity.last_used_at()
     }
 
-    /// The last-used time if it moved since it was last saved.
-    pub fn unsaved_last_used(&self) -> Option<i64> {
-        let at = self.last_used.load(Ordering::Relaxed);
-        (at > self.last_used_saved.load(Ordering::Relaxed)).then_some(at)
+    /// The secrets whose warm digests may be persisted: keyward-generated ones.
+    pub fn persistable_secrets(&self) -> impl Iterator<Item = &HotSecret> {
+        std::iter::once(&self.current).chain(&self.previous).filter(|secret| secret.persistable)
     }
 
-    /// Notes that the store now holds `at`.
-    pub fn mark_last_used_saved(&self, at: i64) {
-        self.last_used_saved.fetch_max(at, Ordering::Relaxed);
+    /// Whether a persistable secret is warm and its digest not stored yet.
+    pub fn has_unsaved_warm(&self) -> bool {
+        self.persistable_secrets().any(|secret| secret.warm.unsaved().is_some())
     }
 }
 
@@ -248,12 +235,10 @@ fn restored_warm_cells(record: &KeyRecord, persisted: &[WarmDigest]) -> Vec<(Arc
 /// The cells one snapshot hands to the next.
 struct Cells {
     warm: Vec<(Arc<str>, WarmCell)>,
-    last_used: Arc<AtomicI64>,
-    last_used_saved: Arc<AtomicI64>,
+    activity: Arc<Activity>,
     /// Limit parameters and timestamps: the main limit under [`MAIN_LIMIT`], named limits by name.
     tats: HashMap<Arc<str>, (Gcra, Arc<AtomicU64>)>,
     credits: Option<Arc<CreditCell>>,
-    usage: Arc<UsageCell>,
 }
 
 /// Every key by id, and imported keys by lookup digest; cheap to clone.
@@ -261,9 +246,16 @@ struct Cells {
 pub struct Index {
     keys: Arc<DashMap<KeyId, Arc<HotKey>>>,
     imported: Arc<DashMap<[u8; 32], KeyId>>,
+    /// Keys used since the flusher's last pass.
+    active: Arc<ActiveKeys>,
 }
 
 impl Index {
+    /// An empty index with room for `keys` keys.
+    pub fn with_capacity(keys: usize) -> Index {
+        Index { keys: Arc::new(DashMap::with_capacity(keys)), ..Index::default() }
+    }
+
     /// The current snapshot of key `id`.
     pub fn get(&self, id: &str) -> Option<Arc<HotKey>> {
         self.keys.get(id).map(|entry| entry.value().clone())
@@ -284,7 +276,9 @@ impl Index {
         self.keys.contains_key(id)
     }
 
-    /// Installs `key` as the current snapshot of its id, and keeps the import lookups in step with it.
+    /// Installs `key` as the current snapshot of its id, and keeps the import lookups in step with it. A
+    /// snapshot that arrives with a warm digest to persist (a created or regenerated key) is listed for the
+    /// flusher.
     pub fn put(&self, key: HotKey) {
         let lookups = |record: &KeyRecord| -> Vec<[u8; 32]> {
             std::iter::once(&record.secret)
@@ -294,13 +288,17 @@ impl Index {
         };
         let id = key.record.id.clone();
         let new = lookups(&key.record);
-        if let Some(old) = self.keys.insert(id.clone(), Arc::new(key)) {
+        let key = Arc::new(key);
+        if let Some(old) = self.keys.insert(id.clone(), key.clone()) {
             for gone in lookups(&old.record).into_iter().filter(|l| !new.contains(l)) {
                 self.imported.remove(&gone);
             }
         }
         for lookup in new {
             self.imported.insert(lookup, id.clone());
+        }
+        if key.has_unsaved_warm() {
+            self.relist(&key);
         }
     }
 
@@ -323,6 +321,25 @@ impl Index {
     /// Every snapshot, in no particular order.
     pub fn all(&self) -> Vec<Arc<HotKey>> {
         self.keys.iter().map(|entry| entry.value().clone()).collect()
+    }
+
+    /// Counts a verify of `key` answered with `code` and lists the key for the flusher.
+    pub fn note_use(&self, key: &HotKey, code: keyward_protocol::VerifyCode) {
+        self.active.note(&key.record.id, &key.activity, code);
+    }
+
+    /// Lists `key` for the flusher again (its values could not be saved).
+    pub fn relist(&self, key: &HotKey) {
+        self.active.list(&key.record.id, &key.activity);
+    }
+
+    /// The current snapshots of the keys used since the last call, each taken off the list before it is
+    /// returned, so a verify from now on lists it again.
+    pub fn take_active(&self) -> Vec<Arc<HotKey>> {
+        let ids = self.active.take();
+        let keys: Vec<Arc<HotKey>> = ids.iter().filter_map(|id| self.get(id.as_str())).collect();
+        keys.iter().for_each(|key| key.activity.unlist());
+        keys
     }
 }
 

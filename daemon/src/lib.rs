@@ -20,6 +20,7 @@
 //! - [`limiter`]: GCRA rate limiting, lock-free.
 //! - [`credits`]: credit balances and refills.
 //! - [`usage`]: per-key verification counters.
+//! - [`activity`]: what verify learns per key (last use, usage counts) and the keys the flusher must visit.
 //! - [`keyfile`]: the persistent lookup key for imported tokens.
 //! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
@@ -31,6 +32,7 @@
 //! - [`config`], [`config_file`]: settings and the TOML file they may come from.
 //! - [`clock`], [`error`].
 
+pub mod activity;
 pub mod clock;
 pub mod config;
 pub mod config_file;

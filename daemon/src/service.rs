@@ -89,7 +89,7 @@ impl Service {
     /// The service over what the store held at startup.
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Service {
         let plans = config.plans.clone();
-        let index = Index::default();
+        let index = Index::with_capacity(loaded.keys.len());
         for record in loaded.keys {
             let id = record.id.as_str();
             let counters = Counters {
@@ -212,7 +212,7 @@ impl Service {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
             (_, Request::Verify(verify)) => {
                 let started = std::time::Instant::now();
-                match self.verify_now(verify) {
+                match self.verify_now(verify, started) {
                     Ok(Step::Done(answer)) => {
                         self.stats().verified(answer.code, started.elapsed());
                         Handled::Now(Reply::Verify(answer))

@@ -145,6 +145,11 @@ pub struct Loaded {
     pub next_audit_seq: u64,
 }
 
+/// sled's page cache. Verify never reads the store (the hot index holds every key), so the cache serves
+/// only management calls and the flusher; sled's default (1 GiB) would fill with every record at startup
+/// and stay resident.
+const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
 /// The manifest's file name in the data directory.
 const MANIFEST: &str = "store.manifest";
 
@@ -199,7 +204,11 @@ impl Store {
     /// Opens (or creates) the store under `dir`.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let open_error = |e: sled::Error| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() };
-        let db = sled::Config::new().path(dir.join("keys.sled")).open().map_err(open_error)?;
+        let db = sled::Config::new()
+            .path(dir.join("keys.sled"))
+            .cache_capacity(PAGE_CACHE_BYTES)
+            .open()
+            .map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
         let (credits, usage, warm) = (tree("credits")?, tree("usage")?, tree("warm")?);

@@ -19,7 +19,7 @@ use keyward_protocol::token::Token;
 use keyward_protocol::{scope, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
 use zeroize::Zeroizing;
 
-use crate::clock::{mono_nanos, unix_millis, unix_now};
+use crate::clock::Now;
 use crate::error::DaemonError;
 use crate::hasher::Digest;
 use crate::index::{HotKey, HotLimit, HotSecret};
@@ -84,8 +84,9 @@ fn warmth<'k>(key: &'k HotKey, digest: &Digest, now: i64) -> Warmth<'k> {
 }
 
 impl Service {
-    /// Every check that needs no Argon2. Errors only for a malformed request (an invalid required scope).
-    pub fn verify_now(&self, request: VerifyRequest) -> Result<Step, DaemonError> {
+    /// Every check that needs no Argon2, as of `at` (the request's arrival, which the caller has read for its
+    /// latency figures anyway). Errors only for a malformed request (an invalid required scope).
+    pub fn verify_now(&self, request: VerifyRequest, at: std::time::Instant) -> Result<Step, DaemonError> {
         if let Some(required) = &request.scope {
             scope::validate(required).map_err(|e| DaemonError::InvalidArgument(e.to_string()))?;
         }
@@ -106,16 +107,16 @@ impl Service {
                 None => return Ok(refuse(VerifyCode::Malformed)),
             },
         };
-        let now = unix_now();
+        let now = Now::at(at);
         let digest = self.hasher().digest(secret);
-        let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now) {
+        let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now.unix) {
             Warmth::Known => {
                 self.stats().cache_hit();
                 return Ok(Step::Done(self.judge(&key, &request, now)));
             }
             Warmth::Wrong => {
                 self.stats().cache_hit();
-                key.usage.count(VerifyCode::NotFound);
+                self.index().note_use(&key, VerifyCode::NotFound);
                 return Ok(refuse(VerifyCode::NotFound));
             }
             Warmth::Cold(slots) => {
@@ -147,16 +148,16 @@ impl Service {
         }
         let not_found = VerifyAnswer::refused(VerifyCode::NotFound);
         let Some(phc) = matched else {
-            key.usage.count(VerifyCode::NotFound);
+            self.index().note_use(&key, VerifyCode::NotFound);
             return Ok(not_found);
         };
         // Argon2 took milliseconds: judge on what is current now. If the matched secret is no longer a live
         // secret of the key (regenerated, grace over), the token is not the key's any more.
-        let now = unix_now();
+        let now = Now::read();
         let Some(current) = self.index().get(key.record.id.as_str()) else {
             return Ok(not_found);
         };
-        let Some(slot) = live_secrets(&current, now).find(|slot| slot.phc == phc) else {
+        let Some(slot) = live_secrets(&current, now.unix).find(|slot| slot.phc == phc) else {
             return Ok(not_found);
         };
         slot.warm.set(digest);
@@ -164,15 +165,16 @@ impl Service {
     }
 
     /// The state, workspace, scope, rate-limit and credit checks for a key whose secret is right.
-    fn judge(&self, key: &HotKey, request: &VerifyRequest, now: i64) -> VerifyAnswer {
+    fn judge(&self, key: &HotKey, request: &VerifyRequest, now: Now) -> VerifyAnswer {
         let record = &key.record;
+        let Now { unix, .. } = now;
         let code = if record.revoked_at.is_some() {
             VerifyCode::Revoked
         } else if record.state == KeyState::Inactive {
             VerifyCode::Inactive
-        } else if record.is_legacy() && self.legacy_sunset().is_some_and(|at| at <= now) {
+        } else if record.is_legacy() && self.legacy_sunset().is_some_and(|at| at <= unix) {
             VerifyCode::LegacySunset
-        } else if record.is_expired(now) {
+        } else if record.is_expired(unix) {
             VerifyCode::Expired
         } else if request.workspace.as_deref().is_some_and(|ws| !self.may_act_on(record, ws)) {
             VerifyCode::WrongWorkspace
@@ -181,18 +183,17 @@ impl Service {
         } else {
             VerifyCode::Valid
         };
-        let mut answer = VerifyAnswer { code, key: Some(record.verified()), ..VerifyAnswer::refused(code) };
+        let mut answer = VerifyAnswer { code, key: Some(key.verified()), ..VerifyAnswer::refused(code) };
         if code.is_valid() {
             spend(key, request, now, &mut answer);
         } else {
-            let mono = mono_nanos();
-            answer.ratelimit = limits_of(key, request).map(|limit| peek(limit, mono)).collect();
+            answer.ratelimit = limits_of(key, request).map(|limit| peek(limit, now)).collect();
             answer.credits = key.credits.as_ref().map(|cell| cell.balance());
         }
-        key.usage.count(answer.code);
         if answer.code.is_valid() {
-            key.touch(now);
+            key.activity.touch(unix);
         }
+        self.index().note_use(key, answer.code);
         tracing::trace!(key = %record.id, code = %answer.code, "verified");
         answer
     }
@@ -207,9 +208,9 @@ fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequest) -> impl Iterator<I
 
 /// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`: every limit
 /// that applies is reported, and a refusal's retry time is the longest any refusing limit asks for.
-fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAnswer) {
+fn spend(key: &HotKey, request: &VerifyRequest, now: Now, answer: &mut VerifyAnswer) {
     let cost = u64::from(request.cost);
-    let mono = mono_nanos();
+    let mono = now.mono;
     let mut reserved = 0;
     // `Some(None)`: refused by a limit that can never fit the cost.
     let mut retry: Option<Option<u64>> = None;
@@ -218,16 +219,16 @@ fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAns
             if let Err(wait) = limit.gcra.check(&limit.tat, mono, cost) {
                 retry = Some(longest(retry.flatten(), wait));
             }
-            answer.ratelimit.push(peek(limit, mono));
+            answer.ratelimit.push(peek(limit, now));
             continue;
         }
         match limit.gcra.reserve(&limit.tat, mono, cost) {
             Decision::Allowed { tat } => {
-                answer.ratelimit.push(status(limit, tat, mono));
+                answer.ratelimit.push(status(limit, tat, now));
                 reserved += 1;
             }
             Decision::Refused { retry_after, tat } => {
-                answer.ratelimit.push(status(limit, tat, mono));
+                answer.ratelimit.push(status(limit, tat, now));
                 retry = Some(retry_after);
             }
         }
@@ -238,7 +239,7 @@ fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAns
     }
     if answer.code.is_valid() {
         if let Some(cell) = &key.credits {
-            match cell.spend(cost, key.record.limits.refill, now) {
+            match cell.spend(cost, key.record.limits.refill, now.unix) {
                 Ok(balance) => answer.credits = Some(balance),
                 Err(balance) => {
                     answer.credits = Some(balance);
@@ -250,7 +251,7 @@ fn spend(key: &HotKey, request: &VerifyRequest, now: i64, answer: &mut VerifyAns
     if !answer.code.is_valid() && reserved > 0 {
         for (limit, shown) in limits_of(key, request).take(reserved).zip(answer.ratelimit.iter_mut()) {
             limit.gcra.give_back(&limit.tat, cost);
-            *shown = peek(limit, mono);
+            *shown = peek(limit, now);
         }
     }
 }
@@ -261,17 +262,17 @@ fn longest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 }
 
 /// A limit's status as of its current timestamp.
-fn peek(limit: &HotLimit, mono: u64) -> RateLimitStatus {
-    status(limit, limit.tat.load(std::sync::atomic::Ordering::Acquire), mono)
+fn peek(limit: &HotLimit, now: Now) -> RateLimitStatus {
+    status(limit, limit.tat.load(std::sync::atomic::Ordering::Acquire), now)
 }
 
-fn status(limit: &HotLimit, tat: u64, mono: u64) -> RateLimitStatus {
-    let (remaining, reset_in) = limit.gcra.status(tat, mono);
+fn status(limit: &HotLimit, tat: u64, now: Now) -> RateLimitStatus {
+    let (remaining, reset_in) = limit.gcra.status(tat, now.mono);
     RateLimitStatus {
         policy: limit.policy.to_string(),
         limit: limit.gcra.limit(),
         remaining,
-        reset_at_ms: unix_millis() + reset_in.div_ceil(1_000_000) as i64,
+        reset_at_ms: now.unix_ms + reset_in.div_ceil(1_000_000) as i64,
         window_seconds: limit.gcra.window_seconds(),
     }
 }

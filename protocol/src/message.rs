@@ -19,6 +19,7 @@
 //! Timestamps are Unix seconds (`i64`, UTC).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -184,8 +185,9 @@ impl Default for VerifyRequest {
 pub struct VerifyAnswer {
     pub code: VerifyCode,
     /// The key, when the secret was right (every code but `MISSING`, `MALFORMED` and `NOT_FOUND`); `None`
-    /// otherwise, so a wrong secret learns nothing about the key.
-    pub key: Option<VerifiedKey>,
+    /// otherwise, so a wrong secret learns nothing about the key. Shared: the daemon builds it once per
+    /// version of the key, not once per verify (the wire form is the same as a plain `VerifiedKey`).
+    pub key: Option<Arc<VerifiedKey>>,
     /// With `RATE_LIMITED`: when a retry will be allowed, in milliseconds.
     pub retry_after_ms: Option<u64>,
     /// Every rate limit checked for this answer (the key's plan or custom rate, then named limits).

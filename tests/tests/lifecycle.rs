@@ -227,7 +227,7 @@ fn imported_foreign_tokens_verify_as_they_are() {
     let token = Secret::new(foreign);
     let mut verifier = daemon.verifier();
     let answer = verifier.verify(&token, Some("read:forms"), Some("ws1"));
-    assert_eq!((answer.code, answer.key.unwrap().id), (VerifyCode::Valid, view.id.clone()));
+    assert_eq!((answer.code, answer.key.unwrap().id.clone()), (VerifyCode::Valid, view.id.clone()));
     assert_eq!(
         verifier.verify(&Secret::new("sk_prod_3f9a1c7e2b8d4056a1c2e3f40516a7b9"), None, None).code,
         VerifyCode::Malformed

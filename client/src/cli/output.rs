@@ -1035,6 +1035,7 @@ mod tests {
         Actor, AuditAction, FieldChange, KeyStatus, Limits, Rate, Refill, Role, Secret, VerifiedKey, VerifyCode,
     };
     use serde_json::{json, Value};
+    use std::sync::Arc;
 
     fn sample_key() -> KeyView {
         KeyView {
@@ -1278,7 +1279,7 @@ mod tests {
             metadata: BTreeMap::from([("team".into(), "billing".into())]),
             ..fixtures::verified_key("AbCdEf012345")
         };
-        let answer = VerifyAnswer { key: Some(key), ..VerifyAnswer::refused(VerifyCode::Valid) };
+        let answer = VerifyAnswer { key: Some(Arc::new(key)), ..VerifyAnswer::refused(VerifyCode::Valid) };
         let value = render_json(|out| verified(out, Format::Json, &answer));
         assert_eq!(
             value,
@@ -1322,7 +1323,7 @@ mod tests {
             window_seconds: 3600,
         };
         let answer = VerifyAnswer {
-            key: Some(fixtures::verified_key("AbCdEf012345")),
+            key: Some(Arc::new(fixtures::verified_key("AbCdEf012345"))),
             retry_after_ms: Some(1800),
             ratelimit: vec![status("custom", 1), status("exports", 0)],
             credits: Some(7),

@@ -45,7 +45,7 @@ impl VerifiedKey {
 
     /// The key of a `VALID` answer; `None` if the answer names no key.
     pub(crate) fn from_answer(answer: VerifyAnswer) -> Option<VerifiedKey> {
-        let key = answer.key?;
+        let key = std::sync::Arc::unwrap_or_clone(answer.key?);
         Some(VerifiedKey {
             id: key.id,
             workspace: key.workspace,
@@ -78,10 +78,10 @@ mod tests {
     #[test]
     fn a_valid_answer_becomes_the_handlers_key() {
         let answer = VerifyAnswer {
-            key: Some(keyward_protocol::VerifiedKey {
+            key: Some(std::sync::Arc::new(keyward_protocol::VerifiedKey {
                 scopes: vec!["write:tables".into()],
                 ..fixtures::verified_key("AbCdEf012345")
-            }),
+            })),
             credits: Some(7),
             ..VerifyAnswer::refused(VerifyCode::Valid)
         };

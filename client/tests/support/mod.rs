@@ -267,7 +267,7 @@ pub fn valid_in(workspace: &str) -> VerifyAnswer {
         metadata: BTreeMap::new(),
         account: None,
     };
-    VerifyAnswer { key: Some(key), ..VerifyAnswer::refused(VerifyCode::Valid) }
+    VerifyAnswer { key: Some(std::sync::Arc::new(key)), ..VerifyAnswer::refused(VerifyCode::Valid) }
 }
 
 fn refuse(code: ErrorCode, message: &str) -> Action {

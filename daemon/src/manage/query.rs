@@ -125,7 +125,7 @@ impl Service {
         })
         .await
         .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
-        let pending = key.usage.pending();
+        let pending = key.activity.usage.pending();
         let hourly = with_pending(hourly, hour, &pending);
         let daily = with_pending(daily, day, &pending);
         let mut totals = BTreeMap::new();
@@ -144,7 +144,7 @@ impl Service {
         let mut report = tokio::task::spawn_blocking(move || {
             keys.iter()
                 .map(|key| {
-                    let mut counts = key.usage.pending();
+                    let mut counts = key.activity.usage.pending();
                     for (_, day) in store.usage_buckets(key.record.id.as_str(), Bucket::Day, since)? {
                         usage::add(&mut counts, &day);
                     }
