@@ -100,7 +100,7 @@ pub fn seed(data_dir: &Path, plan: &SeedPlan<'_>, threads: usize) -> Result<Seed
             scope.spawn(|| {
                 let mut record = plan.template.clone();
                 if let Some(phc) = &plan.phc {
-                    record.secret.phc = phc.clone();
+                    record.secret.phc = phc.as_str().into();
                 }
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);

@@ -157,7 +157,7 @@ impl HotKey {
         let hot = |secret: &StoredSecret| {
             let warm =
                 cells.warm.iter().find(|(phc, _)| **phc == *secret.phc).map(|(_, w)| w.clone()).unwrap_or_default();
-            HotSecret { phc: Arc::from(secret.phc.as_str()), warm, persistable: secret.lookup.is_none() }
+            HotSecret { phc: secret.phc.clone(), warm, persistable: secret.lookup.is_none() }
         };
         let now = mono_nanos();
         let limit = |slot: &str, policy: &str, rate| {
@@ -227,7 +227,7 @@ fn restored_warm_cells(record: &KeyRecord, persisted: &[WarmDigest]) -> Vec<(Arc
             let cell = WarmCell::default();
             cell.set(Digest::from_bytes(*digest));
             cell.mark_saved();
-            Some((Arc::from(secret.phc.as_str()), cell))
+            Some((secret.phc.clone(), cell))
         })
         .collect()
 }

@@ -24,6 +24,7 @@
 //! - [`keyfile`]: the persistent lookup key for imported tokens.
 //! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
+//! - [`parallel`]: startup work (decoding and indexing every key) split over the cores.
 //! - [`stats`]: operational counters and the verify latency histogram.
 //! - [`systemd`]: readiness notifications, the watchdog, socket activation.
 //! - [`peer`]: who may use which socket, from the peer's credentials.
@@ -48,6 +49,7 @@ pub mod lockfile;
 pub mod logging;
 pub mod manage;
 pub mod mint;
+pub mod parallel;
 pub mod peer;
 pub mod record;
 pub mod server;

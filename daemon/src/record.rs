@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use keyward_protocol::{token, Environment, KeyId, KeyOrigin, KeyStatus, KeyView, Limits, Role, VerifiedKey};
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredSecret {
     /// Argon2id PHC string of the secret: the secret part of a keyward token, or a whole imported token.
-    pub phc: String,
+    pub phc: Arc<str>,
     /// The token's first characters, shown in listings (8 for keyward tokens; fewer for short imports).
     pub prefix: String,
     /// The token's last characters, shown in the masked preview (possibly none for short imports).

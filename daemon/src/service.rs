@@ -17,6 +17,7 @@ use crate::config::{Config, Plans};
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
 use crate::index::{Counters, HotKey, Index};
+use crate::parallel;
 use crate::peer::Gate;
 use crate::record::KeyRecord;
 use crate::stats::Stats;
@@ -90,7 +91,7 @@ impl Service {
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Service {
         let plans = config.plans.clone();
         let index = Index::with_capacity(loaded.keys.len());
-        for record in loaded.keys {
+        let indexed = parallel::try_map(loaded.keys, |record| {
             let id = record.id.as_str();
             let counters = Counters {
                 last_used: loaded.last_used.get(id).copied(),
@@ -98,7 +99,9 @@ impl Service {
                 warm: loaded.warm.get(id).cloned().unwrap_or_default(),
             };
             index.put(HotKey::new(record, counters, &plans));
-        }
+            Ok::<_, std::convert::Infallible>(())
+        });
+        let Ok(_) = indexed;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
         Service {
             inner: Arc::new(Inner {

@@ -30,6 +30,7 @@ use keyward_protocol::{codec, AccountView, AuditEntry};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::parallel;
 use crate::record::KeyRecord;
 use crate::usage::{self, CODES};
 
@@ -219,12 +220,11 @@ impl Store {
     /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
     /// that silently skipped a revoked key would let it verify again.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let mut keys = Vec::new();
-        for entry in self.keys.iter() {
-            let (id, bytes) = entry?;
+        let stored = self.keys.iter().collect::<Result<Vec<_>, _>>()?;
+        let keys = parallel::try_map(stored, |(id, bytes)| {
             let StoredKey::V1(record) = decode(&bytes, || format!("key {}", String::from_utf8_lossy(&id)))?;
-            keys.push(record);
-        }
+            Ok::<_, StoreError>(record)
+        })?;
         let mut accounts = Vec::new();
         for entry in self.accounts.iter() {
             let (account, bytes) = entry?;

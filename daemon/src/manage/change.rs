@@ -111,7 +111,7 @@ impl Service {
                 let new_token = Token::assemble(old.env, &old.id, &secret);
                 let parsed = Token::parse(new_token.expose()).expect("an assembled token parses");
                 let stored = StoredSecret {
-                    phc: phc.clone(),
+                    phc: phc.as_str().into(),
                     prefix: parsed.prefix().to_owned(),
                     tail: parsed.tail().to_owned(),
                     lookup: None,

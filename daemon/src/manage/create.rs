@@ -132,8 +132,12 @@ impl Service {
         let id = self.unused_key_id();
         let token = Token::assemble(request.env, &id, &secret);
         let parsed = Token::parse(token.expose()).expect("an assembled token parses");
-        let stored =
-            StoredSecret { phc, prefix: parsed.prefix().to_owned(), tail: parsed.tail().to_owned(), lookup: None };
+        let stored = StoredSecret {
+            phc: phc.into(),
+            prefix: parsed.prefix().to_owned(),
+            tail: parsed.tail().to_owned(),
+            lookup: None,
+        };
         let record = settings.into_record(id, request.env, now, stored);
         let changes = vec![
             field("name", None, Some(record.name.clone())),
@@ -171,7 +175,7 @@ impl Service {
             return Err(DaemonError::Conflict("this token belongs to a key keyward already has".into()));
         }
         let (prefix, tail) = public_ends(text);
-        let stored = StoredSecret { phc, prefix, tail, lookup: Some(lookup) };
+        let stored = StoredSecret { phc: phc.into(), prefix, tail, lookup: Some(lookup) };
         let mut record = settings.into_record(self.unused_key_id(), env, now, stored);
         record.origin = if account.is_some() { KeyOrigin::Legacy } else { KeyOrigin::Imported };
         record.account = account;
