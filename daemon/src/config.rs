@@ -9,7 +9,7 @@ use keyward_protocol::frame::DEFAULT_MAX_REQUEST;
 use keyward_protocol::{paths, Rate, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE};
 
 use crate::connection::ConnectionLimits;
-use crate::hasher::HashCost;
+use crate::hasher::{self, HashCost, PoolSettings};
 
 /// Rate plans by name.
 pub type Plans = BTreeMap<String, Rate>;
@@ -55,10 +55,12 @@ pub struct Config {
     pub admin_socket_mode: u32,
     /// Argon2id cost of new hashes.
     pub hash_cost: HashCost,
-    /// Argon2 computations at once (default: the number of cores).
+    /// Argon2 threads, i.e. computations at once (default: one fewer than the cores, at least one).
     pub hash_workers: usize,
-    /// Argon2 computations that may wait for a worker before verifies answer BUSY.
+    /// Argon2 computations that may wait for a thread before verifies answer BUSY (default: 32 per thread).
     pub hash_queue: usize,
+    /// How many nice steps below the rest of the daemon the Argon2 threads run (0..=19, default 10).
+    pub hash_nice: u8,
     /// Open connections across both sockets; further clients wait in the kernel's accept queue.
     pub max_connections: usize,
     pub connection: ConnectionLimits,
@@ -85,7 +87,7 @@ pub struct Config {
 impl Config {
     /// The defaults, with the given locations.
     pub fn new(data_dir: PathBuf, verify_socket: PathBuf, admin_socket: PathBuf) -> Config {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hash_workers = hasher::default_workers();
         Config {
             data_dir,
             verify_socket,
@@ -93,8 +95,9 @@ impl Config {
             verify_socket_mode: 0o660,
             admin_socket_mode: 0o600,
             hash_cost: HashCost::default(),
-            hash_workers: cores,
-            hash_queue: 256,
+            hash_workers,
+            hash_queue: hasher::default_queue(hash_workers),
+            hash_nice: hasher::DEFAULT_NICE,
             max_connections: 1024,
             connection: ConnectionLimits {
                 max_request: DEFAULT_MAX_REQUEST,
@@ -114,6 +117,11 @@ impl Config {
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
         }
+    }
+
+    /// The Argon2 pool these settings ask for.
+    pub fn hash_pool(&self) -> PoolSettings {
+        PoolSettings { workers: self.hash_workers, queue: self.hash_queue, nice: self.hash_nice }
     }
 }
 

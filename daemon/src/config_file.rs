@@ -22,8 +22,9 @@
 //! memory_kib = 19456
 //! iterations = 2
 //! parallelism = 1
-//! workers = 2                            # Argon2 computations at once (default: cores)
-//! queue = 256                            # waiting computations before verifies answer BUSY
+//! workers = 1                            # Argon2 threads (default: cores - 1, at least 1)
+//! queue = 32                             # waiting computations before BUSY (default: 32 per thread)
+//! nice = 10                              # Argon2 threads run this many nice steps below the daemon (0..=19)
 //!
 //! [plans]
 //! free = "100/min"
@@ -50,7 +51,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{Config, LogFormat, Principal};
-use crate::hasher::HashCost;
+use crate::hasher::{self, HashCost, MAX_NICE};
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/keyward/keyward.toml";
@@ -110,6 +111,7 @@ struct Argon2Section {
     parallelism: Option<u32>,
     workers: Option<Spanned<usize>>,
     queue: Option<usize>,
+    nice: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -223,9 +225,16 @@ fn apply_argon2(argon2: &Argon2Section, config: &mut Config) -> Result<(), Locat
     config.hash_cost = cost;
     if let Some(workers) = &argon2.workers {
         config.hash_workers = positive(workers, "argon2.workers")?;
+        config.hash_queue = hasher::default_queue(config.hash_workers);
     }
     if let Some(queue) = argon2.queue {
         config.hash_queue = queue;
+    }
+    if let Some(nice) = &argon2.nice {
+        config.hash_nice = u8::try_from(*nice.get_ref())
+            .ok()
+            .filter(|n| *n <= MAX_NICE)
+            .ok_or_else(|| at(nice, format!("argon2.nice must be between 0 and {MAX_NICE}")))?;
     }
     Ok(())
 }
@@ -299,6 +308,18 @@ mod tests {
         assert_eq!(config.plans["gold"].to_string(), "10/s");
         assert_eq!(config.connection.max_in_flight, 4);
         assert_eq!(config.connection.idle_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_argon2_queue_follows_the_workers_unless_set() {
+        let config = load_text("[argon2]\nworkers = 3\nnice = 0\n").unwrap();
+        assert_eq!((config.hash_workers, config.hash_queue, config.hash_nice), (3, 3 * hasher::QUEUE_PER_WORKER, 0));
+        let config = load_text("[argon2]\nqueue = 5\nworkers = 3\n").unwrap();
+        assert_eq!((config.hash_queue, config.hash_nice), (5, hasher::DEFAULT_NICE));
+        let error = load_text("[log]\nlevel = \"info\"\n[argon2]\nnice = 20\n").unwrap_err();
+        assert_eq!(error.line, 4, "{error}");
+        assert!(error.reason.contains("argon2.nice"), "{error}");
+        assert!(load_text("[argon2]\nnice = -1\n").is_err());
     }
 
     #[test]

@@ -1,26 +1,93 @@
-//! Secret hashing: Argon2id for what is stored, a keyed digest for what is cached in memory.
+//! Secret hashing: Argon2id for what is stored, a keyed digest for what is cached in memory, and the pool of
+//! threads that runs Argon2id.
 //!
-//! Argon2id is deliberately slow (~15 ms at the default cost), so it runs on the blocking pool, never on an
-//! async worker, behind a semaphore sized to the number of cores: a flood of cold or wrong secrets can
-//! occupy those cores but cannot stall the warm verify path or queue without bound ([`DaemonError::Busy`]).
+//! Argon2id is deliberately slow (~15 ms at the default cost), so it never runs on an async worker. A fixed
+//! pool of plain threads (`keyward-argon-N`; by default one fewer than the cores, at least one, so a core
+//! stays for the async workers) takes jobs from a bounded queue. Each thread lowers its own scheduling
+//! priority ([`PoolSettings::nice`], +10 by default; Linux only, where a thread's nice value is its own), so
+//! when a flood of cold or wrong secrets keeps every Argon2 thread busy, the async workers answering warm
+//! verifies still win the CPU. A hash or verify that finds the queue full answers [`DaemonError::Busy`] at
+//! once; the default queue ([`QUEUE_PER_WORKER`] per thread) drains in about half a second at the default
+//! cost, well inside a client's timeout; a job that still waits [`MAX_QUEUE_WAIT`] (the threads starved of
+//! CPU) is dropped unrun and answers BUSY too. A verify whose callers have all gone (their connection closed)
+//! is skipped rather than computed.
+//!
+//! Three rules keep a few valid key ids from owning the pool:
+//! - per stored hash, at most [`PER_HASH_LIMIT`] Argon2 verifies are queued or running at once; one more
+//!   answers BUSY, so one known key id holds two slots, not the pool;
+//! - identical verifies (same stored hash, same secret) in flight at once share one computation and its
+//!   answer, so a burst of first verifies of one key costs one Argon2 run and no BUSY;
+//! - the failure cache remembers the last [`FAILURE_CACHE_ENTRIES`] (hash, secret) pairs Argon2 refuted, as
+//!   the hash's [`fingerprint`] and the secret's warm digest (never the secret), and answers a repeat "no"
+//!   without Argon2. A pair's answer never changes (a PHC string carries its salt and cost), so nothing there
+//!   goes stale; the oldest entry is forgotten first, which bounds the cache at about 600 KB.
+//!
+//! The threads end when the last clone of the [`Hasher`] is dropped, once the jobs already queued are done.
 //!
 //! Once a secret has passed Argon2 the hot index keeps its HMAC-SHA256 under a per-process random key, and
 //! later verifies compare digests in constant time. The digest key lives only in this process's memory, so
 //! a digest is useless to anyone who reads it from anywhere else.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::error::DaemonError;
 use crate::mint;
+
+/// Argon2 verifies of one stored hash that may be queued or running at once; one more answers BUSY.
+pub const PER_HASH_LIMIT: usize = 2;
+/// Refuted (hash, secret) pairs the failure cache holds; the oldest is forgotten first. An entry is 48 bytes
+/// (a 16-byte hash fingerprint and a 32-byte keyed digest), kept in a set and a queue.
+pub const FAILURE_CACHE_ENTRIES: usize = 4096;
+/// Jobs that may wait per Argon2 thread by default: about half a second of work at the default cost, a tenth
+/// of a client's 5 s timeout, which leaves room for a costlier setting or a thread slowed by its priority.
+pub const QUEUE_PER_WORKER: usize = 32;
+/// A job that has waited this long for a thread is dropped unrun and its callers answer BUSY: better told now
+/// than left to reach their own timeout (5 s by default), and the thread is better spent on a fresher job.
+/// Only reached when the threads get far less CPU than usual: a full default queue is ~0.5 s of work.
+pub const MAX_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// How many nice steps below the rest of the daemon the Argon2 threads run by default.
+pub const DEFAULT_NICE: u8 = 10;
+/// The largest nice value (the lowest priority).
+pub const MAX_NICE: u8 = 19;
+
+/// The default number of Argon2 threads: one fewer than the cores, so one core always stays for the async
+/// workers, and at least one.
+pub fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    cores.saturating_sub(1).max(1)
+}
+
+/// The default queue for `workers` Argon2 threads.
+pub fn default_queue(workers: usize) -> usize {
+    QUEUE_PER_WORKER * workers.max(1)
+}
+
+/// How the Argon2 pool is sized and scheduled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Argon2 threads (at least one is started).
+    pub workers: usize,
+    /// Jobs that may wait for a thread; past that, hashes and cold verifies answer BUSY.
+    pub queue: usize,
+    /// How many nice steps below the daemon's own priority the threads run (0..=19; the result is capped
+    /// at 19). Linux only; elsewhere the threads keep the daemon's priority.
+    pub nice: u8,
+}
 
 /// The two persistent HMAC keys.
 pub struct DigestKeys {
@@ -79,48 +146,92 @@ impl Default for HashCost {
     }
 }
 
-/// Hashes and checks secrets; cheap to clone.
+/// Hashes and checks secrets; cheap to clone. The Argon2 threads end when the last clone is dropped.
 #[derive(Clone)]
 pub struct Hasher {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    argon: Argon2<'static>,
-    permits: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue_limit: usize,
-    workers: usize,
+    /// The Argon2 threads' queue; dropping it (with the last clone) ends the threads.
+    jobs: SyncSender<Job>,
+    shared: Arc<Shared>,
     /// HMAC-SHA256 states already keyed with the warm and lookup keys: cloning one skips re-deriving the
     /// key pads (two SHA-256 blocks) on every verify. They live as long as the process, like the keys.
     warm_mac: Hmac<Sha256>,
     lookup_mac: Hmac<Sha256>,
+    /// The Argon2 threads. Only tests join them; dropping a handle detaches its thread, which ends on its own
+    /// once `jobs` is dropped.
+    #[cfg_attr(not(test), allow(dead_code))]
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Work for an Argon2 thread, which delivers its own result; dropping it unrun releases what it holds.
+type Work = Box<dyn FnOnce() + Send>;
+
+/// Work in the queue, and since when.
+struct Job {
+    work: Work,
+    queued_at: Instant,
+}
+
+/// What the callers and the Argon2 threads share.
+struct Shared {
+    argon: Argon2<'static>,
+    /// Jobs an Argon2 thread is running.
+    running: AtomicUsize,
+    /// Jobs in the queue.
+    waiting: AtomicUsize,
+    /// Argon2 runs so far, hashes and verifies: how tests tell a cached answer from a computed one.
+    computations: AtomicU64,
+    /// Jobs that waited this long are dropped unrun ([`MAX_QUEUE_WAIT`]).
+    max_wait: Duration,
+    claims: Mutex<Claims>,
+    failures: Mutex<Failures>,
 }
 
 impl Hasher {
-    /// `workers` Argon2 computations run at once; at most `queue_limit` more may wait for a worker.
-    /// `keys` are the persistent keys of the lookup and warm digests ([`crate::keyfile`]).
+    /// `workers` Argon2 threads at the default priority ([`DEFAULT_NICE`]); at most `queue_limit` jobs may
+    /// wait for one. `keys` are the persistent keys of the lookup and warm digests ([`crate::keyfile`]).
     pub fn new(cost: HashCost, workers: usize, queue_limit: usize, keys: DigestKeys) -> Result<Self, String> {
+        Hasher::with_pool(cost, PoolSettings { workers, queue: queue_limit, nice: DEFAULT_NICE }, keys)
+    }
+
+    /// Like [`Hasher::new`], with every setting of the Argon2 pool.
+    pub fn with_pool(cost: HashCost, pool: PoolSettings, keys: DigestKeys) -> Result<Self, String> {
+        Hasher::build(cost, pool, keys, MAX_QUEUE_WAIT)
+    }
+
+    fn build(cost: HashCost, pool: PoolSettings, keys: DigestKeys, max_wait: Duration) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        let shared = Arc::new(Shared {
+            argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
+            running: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            computations: AtomicU64::new(0),
+            max_wait,
+            claims: Mutex::new(Claims::default()),
+            failures: Mutex::new(Failures::new(FAILURE_CACHE_ENTRIES)),
+        });
+        let (jobs, queue) = mpsc::sync_channel(pool.queue);
+        let threads = start_threads(pool, queue, &shared)?;
+        tracing::debug!(workers = threads.len(), queue = pool.queue, nice = pool.nice, "Argon2 threads started");
         Ok(Hasher {
             inner: Arc::new(Inner {
-                argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
-                permits: Arc::new(Semaphore::new(workers.max(1))),
-                waiting: AtomicUsize::new(0),
-                queue_limit,
-                workers: workers.max(1),
+                jobs,
+                shared,
                 warm_mac: keyed(&keys.warm),
                 lookup_mac: keyed(&keys.lookup),
+                threads: Mutex::new(threads),
             }),
         })
     }
 
-    /// Argon2 computations running now, and waiting for a worker.
+    /// Argon2 computations running now, and waiting for a thread.
     pub fn load(&self) -> (u64, u64) {
-        let inner = &self.inner;
-        let running = inner.workers.saturating_sub(inner.permits.available_permits());
-        (running as u64, inner.waiting.load(Ordering::Relaxed) as u64)
+        let shared = &self.inner.shared;
+        (shared.running.load(Ordering::Relaxed) as u64, shared.waiting.load(Ordering::Relaxed) as u64)
     }
 
     /// The keyed digest of `secret` under this process's key.
@@ -139,51 +250,346 @@ impl Hasher {
         mac(&self.inner.lookup_mac, token)
     }
 
-    /// An Argon2id PHC string for `secret`, with a fresh random salt.
+    /// An Argon2id PHC string for `secret`, with a fresh random salt. BUSY when the queue is full or the job
+    /// waited longer than [`MAX_QUEUE_WAIT`].
     pub async fn hash(&self, secret: Zeroizing<Vec<u8>>) -> Result<String, DaemonError> {
-        let argon = self.inner.argon.clone();
-        self.run_blocking(move || {
-            let salt_bytes = mint::key_material();
-            let salt = SaltString::encode_b64(&salt_bytes[..16])
-                .map_err(|e| DaemonError::Internal(format!("salt encoding: {e}")))?;
-            argon
-                .hash_password(&secret, &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| DaemonError::Internal(format!("hashing: {e}")))
-        })
-        .await?
+        let (answer, hashed) = oneshot::channel();
+        let shared = self.inner.shared.clone();
+        self.inner.submit(Box::new(move || {
+            if !answer.is_closed() {
+                let _ = answer.send(shared.hash_new(&secret));
+            }
+        }))?;
+        // No answer: the job waited too long and was dropped, or it failed (and was logged).
+        hashed.await.map_err(|_| DaemonError::Busy)?
     }
 
-    /// Whether `secret` matches the PHC string `phc` (using the cost stored in it).
+    /// Whether `secret` matches the PHC string `phc` (using the cost stored in it). A pair refuted lately is
+    /// answered from the failure cache; one already being verified is waited for, not computed again. BUSY
+    /// when the hash has [`PER_HASH_LIMIT`] computations under way, the queue is full, or the computation
+    /// waited longer than [`MAX_QUEUE_WAIT`].
     pub async fn verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>) -> Result<bool, DaemonError> {
-        let argon = self.inner.argon.clone();
-        self.run_blocking(move || match PasswordHash::new(&phc) {
-            Ok(parsed) => argon.verify_password(&secret, &parsed).is_ok(),
-            Err(_) => false,
-        })
-        .await
+        self.start_verify(secret, phc)?.answer().await
     }
 
-    /// Runs `work` on the blocking pool once a worker permit is free, or refuses when too many wait.
-    async fn run_blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, DaemonError> {
-        let inner = &self.inner;
-        if inner.waiting.fetch_add(1, Ordering::AcqRel) >= inner.queue_limit + inner.permits.available_permits() {
-            inner.waiting.fetch_sub(1, Ordering::AcqRel);
+    /// [`Hasher::verify`] in two steps: everything that needs no waiting happens now (the failure cache, the
+    /// hash's limit, a place in the queue), so a caller can answer a refusal inline; the Argon2 answer is
+    /// awaited from the returned [`PendingVerify`].
+    pub fn start_verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>) -> Result<PendingVerify, DaemonError> {
+        let attempt = Attempt { hash: fingerprint(&phc), secret: mac(&self.inner.warm_mac, &secret) };
+        if self.inner.shared.failures().knows(&attempt) {
+            return Ok(PendingVerify(Pending::Refuted));
+        }
+        let answer = match self.inner.shared.claim(attempt)? {
+            Claimed::Joined(answer) => answer,
+            Claimed::New(claim, answer) => {
+                self.inner.submit(Box::new(move || claim.run(&secret, &phc)))?;
+                answer
+            }
+        };
+        Ok(PendingVerify(Pending::Computing(answer)))
+    }
+}
+
+/// A verify admitted by [`Hasher::start_verify`], whose answer may still be computing.
+pub struct PendingVerify(Pending);
+
+enum Pending {
+    /// The failure cache already knows the secret is wrong.
+    Refuted,
+    /// Argon2 is deciding, for this verify or an identical one.
+    Computing(watch::Receiver<Option<bool>>),
+}
+
+impl PendingVerify {
+    /// Whether the secret matches; BUSY when its computation waited too long or failed before answering.
+    pub async fn answer(self) -> Result<bool, DaemonError> {
+        match self.0 {
+            Pending::Refuted => Ok(false),
+            Pending::Computing(answer) => answer_of(answer).await,
+        }
+    }
+}
+
+impl Inner {
+    /// Queues `work` for an Argon2 thread, or refuses at once when the queue is full.
+    fn submit(&self, work: Work) -> Result<(), DaemonError> {
+        let waiting = &self.shared.waiting;
+        waiting.fetch_add(1, Ordering::AcqRel);
+        // A refused job is dropped here, which releases whatever it holds.
+        let refusal = match self.jobs.try_send(Job { work, queued_at: Instant::now() }) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => DaemonError::Busy,
+            Err(TrySendError::Disconnected(_)) => DaemonError::Internal("the Argon2 threads have stopped".into()),
+        };
+        waiting.fetch_sub(1, Ordering::AcqRel);
+        Err(refusal)
+    }
+}
+
+impl Shared {
+    /// Argon2id of `secret` with a fresh random salt, as a PHC string.
+    fn hash_new(&self, secret: &[u8]) -> Result<String, DaemonError> {
+        let salt_bytes = mint::key_material();
+        let salt = SaltString::encode_b64(&salt_bytes[..16])
+            .map_err(|e| DaemonError::Internal(format!("salt encoding: {e}")))?;
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        self.argon
+            .hash_password(secret, &salt)
+            .map(|hash| hash.to_string())
+            .map_err(|e| DaemonError::Internal(format!("hashing: {e}")))
+    }
+
+    /// Argon2id's verdict on `secret` against `phc`; an unreadable PHC string matches nothing.
+    fn matches(&self, secret: &[u8], phc: &str) -> bool {
+        let Ok(parsed) = PasswordHash::new(phc) else {
+            return false;
+        };
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        self.argon.verify_password(secret, &parsed).is_ok()
+    }
+
+    /// Joins the verify of `attempt` already in flight, or claims a computation for it within the hash's
+    /// limit.
+    fn claim(self: &Arc<Self>, attempt: Attempt) -> Result<Claimed, DaemonError> {
+        let mut claims = self.claims();
+        if let Some(answer) = claims.in_flight.get(&attempt) {
+            return Ok(Claimed::Joined(answer.subscribe()));
+        }
+        let under_way = claims.per_hash.entry(attempt.hash).or_default();
+        if *under_way >= PER_HASH_LIMIT {
             return Err(DaemonError::Busy);
         }
-        let permit = inner.permits.clone().acquire_owned().await;
-        inner.waiting.fetch_sub(1, Ordering::AcqRel);
-        let permit = permit.map_err(|_| DaemonError::Internal("hasher closed".into()))?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .map_err(|e| DaemonError::Internal(format!("hashing task failed: {e}")))
+        *under_way += 1;
+        let (answer, receiver) = watch::channel(None);
+        let answer = Arc::new(answer);
+        claims.in_flight.insert(attempt, answer.clone());
+        Ok(Claimed::New(Claim { shared: self.clone(), attempt, answer }, receiver))
     }
+
+    fn claims(&self) -> MutexGuard<'_, Claims> {
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn failures(&self) -> MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A verify's question without its secret: which stored hash (its [`fingerprint`]) and which secret (its
+/// warm digest). Deliberately not `Debug`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Attempt {
+    hash: [u8; 16],
+    secret: [u8; 32],
+}
+
+/// Where the answer of one Argon2 verify appears: `None` until it is computed.
+type Answer = Arc<watch::Sender<Option<bool>>>;
+
+/// The Argon2 verifies under way.
+#[derive(Default)]
+struct Claims {
+    /// Computations queued or running, per stored hash (fingerprint); absent when none.
+    per_hash: HashMap<[u8; 16], usize>,
+    /// The computation of each attempt under way, which identical verifies join.
+    in_flight: HashMap<Attempt, Answer>,
+}
+
+impl Claims {
+    /// Stops `answer` from being joined, unless another computation of the same attempt has replaced it.
+    fn close(&mut self, attempt: &Attempt, answer: &Answer) {
+        if self.in_flight.get(attempt).is_some_and(|current| Arc::ptr_eq(current, answer)) {
+            self.in_flight.remove(attempt);
+        }
+    }
+
+    /// Ends one computation of `attempt`.
+    fn release(&mut self, attempt: &Attempt, answer: &Answer) {
+        self.close(attempt, answer);
+        if let Entry::Occupied(mut under_way) = self.per_hash.entry(attempt.hash) {
+            *under_way.get_mut() -= 1;
+            if *under_way.get() == 0 {
+                under_way.remove();
+            }
+        }
+    }
+}
+
+/// What [`Shared::claim`] gave a verify.
+enum Claimed {
+    /// The same attempt is being computed: wait for its answer.
+    Joined(watch::Receiver<Option<bool>>),
+    /// A computation to queue, and where its answer will appear.
+    New(Claim, watch::Receiver<Option<bool>>),
+}
+
+/// One Argon2 verify's hold on its stored hash's limit. Dropping it (answered, refused by a full queue, or
+/// skipped) releases the hold; verifies still waiting without an answer then see BUSY.
+struct Claim {
+    shared: Arc<Shared>,
+    attempt: Attempt,
+    answer: Answer,
+}
+
+impl Claim {
+    /// On an Argon2 thread: computes the verdict, remembers a refutation, and publishes the answer.
+    fn run(self, secret: &[u8], phc: &str) {
+        if self.abandoned() {
+            return;
+        }
+        let matched = self.shared.matches(secret, phc);
+        if !matched {
+            self.shared.failures().remember(self.attempt);
+        }
+        // The hold is released before the answer appears, so whoever reads the answer finds the hash's slot
+        // free again.
+        let answer = self.answer.clone();
+        drop(self);
+        answer.send_replace(Some(matched));
+    }
+
+    /// Whether every verify waiting for this answer has gone (e.g. its connection closed); if so, no later
+    /// verify can join it. Joiners subscribe under the same lock.
+    fn abandoned(&self) -> bool {
+        let mut claims = self.shared.claims();
+        let abandoned = self.answer.is_closed();
+        if abandoned {
+            claims.close(&self.attempt, &self.answer);
+        }
+        abandoned
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.shared.claims().release(&self.attempt, &self.answer);
+    }
+}
+
+/// Waits for an Argon2 verify's answer; BUSY when its computation was refused or failed before answering.
+async fn answer_of(mut answer: watch::Receiver<Option<bool>>) -> Result<bool, DaemonError> {
+    match answer.wait_for(Option::is_some).await {
+        Ok(matched) => Ok(*matched == Some(true)),
+        Err(_) => Err(DaemonError::Busy),
+    }
+}
+
+/// The failure cache: attempts Argon2 refuted lately, at most `capacity`, oldest forgotten first.
+struct Failures {
+    known: HashSet<Attempt>,
+    oldest_first: VecDeque<Attempt>,
+    capacity: usize,
+}
+
+impl Failures {
+    fn new(capacity: usize) -> Failures {
+        Failures { known: HashSet::new(), oldest_first: VecDeque::new(), capacity }
+    }
+
+    fn knows(&self, attempt: &Attempt) -> bool {
+        self.known.contains(attempt)
+    }
+
+    fn remember(&mut self, attempt: Attempt) {
+        if self.capacity == 0 || self.known.contains(&attempt) {
+            return;
+        }
+        if self.oldest_first.len() == self.capacity {
+            if let Some(oldest) = self.oldest_first.pop_front() {
+                self.known.remove(&oldest);
+            }
+        }
+        self.known.insert(attempt);
+        self.oldest_first.push_back(attempt);
+    }
+}
+
+/// Starts the Argon2 threads, which share `queue`.
+fn start_threads(
+    pool: PoolSettings,
+    queue: Receiver<Job>,
+    shared: &Arc<Shared>,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let queue = Arc::new(Mutex::new(queue));
+    (0..pool.workers.max(1))
+        .map(|n| {
+            let (queue, shared) = (queue.clone(), shared.clone());
+            std::thread::Builder::new()
+                .name(format!("keyward-argon-{n}"))
+                .spawn(move || serve(&queue, &shared, pool.nice))
+                .map_err(|e| format!("cannot start an Argon2 thread: {e}"))
+        })
+        .collect()
+}
+
+/// An Argon2 thread: lowers its own priority, then runs jobs until the queue is closed and empty. A job that
+/// waited too long is dropped unrun.
+fn serve(queue: &Mutex<Receiver<Job>>, shared: &Shared, nice: u8) {
+    if let Err(error) = lower_priority(nice) {
+        tracing::warn!(%error, nice, "an Argon2 thread could not lower its priority");
+    }
+    while let Some(job) = next_job(queue) {
+        shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        if job.queued_at.elapsed() >= shared.max_wait {
+            continue;
+        }
+        shared.running.fetch_add(1, Ordering::AcqRel);
+        if std::panic::catch_unwind(AssertUnwindSafe(job.work)).is_err() {
+            tracing::error!("an Argon2 job panicked; the requests waiting for it answer BUSY or fail");
+        }
+        shared.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The next job, or `None` once every sender is gone and the queue is empty.
+fn next_job(queue: &Mutex<Receiver<Job>>) -> Option<Job> {
+    queue.lock().unwrap_or_else(PoisonError::into_inner).recv().ok()
+}
+
+/// Lowers the calling thread's priority by `nice` steps, to at most [`MAX_NICE`]; never raises it. On Linux
+/// a thread's nice value is its own, so the rest of the daemon keeps its priority.
+#[cfg(target_os = "linux")]
+fn lower_priority(nice: u8) -> std::io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    let current = own_priority()?;
+    let lowered = (current + i32::from(nice)).min(i32::from(MAX_NICE));
+    // SAFETY: setpriority takes no pointers; the id is this thread's own, so only this thread changes.
+    if lowered > current && unsafe { libc::setpriority(libc::PRIO_PROCESS, own_thread_id(), lowered) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Elsewhere `PRIO_PROCESS` would lower the whole daemon, so the threads keep its priority.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_nice: u8) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// The calling thread's nice value.
+#[cfg(target_os = "linux")]
+fn own_priority() -> std::io::Result<i32> {
+    // getpriority may return -1 as a nice value: only errno tells an error apart, so it is cleared first.
+    // SAFETY: errno is this thread's own; getpriority takes no pointers.
+    let priority = unsafe {
+        *libc::__errno_location() = 0;
+        libc::getpriority(libc::PRIO_PROCESS, own_thread_id())
+    };
+    let error = std::io::Error::last_os_error();
+    match error.raw_os_error() {
+        Some(errno) if priority == -1 && errno != 0 => Err(error),
+        _ => Ok(priority),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn own_thread_id() -> libc::id_t {
+    // SAFETY: gettid has no preconditions and cannot fail.
+    let id = unsafe { libc::gettid() };
+    id as libc::id_t
 }
 
 /// Identifies a stored hash without revealing it: the first 16 bytes of SHA-256 of the PHC string. A
@@ -205,10 +611,56 @@ fn mac(keyed: &Hmac<Sha256>, message: &[u8]) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
     use super::*;
 
+    const CHEAP: HashCost = HashCost { memory_kib: 64, iterations: 1, parallelism: 1 };
+
+    fn pool(workers: usize, queue: usize) -> Hasher {
+        Hasher::new(CHEAP, workers, queue, DigestKeys::ephemeral()).unwrap()
+    }
+
     fn cheap() -> Hasher {
-        Hasher::new(HashCost { memory_kib: 64, iterations: 1, parallelism: 1 }, 2, 8, DigestKeys::ephemeral()).unwrap()
+        pool(2, 8)
+    }
+
+    fn secret(text: &str) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(text.as_bytes().to_vec())
+    }
+
+    async fn stored(hasher: &Hasher, text: &str) -> Arc<str> {
+        hasher.hash(secret(text)).await.unwrap().into()
+    }
+
+    fn computations(hasher: &Hasher) -> u64 {
+        hasher.inner.shared.computations.load(Ordering::Relaxed)
+    }
+
+    fn holds_no_claims(hasher: &Hasher) -> bool {
+        let claims = hasher.inner.shared.claims();
+        claims.per_hash.is_empty() && claims.in_flight.is_empty()
+    }
+
+    /// Polls `future` once: far enough for a hash to be refused or queued.
+    fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
+        Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Occupies an Argon2 thread until the returned sender is dropped.
+    fn occupy_a_thread(hasher: &Hasher) -> mpsc::Sender<()> {
+        let (started, has_started) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let job = move || {
+            started.send(()).unwrap();
+            let _ = released.recv();
+        };
+        hasher.inner.submit(Box::new(job)).unwrap();
+        has_started.recv().unwrap();
+        release
     }
 
     #[tokio::test]
@@ -220,6 +672,8 @@ mod tests {
         let phc: Arc<str> = phc.into();
         assert!(hasher.verify(Zeroizing::new(b"right".to_vec()), phc.clone()).await.unwrap());
         assert!(!hasher.verify(Zeroizing::new(b"wrong".to_vec()), phc).await.unwrap());
+        assert_eq!(computations(&hasher), 3, "the hash and both verifies ran Argon2");
+        assert!(holds_no_claims(&hasher));
     }
 
     #[test]
@@ -228,5 +682,160 @@ mod tests {
         assert!(a.digest(b"s").matches(&a.digest(b"s")));
         assert!(!a.digest(b"s").matches(&a.digest(b"t")));
         assert!(!a.digest(b"s").matches(&b.digest(b"s")), "other keys give other digests");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once() {
+        let hasher = pool(1, 1);
+        let phc = stored(&hasher, "right").await;
+        let release = occupy_a_thread(&hasher);
+        let (done, queued_job_done) = mpsc::channel();
+        hasher.inner.submit(Box::new(move || done.send(()).unwrap())).unwrap();
+        assert_eq!(hasher.load(), (1, 1));
+
+        assert!(matches!(hasher.start_verify(secret("right"), phc.clone()), Err(DaemonError::Busy)));
+        assert!(matches!(poll_once(&mut Box::pin(hasher.hash(secret("new")))), Poll::Ready(Err(DaemonError::Busy))));
+        assert!(holds_no_claims(&hasher), "a refused verify holds nothing");
+        assert_eq!(hasher.load(), (1, 1));
+
+        drop(release);
+        queued_job_done.recv().unwrap();
+        assert!(hasher.verify(secret("right"), phc).await.unwrap(), "served once the queue drains");
+    }
+
+    #[tokio::test]
+    async fn a_third_concurrent_verify_of_one_hash_is_busy_while_another_hash_gets_through() {
+        let hasher = pool(1, 8);
+        let (a, b) = (stored(&hasher, "secret a").await, stored(&hasher, "secret b").await);
+        let release = occupy_a_thread(&hasher);
+        let first = hasher.start_verify(secret("wrong 1"), a.clone()).unwrap();
+        let second = hasher.start_verify(secret("wrong 2"), a.clone()).unwrap();
+
+        let third = hasher.start_verify(secret("secret a"), a.clone());
+        assert!(matches!(third, Err(DaemonError::Busy)), "two computations of this hash are under way");
+        let other_hash = hasher.start_verify(secret("secret b"), b).expect("another hash still gets a place");
+        assert_eq!(hasher.load(), (1, 3));
+
+        drop(release);
+        assert!(!first.answer().await.unwrap());
+        assert!(!second.answer().await.unwrap());
+        assert!(other_hash.answer().await.unwrap());
+        assert!(holds_no_claims(&hasher), "an answered verify has released its hash");
+        assert!(hasher.verify(secret("secret a"), a).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn identical_concurrent_verifies_share_one_computation() {
+        let hasher = pool(1, 8);
+        let phc = stored(&hasher, "right").await;
+        let before = computations(&hasher);
+        let release = occupy_a_thread(&hasher);
+        let verifies: Vec<_> =
+            (0..5).map(|_| hasher.start_verify(secret("right"), phc.clone()).expect("joins, never BUSY")).collect();
+        assert_eq!(hasher.load(), (1, 1), "one computation queued for all five");
+
+        drop(release);
+        for verify in verifies {
+            assert!(verify.answer().await.unwrap());
+        }
+        assert_eq!(computations(&hasher), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_wrong_secret_is_refused_without_argon2() {
+        let hasher = cheap();
+        let (a, b) = (stored(&hasher, "secret a").await, stored(&hasher, "secret b").await);
+        let before = computations(&hasher);
+        assert!(!hasher.verify(secret("wrong"), a.clone()).await.unwrap());
+        assert_eq!(computations(&hasher), before + 1);
+
+        assert!(!hasher.verify(secret("wrong"), a.clone()).await.unwrap());
+        assert_eq!(computations(&hasher), before + 1, "answered from the failure cache");
+        assert!(!hasher.verify(secret("wrong"), b).await.unwrap());
+        assert_eq!(computations(&hasher), before + 2, "the cache is per hash");
+        assert!(hasher.verify(secret("secret a"), a).await.unwrap());
+        assert_eq!(computations(&hasher), before + 3, "a right secret is never in the cache");
+    }
+
+    #[test]
+    fn the_failure_cache_forgets_its_oldest_entries_first() {
+        let attempt = |n: u8| Attempt { hash: [n; 16], secret: [n; 32] };
+        let mut failures = Failures::new(2);
+        failures.remember(attempt(1));
+        failures.remember(attempt(2));
+        failures.remember(attempt(1));
+        failures.remember(attempt(3));
+        assert!(!failures.knows(&attempt(1)));
+        assert!(failures.knows(&attempt(2)) && failures.knows(&attempt(3)));
+        assert_eq!((failures.known.len(), failures.oldest_first.len()), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn a_verify_nobody_waits_for_is_skipped() {
+        let hasher = pool(1, 8);
+        let phc = stored(&hasher, "right").await;
+        let before = computations(&hasher);
+        let release = occupy_a_thread(&hasher);
+        let gone = hasher.start_verify(secret("wrong"), phc.clone()).unwrap();
+        drop(gone);
+
+        drop(release);
+        assert!(hasher.verify(secret("right"), phc).await.unwrap());
+        assert_eq!(computations(&hasher), before + 1, "only the verify still awaited ran Argon2");
+        assert!(holds_no_claims(&hasher));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_clone_ends_the_threads() {
+        let hasher = pool(2, 8);
+        let threads = std::mem::take(&mut *hasher.inner.threads.lock().unwrap());
+        assert_eq!(threads.len(), 2);
+        let clone = hasher.clone();
+        drop(hasher);
+        let phc = stored(&clone, "right").await;
+        assert!(clone.verify(secret("right"), phc).await.unwrap(), "a clone keeps the threads");
+
+        drop(clone);
+        let (ended, all_ended) = mpsc::channel();
+        std::thread::spawn(move || {
+            threads.into_iter().for_each(|thread| thread.join().unwrap());
+            let _ = ended.send(());
+        });
+        all_ended.recv_timeout(Duration::from_secs(60)).expect("the Argon2 threads end with the last clone");
+    }
+
+    #[tokio::test]
+    async fn a_job_that_waited_too_long_answers_busy_unrun() {
+        let settings = PoolSettings { workers: 1, queue: 8, nice: 0 };
+        let hasher = Hasher::build(CHEAP, settings, DigestKeys::ephemeral(), Duration::ZERO).unwrap();
+        assert!(matches!(hasher.hash(secret("new")).await, Err(DaemonError::Busy)));
+        let phc = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(matches!(hasher.verify(secret("any"), phc.into()).await, Err(DaemonError::Busy)));
+        assert_eq!(computations(&hasher), 0);
+        assert!(holds_no_claims(&hasher));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn argon2_threads_are_named_and_run_at_a_lower_priority() {
+        let settings = PoolSettings { workers: 1, queue: 1, nice: 3 };
+        let hasher = Hasher::with_pool(CHEAP, settings, DigestKeys::ephemeral()).unwrap();
+        let (report, reported) = mpsc::channel();
+        let job = move || {
+            let _ = report.send((own_priority().unwrap(), std::thread::current().name().map(str::to_owned)));
+        };
+        hasher.inner.submit(Box::new(job)).unwrap();
+        let (priority, name) = reported.recv().unwrap();
+        let ours = own_priority().unwrap();
+        assert_eq!(priority, (ours + 3).min(i32::from(MAX_NICE)));
+        assert_eq!(name.as_deref(), Some("keyward-argon-0"));
+    }
+
+    #[test]
+    fn default_sizes_leave_a_core_and_scale_the_queue() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        assert_eq!(default_workers(), cores.saturating_sub(1).max(1));
+        assert_eq!(default_queue(3), 3 * QUEUE_PER_WORKER);
+        assert_eq!(default_queue(0), QUEUE_PER_WORKER);
     }
 }

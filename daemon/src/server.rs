@@ -67,8 +67,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let store = Store::open(&config.data_dir)?;
     let mut loaded = store.load()?;
     store.check_high_water(&loaded)?;
-    let hasher =
-        Hasher::new(config.hash_cost, config.hash_workers, config.hash_queue, keys).map_err(StartError::Config)?;
+    let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys).map_err(StartError::Config)?;
     if store.warm_check()? != Some(hasher.warm_key_check()) {
         if !loaded.warm.is_empty() {
             tracing::info!("persisted warm digests were made with another warm key; keys start cold");
