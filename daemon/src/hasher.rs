@@ -302,6 +302,11 @@ enum Pending {
 }
 
 impl PendingVerify {
+    /// Whether the answer is already known to be "no" (the failure cache), with no Argon2 to wait for.
+    pub fn is_refuted(&self) -> bool {
+        matches!(self.0, Pending::Refuted)
+    }
+
     /// Whether the secret matches; BUSY when its computation waited too long or failed before answering.
     pub async fn answer(self) -> Result<bool, DaemonError> {
         match self.0 {

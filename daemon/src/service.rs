@@ -229,7 +229,12 @@ impl Service {
                         }
                         reply_from(answer, Reply::Verify)
                     }),
-                    Err(error) => Handled::Now(Reply::Error(error.to_reply())),
+                    Err(error) => {
+                        if matches!(error, DaemonError::Busy) {
+                            self.stats().busy_refusal();
+                        }
+                        Handled::Now(Reply::Error(error.to_reply()))
+                    }
                 }
             }
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(

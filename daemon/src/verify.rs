@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Now;
 use crate::error::DaemonError;
-use crate::hasher::Digest;
+use crate::hasher::{Digest, PendingVerify};
 use crate::index::{HotKey, HotLimit, HotSecret};
 use crate::limiter::Decision;
 use crate::record::KeyState;
@@ -39,6 +39,8 @@ pub enum Step {
 /// A verify waiting for Argon2.
 pub struct ColdCheck {
     key: Arc<HotKey>,
+    /// The first candidate's computation, already queued.
+    first: PendingVerify,
     /// The hashes to try, current first.
     candidates: Vec<Arc<str>>,
     secret: Zeroizing<Vec<u8>>,
@@ -124,8 +126,15 @@ impl Service {
                 slots.iter().map(|slot| slot.phc.clone()).collect()
             }
         };
+        // Queued now, so that a full queue (BUSY) or a secret the failure cache knows to be wrong is answered
+        // inline, without a task per attempt: a flood of wrong secrets must not crowd the async workers.
         let secret = Zeroizing::new(secret.to_vec());
-        Ok(Step::Cold(ColdCheck { key, candidates, secret, digest, request }))
+        let first = self.hasher().start_verify(secret.clone(), candidates[0].clone())?;
+        if first.is_refuted() && candidates.len() == 1 {
+            self.index().note_use(&key, VerifyCode::NotFound);
+            return Ok(refuse(VerifyCode::NotFound));
+        }
+        Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request }))
     }
 
     /// An imported key whose whole token is `text`, if any.
@@ -138,10 +147,15 @@ impl Service {
 
     /// Finishes a verify of a cold slot: Argon2, then the state checks on the current snapshot.
     pub async fn verify_cold(&self, check: ColdCheck) -> Result<VerifyAnswer, DaemonError> {
-        let ColdCheck { key, candidates, secret, digest, request } = check;
+        let ColdCheck { key, first, candidates, secret, digest, request } = check;
         let mut matched = None;
+        let mut first = Some(first);
         for phc in candidates {
-            if self.hasher().verify(Zeroizing::new(secret.to_vec()), phc.clone()).await? {
+            let right = match first.take() {
+                Some(first) => first.answer().await?,
+                None => self.hasher().verify(secret.clone(), phc.clone()).await?,
+            };
+            if right {
                 matched = Some(phc);
                 break;
             }
