@@ -12,11 +12,12 @@
 //!
 //! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
+use keyward_protocol::token::KEY_ID_LEN;
 use keyward_protocol::{KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
 
 use crate::activity::{ActiveKeys, Activity};
@@ -241,11 +242,23 @@ struct Cells {
     credits: Option<Arc<CreditCell>>,
 }
 
-/// Every key by id, and imported keys by lookup digest; cheap to clone.
+/// A key's place in its workspace's listing: creation time, then id (ids are 12 ASCII characters, kept
+/// inline so the listing index costs no allocation per key).
+type Place = (i64, [u8; KEY_ID_LEN]);
+
+fn place(key: &HotKey) -> Place {
+    let id = key.record.id.as_str().as_bytes().try_into().expect("key ids are KEY_ID_LEN ASCII characters");
+    (key.record.created_at, id)
+}
+
+/// Every key by id, imported keys by lookup digest, and each workspace's keys in listing order; cheap to
+/// clone.
 #[derive(Clone, Default)]
 pub struct Index {
     keys: Arc<DashMap<KeyId, Arc<HotKey>>>,
     imported: Arc<DashMap<[u8; 32], KeyId>>,
+    /// Listing order per workspace, so a page of a workspace's keys never scans the whole index.
+    workspaces: Arc<DashMap<String, BTreeSet<Place>>>,
     /// Keys used since the flusher's last pass.
     active: Arc<ActiveKeys>,
 }
@@ -289,9 +302,20 @@ impl Index {
         let id = key.record.id.clone();
         let new = lookups(&key.record);
         let key = Arc::new(key);
-        if let Some(old) = self.keys.insert(id.clone(), key.clone()) {
+        let listed = (key.record.workspace.as_str(), place(&key));
+        let old = self.keys.insert(id.clone(), key.clone());
+        if let Some(old) = &old {
             for gone in lookups(&old.record).into_iter().filter(|l| !new.contains(l)) {
                 self.imported.remove(&gone);
+            }
+        }
+        match old.as_deref().map(|old| (old.record.workspace.as_str(), place(old))) {
+            Some(was) if was == listed => {}
+            was => {
+                if let Some((workspace, at)) = was {
+                    self.workspaces.get_mut(workspace).map(|mut places| places.remove(&at));
+                }
+                self.workspaces.entry(listed.0.to_owned()).or_default().insert(listed.1);
             }
         }
         for lookup in new {
@@ -316,6 +340,27 @@ impl Index {
             self.keys.iter().filter(|entry| keep(&entry.value().record)).map(|entry| entry.value().clone()).collect();
         keys.sort_by(|a, b| order(a).cmp(&order(b)));
         keys
+    }
+
+    /// Up to `limit` keys of `workspace` in listing order, from just after `after` (a key's [`order`]), and
+    /// whether more follow.
+    pub fn page(&self, workspace: &str, after: Option<(i64, &str)>, limit: usize) -> (Vec<Arc<HotKey>>, bool) {
+        let Some(places) = self.workspaces.get(workspace) else {
+            return (Vec::new(), false);
+        };
+        let start = match after {
+            Some((at, id)) => {
+                let id: [u8; KEY_ID_LEN] = id.as_bytes().try_into().unwrap_or([u8::MAX; KEY_ID_LEN]);
+                std::ops::Bound::Excluded((at, id))
+            }
+            None => std::ops::Bound::Unbounded,
+        };
+        let mut following = places.range((start, std::ops::Bound::Unbounded));
+        let ids: Vec<[u8; KEY_ID_LEN]> = following.by_ref().take(limit).map(|(_, id)| *id).collect();
+        let more = following.next().is_some();
+        drop(places);
+        let keys = ids.iter().filter_map(|id| std::str::from_utf8(id).ok().and_then(|id| self.get(id))).collect();
+        (keys, more)
     }
 
     /// Every snapshot, in no particular order.

@@ -394,3 +394,50 @@ fn concurrent_edits_of_different_fields_lose_nothing() {
     assert_eq!(view.description.as_deref(), Some("set concurrently"));
     assert_eq!(view.metadata.len(), 8, "{:?}", view.metadata);
 }
+
+fn page(admin: &mut RawConn, workspace: &str, after: Option<&str>, limit: u32) -> keyward_protocol::KeyPage {
+    let request = keyward_protocol::ListRequest { workspace: workspace.into(), after: after.map(Into::into), limit };
+    match admin.request(Request::List(request)) {
+        Reply::Keys(page) => page,
+        other => panic!("expected a page of keys, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_workspace_lists_page_by_page_oldest_first_and_only_its_own_keys() {
+    let daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    let mut made = Vec::new();
+    for i in 0..7 {
+        made.push(admin.create("ws-paged", &["read:all"], ExpirySpec::Never).key);
+        if i % 2 == 0 {
+            admin.create("ws-other", &["read:all"], ExpirySpec::Never);
+        }
+    }
+    admin.revoke(&made[3].id);
+    let mut expected: Vec<(i64, String)> = made.iter().map(|k| (k.created_at, k.id.clone())).collect();
+    expected.sort();
+
+    let (mut seen, mut after, mut pages) = (Vec::new(), None::<String>, Vec::new());
+    loop {
+        let page = page(&mut admin, "ws-paged", after.as_deref(), 3);
+        assert!(page.keys.iter().all(|k| k.workspace == "ws-paged"), "another workspace's key listed");
+        pages.push(page.keys.len());
+        seen.extend(page.keys.iter().map(|k| (k.created_at, k.id.clone())));
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(&next), seen.last().map(|(_, id)| id), "next names the page's last key");
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, [3, 3, 1]);
+    assert_eq!(seen, expected, "every key once, oldest first, the revoked one too");
+    assert_eq!(page(&mut admin, "ws-paged", None, 0).keys.len(), 7, "0 means the default page");
+    assert!(page(&mut admin, "ws-nobody", None, 10).keys.is_empty());
+
+    let foreign = page(&mut admin, "ws-other", None, 1).keys[0].id.clone();
+    let request = keyward_protocol::ListRequest { workspace: "ws-paged".into(), after: Some(foreign), limit: 0 };
+    refused(admin.request(Request::List(request)), ErrorCode::InvalidArgument);
+}

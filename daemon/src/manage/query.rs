@@ -46,25 +46,23 @@ impl Service {
     /// One page of a workspace's keys, oldest first.
     pub fn list(&self, request: &ListRequest) -> Result<KeyPage, DaemonError> {
         let workspace = validate::workspace(&request.workspace)?;
-        let keys = self.index().select(|record| record.workspace == workspace);
-        let start = match &request.after {
-            None => 0,
-            Some(after) => {
-                let after = self
-                    .index()
+        let after = match &request.after {
+            None => None,
+            Some(after) => Some(
+                self.index()
                     .get(validate::key_id(after)?.as_str())
                     .filter(|key| key.record.workspace == workspace)
-                    .ok_or_else(|| DaemonError::InvalidArgument("`after` is not a key of this workspace".into()))?;
-                keys.partition_point(|key| order(key) <= order(&after))
-            }
+                    .ok_or_else(|| DaemonError::InvalidArgument("`after` is not a key of this workspace".into()))?,
+            ),
         };
         let page = match request.limit as usize {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
+        let (keys, more) = self.index().page(&workspace, after.as_deref().map(order), page);
         let now = unix_now();
-        let shown: Vec<KeyView> = keys[start..].iter().take(page).map(|key| self.view(key, now)).collect();
-        let next = (start + shown.len() < keys.len()).then(|| shown.last().map(|k| k.id.clone())).flatten();
+        let shown: Vec<KeyView> = keys.iter().map(|key| self.view(key, now)).collect();
+        let next = more.then(|| shown.last().map(|k| k.id.clone())).flatten();
         Ok(KeyPage { keys: shown, next })
     }
 
