@@ -75,11 +75,9 @@ pub fn seeded_token(n: u64, secret: &[u8; SECRET_LEN]) -> Secret {
 pub fn read_record(data_dir: &Path, id: &str) -> Result<KeyRecord> {
     let store = Store::open(data_dir).context("opening the stopped daemon's store")?;
     let loaded = store.load().context("loading the store")?;
-    loaded
-        .keys
-        .into_iter()
-        .find(|record| record.id.as_str() == id)
-        .ok_or_else(|| anyhow!("key {id} is not in the store"))
+    let stored = loaded.keys.iter().find(|stored| stored.key_id() == id);
+    let stored = stored.ok_or_else(|| anyhow!("key {id} is not in the store"))?;
+    stored.decode().context("decoding the key")
 }
 
 /// Commits the plan's copies into the store in `data_dir` (the daemon must be stopped), from `threads`

@@ -75,7 +75,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         loaded.warm.clear();
         store.reset_warm(hasher.warm_key_check())?;
     }
-    let service = Service::new(loaded, store, hasher, &config);
+    let service = Service::new(loaded, store, hasher, &config)?;
 
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, config.verify_socket_mode)?;
     let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, config.admin_socket_mode)?;

@@ -21,7 +21,7 @@ use crate::parallel;
 use crate::peer::Gate;
 use crate::record::KeyRecord;
 use crate::stats::Stats;
-use crate::store::{Loaded, Store};
+use crate::store::{Loaded, Store, StoreError};
 use crate::validate;
 use crate::verify::Step;
 
@@ -88,10 +88,12 @@ fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) 
 
 impl Service {
     /// The service over what the store held at startup.
-    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Service {
+    /// Fails if a stored key cannot be decoded.
+    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
         let plans = config.plans.clone();
         let index = Index::with_capacity(loaded.keys.len());
-        let indexed = parallel::try_map(loaded.keys, |record| {
+        parallel::try_map(loaded.keys, |stored| {
+            let record = stored.decode()?;
             let id = record.id.as_str();
             let counters = Counters {
                 last_used: loaded.last_used.get(id).copied(),
@@ -99,11 +101,10 @@ impl Service {
                 warm: loaded.warm.get(id).cloned().unwrap_or_default(),
             };
             index.put(HotKey::new(record, counters, &plans));
-            Ok::<_, std::convert::Infallible>(())
-        });
-        let Ok(_) = indexed;
+            Ok::<_, StoreError>(())
+        })?;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
-        Service {
+        Ok(Service {
             inner: Arc::new(Inner {
                 index,
                 store: Arc::new(store),
@@ -116,7 +117,7 @@ impl Service {
                 gate: std::sync::RwLock::new(Arc::new(Gate::new(config))),
                 stats: Stats::default(),
             }),
-        }
+        })
     }
 
     pub fn index(&self) -> &Index {

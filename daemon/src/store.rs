@@ -30,7 +30,6 @@ use keyward_protocol::{codec, AccountView, AuditEntry};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::parallel;
 use crate::record::KeyRecord;
 use crate::usage::{self, CODES};
 
@@ -135,7 +134,8 @@ pub type WarmDigest = ([u8; 16], [u8; 32]);
 
 /// Everything loaded at startup.
 pub struct Loaded {
-    pub keys: Vec<KeyRecord>,
+    /// Every key, still encoded: startup decodes them on every core while it builds the index.
+    pub keys: Vec<StoredRecord>,
     pub accounts: Vec<AccountView>,
     pub last_used: HashMap<String, i64>,
     /// Live credit balances and last refills.
@@ -150,6 +150,26 @@ pub struct Loaded {
 /// only management calls and the flusher; sled's default (1 GiB) would fill with every record at startup
 /// and stay resident.
 const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// One stored key as read, not decoded yet.
+pub struct StoredRecord {
+    id: sled::IVec,
+    bytes: sled::IVec,
+}
+
+impl StoredRecord {
+    /// The key id it is stored under.
+    pub fn key_id(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.id)
+    }
+
+    /// The record. Fails on a record that cannot be decoded: a daemon that silently skipped a revoked key
+    /// would let it verify again.
+    pub fn decode(&self) -> Result<KeyRecord, StoreError> {
+        let StoredKey::V1(record) = decode(&self.bytes, || format!("key {}", self.key_id()))?;
+        Ok(record)
+    }
+}
 
 /// The manifest's file name in the data directory.
 const MANIFEST: &str = "store.manifest";
@@ -220,11 +240,11 @@ impl Store {
     /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
     /// that silently skipped a revoked key would let it verify again.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let stored = self.keys.iter().collect::<Result<Vec<_>, _>>()?;
-        let keys = parallel::try_map(stored, |(id, bytes)| {
-            let StoredKey::V1(record) = decode(&bytes, || format!("key {}", String::from_utf8_lossy(&id)))?;
-            Ok::<_, StoreError>(record)
-        })?;
+        let keys = self
+            .keys
+            .iter()
+            .map(|entry| entry.map(|(id, bytes)| StoredRecord { id, bytes }))
+            .collect::<Result<_, _>>()?;
         let mut accounts = Vec::new();
         for entry in self.accounts.iter() {
             let (account, bytes) = entry?;
