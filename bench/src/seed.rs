@@ -74,10 +74,7 @@ pub fn seeded_token(n: u64, secret: &[u8; SECRET_LEN]) -> Secret {
 /// Reads the record of key `id` from the store in `data_dir` (the daemon must be stopped).
 pub fn read_record(data_dir: &Path, id: &str) -> Result<KeyRecord> {
     let store = Store::open(data_dir).context("opening the stopped daemon's store")?;
-    let loaded = store.load().context("loading the store")?;
-    let stored = loaded.keys.iter().find(|stored| stored.key_id() == id);
-    let stored = stored.ok_or_else(|| anyhow!("key {id} is not in the store"))?;
-    stored.decode().context("decoding the key")
+    store.record(id).context("reading the key")?.ok_or_else(|| anyhow!("key {id} is not in the store"))
 }
 
 /// Commits the plan's copies into the store in `data_dir` (the daemon must be stopped), from `threads`

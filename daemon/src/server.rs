@@ -22,7 +22,7 @@ use crate::hasher::{DigestKeys, Hasher};
 use crate::peer::Gate;
 use crate::service::{Service, SocketRole};
 use crate::socket::SocketFile;
-use crate::store::Store;
+use crate::store::{HighWater, Store};
 use crate::systemd::{self, Activated};
 use crate::{flusher, keyfile, lockfile, socket};
 
@@ -66,16 +66,21 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     };
     let store = Store::open(&config.data_dir)?;
     let mut loaded = store.load()?;
-    store.check_high_water(&loaded)?;
     let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys).map_err(StartError::Config)?;
-    if store.warm_check()? != Some(hasher.warm_key_check()) {
+    let warm_key_changed = store.warm_check()? != Some(hasher.warm_key_check());
+    if warm_key_changed {
         if !loaded.warm.is_empty() {
             tracing::info!("persisted warm digests were made with another warm key; keys start cold");
         }
         loaded.warm.clear();
-        store.reset_warm(hasher.warm_key_check())?;
     }
+    let audit_seq = loaded.next_audit_seq - 1;
     let service = Service::new(loaded, store, hasher, &config)?;
+    // Checked before anything is written to the store: a damaged store is refused as it was found.
+    service.store().check_high_water(HighWater { audit_seq, keys: service.index().len() as u64 })?;
+    if warm_key_changed {
+        service.store().reset_warm(service.hasher().warm_key_check())?;
+    }
 
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, config.verify_socket_mode)?;
     let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, config.admin_socket_mode)?;

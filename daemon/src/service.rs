@@ -17,7 +17,6 @@ use crate::config::{Config, Plans};
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
 use crate::index::{Counters, HotKey, Index};
-use crate::parallel;
 use crate::peer::Gate;
 use crate::record::KeyRecord;
 use crate::stats::Stats;
@@ -91,9 +90,8 @@ impl Service {
     /// Fails if a stored key cannot be decoded.
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
         let plans = config.plans.clone();
-        let index = Index::with_capacity(loaded.keys.len());
-        parallel::try_map(loaded.keys, |stored| {
-            let record = stored.decode()?;
+        let index = Index::with_capacity(store.recorded_keys());
+        store.load_keys(|record| {
             let id = record.id.as_str();
             let counters = Counters {
                 last_used: loaded.last_used.get(id).copied(),
@@ -101,7 +99,6 @@ impl Service {
                 warm: loaded.warm.get(id).cloned().unwrap_or_default(),
             };
             index.put(HotKey::new(record, counters, &plans));
-            Ok::<_, StoreError>(())
         })?;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
         Ok(Service {

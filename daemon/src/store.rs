@@ -30,6 +30,7 @@ use keyward_protocol::{codec, AccountView, AuditEntry};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
+use crate::parallel;
 use crate::record::KeyRecord;
 use crate::usage::{self, CODES};
 
@@ -134,8 +135,6 @@ pub type WarmDigest = ([u8; 16], [u8; 32]);
 
 /// Everything loaded at startup.
 pub struct Loaded {
-    /// Every key, still encoded: startup decodes them on every core while it builds the index.
-    pub keys: Vec<StoredRecord>,
     pub accounts: Vec<AccountView>,
     pub last_used: HashMap<String, i64>,
     /// Live credit balances and last refills.
@@ -150,26 +149,6 @@ pub struct Loaded {
 /// only management calls and the flusher; sled's default (1 GiB) would fill with every record at startup
 /// and stay resident.
 const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
-
-/// One stored key as read, not decoded yet.
-pub struct StoredRecord {
-    id: sled::IVec,
-    bytes: sled::IVec,
-}
-
-impl StoredRecord {
-    /// The key id it is stored under.
-    pub fn key_id(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.id)
-    }
-
-    /// The record. Fails on a record that cannot be decoded: a daemon that silently skipped a revoked key
-    /// would let it verify again.
-    pub fn decode(&self) -> Result<KeyRecord, StoreError> {
-        let StoredKey::V1(record) = decode(&self.bytes, || format!("key {}", self.key_id()))?;
-        Ok(record)
-    }
-}
 
 /// The manifest's file name in the data directory.
 const MANIFEST: &str = "store.manifest";
@@ -237,14 +216,9 @@ impl Store {
         Ok(Store { dir: dir.to_owned(), db, keys, audit, accounts, last_used, credits, usage, warm })
     }
 
-    /// Everything the daemon keeps in memory. Fails on the first record that cannot be decoded: a daemon
-    /// that silently skipped a revoked key would let it verify again.
+    /// Everything the daemon keeps in memory but the keys themselves ([`Store::load_keys`]). Fails on the
+    /// first value that cannot be decoded.
     pub fn load(&self) -> Result<Loaded, StoreError> {
-        let keys = self
-            .keys
-            .iter()
-            .map(|entry| entry.map(|(id, bytes)| StoredRecord { id, bytes }))
-            .collect::<Result<_, _>>()?;
         let mut accounts = Vec::new();
         for entry in self.accounts.iter() {
             let (account, bytes) = entry?;
@@ -280,7 +254,7 @@ impl Store {
             Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
             None => 1,
         };
-        Ok(Loaded { keys, accounts, last_used, credits, warm, next_audit_seq })
+        Ok(Loaded { accounts, last_used, credits, warm, next_audit_seq })
     }
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.
@@ -427,8 +401,33 @@ impl Store {
         self.db.size_on_disk().unwrap_or(0)
     }
 
-    /// Refuses a store that holds less than the manifest says it held: it was damaged or replaced.
-    pub fn check_high_water(&self, loaded: &Loaded) -> Result<(), StoreError> {
+    /// Every stored key, handed to `each` from all cores while the store is still being read (`each` runs on
+    /// several threads at once); returns how many. Fails on the first record that cannot be decoded: a
+    /// daemon that silently skipped a revoked key would let it verify again.
+    pub fn load_keys(&self, each: impl Fn(KeyRecord) + Sync) -> Result<u64, StoreError> {
+        parallel::try_for_each(self.keys.iter().map(|entry| entry.map_err(StoreError::from)), |(id, bytes)| {
+            let StoredKey::V1(record) = decode(&bytes, || format!("key {}", String::from_utf8_lossy(&id)))?;
+            each(record);
+            Ok(())
+        })
+    }
+
+    /// How many keys the store held at its last recorded high-water mark (0 if none was recorded): a size
+    /// hint for the index, read without walking the store.
+    pub fn recorded_keys(&self) -> usize {
+        let text = std::fs::read_to_string(self.dir.join(MANIFEST)).unwrap_or_default();
+        HighWater::parse(&text).map_or(0, |mark| mark.keys as usize)
+    }
+
+    /// The stored record of key `id`, if there is one.
+    pub fn record(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let Some(bytes) = self.keys.get(id)? else { return Ok(None) };
+        let StoredKey::V1(record) = decode(&bytes, || format!("key {id}"))?;
+        Ok(Some(record))
+    }
+
+    /// Refuses a store that holds less than the manifest says it held (`found`): it was damaged or replaced.
+    pub fn check_high_water(&self, found: HighWater) -> Result<(), StoreError> {
         let path = self.dir.join(MANIFEST);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -439,7 +438,6 @@ impl Store {
             what: path.display().to_string(),
             reason: "unreadable; if the store is intact, delete the file".into(),
         })?;
-        let found = HighWater { audit_seq: loaded.next_audit_seq - 1, keys: loaded.keys.len() as u64 };
         if found.audit_seq < recorded.audit_seq || found.keys < recorded.keys {
             return Err(StoreError::Corrupt {
                 what: "key store".into(),
