@@ -15,9 +15,10 @@ use std::time::Duration;
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
     AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
-    KeyUsage, KeyView, ListRequest, Reply, ReplyFrame, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
+    KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 
+use crate::answer::Answer;
 use crate::error::ClientError;
 use crate::listing::Listing;
 use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
@@ -106,15 +107,24 @@ impl BlockingClient {
     /// never holds [`Reply::Error`].
     pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
         let request = actor::on_behalf_of(self.actor.as_deref(), request);
-        let retry = reply::is_idempotent(&request);
+        let id = self.next_request_id();
+        let frame = wire::request_frame(id, &request)?;
+        let answer = self.exchange_once_more_if(reply::is_idempotent(&request), id, &frame)?;
+        reply::refused_as_error(answer.into_reply())
+    }
+
+    fn next_request_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
-        let frame = wire::request_frame(id, request)?;
-        let reply = match self.exchange(id, &frame) {
-            Err(error) if retry && error.is_broken_connection() => self.exchange(id, &frame),
+        id
+    }
+
+    /// [`Self::exchange`], and once more on a new connection if `retry` and the connection broke.
+    fn exchange_once_more_if(&mut self, retry: bool, id: u64, frame: &[u8]) -> Result<Answer, ClientError> {
+        match self.exchange(id, frame) {
+            Err(error) if retry && error.is_broken_connection() => self.exchange(id, frame),
             other => other,
-        }?;
-        reply::refused_as_error(reply)
+        }
     }
 
     /// Checks that the daemon answers.
@@ -124,7 +134,11 @@ impl BlockingClient {
 
     /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
     pub fn verify(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, ClientError> {
-        self.call(Request::Verify(request)).and_then(reply::verify_answer)
+        let id = self.next_request_id();
+        let frame = wire::verify_frame(id, &request)?;
+        let retry = reply::is_idempotent_verify(&request);
+        drop(request);
+        self.exchange_once_more_if(retry, id, &frame).and_then(reply::verify_answer)
     }
 
     /// Creates a key (admin socket). The returned token is shown once and never stored by the daemon.
@@ -227,7 +241,7 @@ impl BlockingClient {
 
     /// One request/reply on a live connection. Any failure drops the connection: after a timeout or a
     /// broken frame the stream's position is unknown, and a stale reply must never answer a later request.
-    fn exchange(&mut self, id: u64, frame: &[u8]) -> Result<Reply, ClientError> {
+    fn exchange(&mut self, id: u64, frame: &[u8]) -> Result<Answer, ClientError> {
         let timeout = self.timeout;
         let stream = self.live_stream()?;
         let result = send_and_receive(stream, id, frame, timeout);
@@ -281,17 +295,17 @@ fn set_timeouts(stream: &UnixStream, timeout: Duration) -> io::Result<()> {
 }
 
 /// Writes one request frame and reads the reply to it.
-fn send_and_receive(stream: &mut UnixStream, id: u64, frame: &[u8], timeout: Duration) -> Result<Reply, ClientError> {
+fn send_and_receive(stream: &mut UnixStream, id: u64, frame: &[u8], timeout: Duration) -> Result<Answer, ClientError> {
     stream.write_all(frame).map_err(|e| ClientError::from_io(e, timeout))?;
     let payload = frame::read_frame(stream, MAX_REPLY)
         .map_err(|e| ClientError::from_frame(e, timeout))?
         .ok_or(ClientError::Closed)?;
-    let ReplyFrame { id: answered, reply } = wire::decode_reply(&payload)?;
+    let (answered, answer) = wire::decode_reply(&payload)?;
     // Id 0 is the daemon's answer to a frame whose id it could not read; with one request on the wire,
     // that frame was ours.
-    let ours = answered == id || (answered == 0 && matches!(reply, Reply::Error(_)));
+    let ours = answered == id || (answered == 0 && answer.is_error());
     if ours {
-        Ok(reply)
+        Ok(answer)
     } else {
         Err(ClientError::UnexpectedReply {
             expected: "the reply to the request just sent",

@@ -1,14 +1,18 @@
 //! [`Client`]: the async client, a small pool of pipelined connections behind one cheap handle.
 //!
 //! This module owns the pool: which connection a request goes to (round-robin), opening connections
-//! lazily and again after one breaks, request ids, and the per-request timeout. How a single connection
-//! carries many requests at once lives in [`crate::connection`].
+//! lazily and again after one breaks, request ids, and each request's deadline. How a single connection
+//! carries many requests at once, and fails those past their deadline, lives in [`crate::connection`].
 //!
-//! Per request, the client allocates the encoded frame and whatever the decoded reply holds, plus the
-//! oneshot that carries the reply back; choosing a connection is an atomic increment, an uncontended lock
-//! and an `Arc` clone.
+//! Per request, the client allocates the encoded frame and whatever the decoded answer holds (for a verify
+//! of an unchanged key, not the key: see [`crate::shared_keys`]), plus the oneshot that carries the answer
+//! back; choosing a connection is an atomic increment, an uncontended lock and an `Arc` clone. A request
+//! is encoded when it is called, not when it is first polled, so its future holds the frame rather than
+//! the request; only the slow paths (opening a connection, waiting for a free slot) arm a timer, boxed
+//! outside the future.
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,7 +22,9 @@ use keyward_protocol::{
     AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
     KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
+use tokio::time::Instant;
 
+use crate::answer::Answer;
 use crate::connection::{Connection, RequestError};
 use crate::error::ClientError;
 use crate::listing::Listing;
@@ -92,9 +98,7 @@ impl ClientBuilder {
         let client = self.build();
         let timeout = client.shared.request_timeout;
         for slot in client.shared.slots.iter() {
-            tokio::time::timeout(timeout, client.shared.connection_in(slot))
-                .await
-                .map_err(|_| ClientError::Timeout(timeout))??;
+            client.shared.within(Instant::now() + timeout, client.shared.connection_in(slot)).await?;
         }
         Ok(client)
     }
@@ -190,15 +194,14 @@ impl Client {
     /// breaks after that, the request fails with [`ClientError::Closed`] or [`ClientError::Io`] and the
     /// next request reopens it. An error reply is returned as [`ClientError::Refused`], so `Ok` never
     /// holds [`Reply::Error`].
-    pub async fn call(&self, request: Request) -> Result<Reply, ClientError> {
+    ///
+    /// The request is encoded at once; the timeout starts when the returned future is first polled.
+    pub fn call(&self, request: Request) -> impl Future<Output = Result<Reply, ClientError>> + Send + '_ {
         let request = actor::on_behalf_of(self.actor.as_deref(), request);
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = wire::request_frame(id, request)?;
-        let timeout = self.shared.request_timeout;
-        let reply = tokio::time::timeout(timeout, self.shared.send(id, frame))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))??;
-        reply::refused_as_error(reply)
+        let id = self.shared.next_request_id();
+        let frame = wire::request_frame(id, &request);
+        drop(request);
+        self.shared.send(id, frame, |answer| reply::refused_as_error(answer.into_reply()))
     }
 
     /// Checks that the daemon answers.
@@ -207,8 +210,17 @@ impl Client {
     }
 
     /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
-    pub async fn verify(&self, request: VerifyRequest) -> Result<VerifyAnswer, ClientError> {
-        self.call(Request::Verify(request)).await.and_then(reply::verify_answer)
+    ///
+    /// The request is encoded (and the token dropped) at once; the timeout starts when the returned future
+    /// is first polled.
+    pub fn verify(
+        &self,
+        request: VerifyRequest,
+    ) -> impl Future<Output = Result<VerifyAnswer, ClientError>> + Send + '_ {
+        let id = self.shared.next_request_id();
+        let frame = wire::verify_frame(id, &request);
+        drop(request);
+        self.shared.send(id, frame, reply::verify_answer)
     }
 
     /// Creates a key (admin socket). The returned token is shown once and never stored by the daemon.
@@ -324,27 +336,45 @@ impl fmt::Debug for Client {
 }
 
 impl Shared {
-    /// Sends a framed request on the next connection in turn. A frame that never left (its connection
-    /// closed first) gets one more try on a newly chosen connection.
-    async fn send(&self, id: u64, frame: Vec<u8>) -> Result<Reply, ClientError> {
-        let connection = self.next_connection().await?;
-        let frame = match connection.request(id, frame).await {
-            Ok(reply) => return Ok(reply),
-            Err(RequestError::Failed(error)) => return Err(error),
-            Err(RequestError::Unsent(frame)) => frame,
-        };
-        let connection = self.next_connection().await?;
-        match connection.request(id, frame).await {
-            Ok(reply) => Ok(reply),
-            Err(RequestError::Failed(error)) => Err(error),
-            Err(RequestError::Unsent(_)) => Err(ClientError::Closed),
+    fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends a framed request (unless encoding it failed) on the next connection in turn and waits for
+    /// its answer, for at most the request timeout; `typed` turns the answer into the caller's result. A
+    /// frame that never left (its connection closed first) gets one more try on a newly chosen connection.
+    ///
+    /// One flat function rather than layers of them: every layer of `async fn` keeps its own copy of its
+    /// arguments, and this future is part of every request's.
+    async fn send<T>(
+        &self,
+        id: u64,
+        frame: Result<Vec<u8>, ClientError>,
+        typed: fn(Answer) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut frame = frame?;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let connection = self.next_connection(deadline).await?;
+            match connection.request(id, frame, deadline).await {
+                Ok(answer) => return typed(answer),
+                Err(RequestError::Unsent(unsent)) if tries < 2 => frame = unsent,
+                Err(failed) => return Err(failed.into_error()),
+            }
         }
     }
 
-    /// The open connection of the next slot in turn, opening it if needed.
-    async fn next_connection(&self) -> Result<Arc<Connection>, ClientError> {
+    /// The open connection of the next slot in turn, opening it (by `deadline`) if needed.
+    async fn next_connection(&self, deadline: Instant) -> Result<Arc<Connection>, ClientError> {
         let turn = self.next_slot.fetch_add(1, Ordering::Relaxed);
-        self.connection_in(&self.slots[turn % self.slots.len()]).await
+        let slot = &self.slots[turn % self.slots.len()];
+        match slot.open_connection() {
+            Some(connection) => Ok(connection),
+            // Boxed: the future of opening a connection is large, and only this slow path needs it.
+            None => Box::pin(self.within(deadline, self.connection_in(slot))).await,
+        }
     }
 
     async fn connection_in(&self, slot: &Slot) -> Result<Arc<Connection>, ClientError> {
@@ -356,9 +386,21 @@ impl Shared {
         if let Some(connection) = slot.open_connection() {
             return Ok(connection);
         }
-        let connection = Arc::new(Connection::open(&self.socket, self.max_in_flight).await?);
+        let connection = Arc::new(Connection::open(&self.socket, self.max_in_flight, self.request_timeout).await?);
         *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&connection));
         Ok(connection)
+    }
+
+    /// `work`, failed with [`ClientError::Timeout`] if it has not finished by `deadline`.
+    async fn within<T>(
+        &self,
+        deadline: Instant,
+        work: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        match tokio::time::timeout_at(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout(self.request_timeout)),
+        }
     }
 }
 
@@ -366,5 +408,21 @@ impl Slot {
     fn open_connection(&self) -> Option<Arc<Connection>> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         current.as_ref().filter(|connection| connection.is_open()).map(Arc::clone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keyward_protocol::Secret;
+
+    use super::*;
+
+    #[test]
+    fn a_verify_future_holds_the_frame_not_the_request() {
+        let client = Client::builder("/nonexistent/keyward.sock").build();
+        let verify = client.verify(VerifyRequest::new(Secret::new("kw_live_example")));
+        let size = std::mem::size_of_val(&verify);
+
+        assert!(size <= 400, "the verify future grew to {size} bytes");
     }
 }

@@ -6,23 +6,32 @@
 //! arrive in any order. The map of waiting requests sits behind a `std` mutex that is only ever held for a
 //! map operation, never across an `.await`.
 //!
+//! Each waiting request carries its deadline, and a sweeper task per connection fails the requests still
+//! waiting at their deadline with [`ClientError::Timeout`], so a request costs no timer of its own. The
+//! sweeper sleeps until the earliest deadline it knows of; a request registered with an earlier one (or
+//! onto an empty map the sweeper stopped watching) wakes it. With one timeout for every request it wakes
+//! about once per timeout while requests flow, and not at all while the connection is idle.
+//!
 //! When the connection breaks (end of stream, I/O error, a frame the client refuses), every waiting
 //! request fails at once with the same cause, the connection is marked closed, and no new request can
 //! register on it; the client then opens a new one on the next request.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use keyward_protocol::frame::{self, HEADER_LEN, MAX_REPLY};
-use keyward_protocol::{Reply, ReplyFrame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 
+use crate::answer::Answer;
 use crate::error::ClientError;
 use crate::wire;
 
@@ -33,8 +42,8 @@ const KEEP_READ_BUFFER: usize = 256 * 1024;
 /// Frames the writer coalesces into one write, at most (bytes).
 const WRITE_BATCH: usize = 64 * 1024;
 
-/// What a waiting request receives: its reply, or why the connection broke.
-type Waiter = oneshot::Sender<Result<Reply, ClientError>>;
+/// What a waiting request receives: its answer, or why it failed.
+type Outcome = Result<Answer, ClientError>;
 
 /// Why a request failed on this connection.
 pub(crate) enum RequestError {
@@ -45,14 +54,24 @@ pub(crate) enum RequestError {
     Failed(ClientError),
 }
 
-/// A handshaken connection with its reader and writer tasks.
+impl RequestError {
+    /// The error to report when the request is not tried again.
+    pub(crate) fn into_error(self) -> ClientError {
+        match self {
+            RequestError::Unsent(_) => ClientError::Closed,
+            RequestError::Failed(error) => error,
+        }
+    }
+}
+
+/// A handshaken connection with its reader, writer and sweeper tasks.
 pub(crate) struct Connection {
     state: Arc<State>,
     outbox: mpsc::UnboundedSender<Vec<u8>>,
     reader: AbortHandle,
 }
 
-/// What the caller side and the two tasks share.
+/// What the caller side and the tasks share.
 struct State {
     waiters: Mutex<Waiters>,
     /// A copy of `Waiters::open` readable without the lock, for choosing a connection.
@@ -60,29 +79,74 @@ struct State {
     /// Bounds the requests waiting on this connection; closed with the connection so that callers
     /// queued for a permit fail at once.
     permits: Semaphore,
+    /// The permits there are.
+    max_in_flight: usize,
+    /// What an overdue request fails with.
+    timeout: Duration,
+    /// Wakes the sweeper: a deadline earlier than the one it sleeps until, or the connection closed.
+    sweeper: Notify,
 }
 
 struct Waiters {
     open: bool,
-    by_id: HashMap<u64, Waiter>,
+    by_id: HashMap<u64, Waiting, BuildHasherDefault<IdHasher>>,
+    /// When the sweeper wakes next; `None` while it waits for a request to watch.
+    next_sweep: Option<Instant>,
+}
+
+/// A request waiting for its answer.
+struct Waiting {
+    waiter: oneshot::Sender<Outcome>,
+    deadline: Instant,
+}
+
+/// Hashes request ids, which the client hands out in sequence: one multiplication spreads them over the
+/// map (the low bits stay distinct, the high bits mix).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Connection {
-    /// Connects to `path`, completes the handshake, and starts the reader and writer tasks on the
-    /// current tokio runtime.
-    pub(crate) async fn open(path: &Path, max_in_flight: usize) -> Result<Connection, ClientError> {
+    /// Connects to `path`, completes the handshake, and starts the reader, writer and sweeper tasks on
+    /// the current tokio runtime. Requests waiting longer than `timeout` fail with
+    /// [`ClientError::Timeout`].
+    pub(crate) async fn open(path: &Path, max_in_flight: usize, timeout: Duration) -> Result<Connection, ClientError> {
         let mut stream =
             UnixStream::connect(path).await.map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
         handshake(&mut stream).await?;
         let (reader, writer) = stream.into_split();
+        let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         let state = Arc::new(State {
             // Sized for a full pipeline up front, so the map never regrows while requests wait on it.
-            waiters: Mutex::new(Waiters { open: true, by_id: HashMap::with_capacity(max_in_flight.min(1024)) }),
+            waiters: Mutex::new(Waiters {
+                open: true,
+                by_id: HashMap::with_capacity_and_hasher(max_in_flight.min(1024), Default::default()),
+                next_sweep: None,
+            }),
             open: AtomicBool::new(true),
-            permits: Semaphore::new(max_in_flight.clamp(1, Semaphore::MAX_PERMITS)),
+            permits: Semaphore::new(max_in_flight),
+            max_in_flight,
+            timeout,
+            sweeper: Notify::new(),
         });
         let (outbox, queued) = mpsc::unbounded_channel();
         tokio::spawn(write_requests(writer, queued, Arc::clone(&state)));
+        tokio::spawn(sweep_overdue(Arc::clone(&state)));
         let reader = tokio::spawn(read_replies(reader, Arc::clone(&state))).abort_handle();
         Ok(Connection { state, outbox, reader })
     }
@@ -92,14 +156,20 @@ impl Connection {
         self.state.open.load(Ordering::Acquire)
     }
 
-    /// Sends one framed request under `id` and waits for its reply. If this future is dropped (a timeout),
-    /// the request is forgotten and a late reply is discarded.
-    pub(crate) async fn request(&self, id: u64, frame: Vec<u8>) -> Result<Reply, RequestError> {
-        let Ok(_permit) = self.state.permits.acquire().await else {
-            return Err(RequestError::Unsent(frame));
+    /// Sends one framed request under `id` and waits for its answer until `deadline`. If this future is
+    /// dropped, the request is forgotten and a late reply is discarded.
+    pub(crate) async fn request(&self, id: u64, frame: Vec<u8>, deadline: Instant) -> Result<Answer, RequestError> {
+        let _permit = match self.state.permits.try_acquire() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::Closed) => return Err(RequestError::Unsent(frame)),
+            Err(TryAcquireError::NoPermits) => match self.permit_by(deadline).await {
+                Ok(Some(permit)) => permit,
+                Ok(None) => return Err(RequestError::Unsent(frame)),
+                Err(timeout) => return Err(RequestError::Failed(timeout)),
+            },
         };
         let (waiter, answer) = oneshot::channel();
-        let Some(mut registration) = Registration::new(&self.state, id, waiter) else {
+        let Some(mut registration) = Registration::new(&self.state, id, Waiting { waiter, deadline }) else {
             return Err(RequestError::Unsent(frame));
         };
         if let Err(unsent) = self.outbox.send(frame) {
@@ -110,27 +180,60 @@ impl Connection {
         // A dropped waiter without an answer means the reader task is gone: the connection is closed.
         answer.unwrap_or(Err(ClientError::Closed)).map_err(RequestError::Failed)
     }
+
+    /// Waits for a free slot until `deadline`: `None` if the connection closed meanwhile. Boxed, so that
+    /// the timer it needs is not part of every request's future.
+    async fn permit_by(&self, deadline: Instant) -> Result<Option<SemaphorePermit<'_>>, ClientError> {
+        match Box::pin(tokio::time::timeout_at(deadline, self.state.permits.acquire())).await {
+            Ok(permit) => Ok(permit.ok()),
+            Err(_) => Err(ClientError::Timeout(self.state.timeout)),
+        }
+    }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        // The writer task ends by itself when `outbox` is dropped; the reader would wait for the daemon.
+        // The writer task ends by itself when `outbox` is dropped, and the sweeper when the reader closes
+        // the state; the reader would wait for the daemon.
         self.reader.abort();
     }
 }
 
 impl State {
+    /// Whether more requests than the one at hand are under way, so that more frames may be on their way.
+    fn others_in_flight(&self) -> bool {
+        self.max_in_flight - self.permits.available_permits() > 1
+    }
+
     fn waiters(&self) -> MutexGuard<'_, Waiters> {
         // Nothing panics while holding the lock, but a poisoned map is still a consistent map.
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands `reply` to the request waiting for `id`, if it is still waiting (it may have timed out).
-    fn answer(&self, id: u64, reply: Reply) {
-        let waiter = self.waiters().by_id.remove(&id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(Ok(reply));
+    /// Hands `answer` to the request waiting for `id`, if it is still waiting (it may have timed out).
+    fn answer(&self, id: u64, answer: Answer) {
+        let waiting = self.waiters().by_id.remove(&id);
+        if let Some(waiting) = waiting {
+            let _ = waiting.waiter.send(Ok(answer));
         }
+    }
+
+    /// Fails every request whose deadline is not after `now`, and tells the sweeper when to look again.
+    fn fail_overdue(&self, now: Instant) -> NextSweep {
+        let (overdue, next) = {
+            let mut waiters = self.waiters();
+            if !waiters.open {
+                return NextSweep::Never;
+            }
+            let overdue: Vec<Waiting> =
+                waiters.by_id.extract_if(|_, waiting| waiting.deadline <= now).map(|(_, w)| w).collect();
+            waiters.next_sweep = waiters.by_id.values().map(|waiting| waiting.deadline).min();
+            (overdue, waiters.next_sweep)
+        };
+        for waiting in overdue {
+            let _ = waiting.waiter.send(Err(ClientError::Timeout(self.timeout)));
+        }
+        next.map_or(NextSweep::WhenWoken, NextSweep::At)
     }
 
     /// Marks the connection closed and fails every waiting request with `cause`. Only the first call
@@ -146,8 +249,9 @@ impl State {
             std::mem::take(&mut waiters.by_id)
         };
         self.permits.close();
-        for (_, waiter) in waiting {
-            let _ = waiter.send(Err(cause.for_waiter()));
+        self.sweeper.notify_one();
+        for (_, waiting) in waiting {
+            let _ = waiting.waiter.send(Err(cause.for_waiter()));
         }
     }
 }
@@ -160,17 +264,27 @@ struct Registration<'a> {
 }
 
 impl<'a> Registration<'a> {
-    /// Registers `waiter` under `id`; `None` if the connection is already closed.
-    fn new(state: &'a State, id: u64, waiter: Waiter) -> Option<Self> {
+    /// Registers `waiting` under `id`, waking the sweeper if it must look earlier than it meant to;
+    /// `None` if the connection is already closed.
+    fn new(state: &'a State, id: u64, waiting: Waiting) -> Option<Self> {
+        let deadline = waiting.deadline;
         let mut waiters = state.waiters();
         if !waiters.open {
             return None;
         }
-        waiters.by_id.insert(id, waiter);
+        waiters.by_id.insert(id, waiting);
+        let sooner = waiters.next_sweep.is_none_or(|next| deadline < next);
+        if sooner {
+            waiters.next_sweep = Some(deadline);
+        }
+        drop(waiters);
+        if sooner {
+            state.sweeper.notify_one();
+        }
         Some(Registration { state, id, waiting: true })
     }
 
-    /// The answer arrived, so the reader (or `close`) has already removed the entry.
+    /// The answer arrived, so the reader (or the sweeper, or `close`) has already removed the entry.
     fn completed(&mut self) {
         self.waiting = false;
     }
@@ -180,6 +294,35 @@ impl Drop for Registration<'_> {
     fn drop(&mut self) {
         if self.waiting {
             self.state.waiters().by_id.remove(&self.id);
+        }
+    }
+}
+
+/// When the sweeper looks at the waiting requests again.
+enum NextSweep {
+    /// At the earliest deadline, or sooner if woken.
+    At(Instant),
+    /// Nothing waits: when a registration wakes it.
+    WhenWoken,
+    /// The connection is closed.
+    Never,
+}
+
+/// The sweeper task: fails requests at their deadline until the connection closes.
+async fn sweep_overdue(state: Arc<State>) {
+    let sleep = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(sleep);
+    loop {
+        match state.fail_overdue(Instant::now()) {
+            NextSweep::At(deadline) => {
+                sleep.as_mut().reset(deadline);
+                tokio::select! {
+                    () = &mut sleep => {}
+                    () = state.sweeper.notified() => {}
+                }
+            }
+            NextSweep::WhenWoken => state.sweeper.notified().await,
+            NextSweep::Never => return,
         }
     }
 }
@@ -221,6 +364,12 @@ async fn write_requests(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedR
         // Under load many callers queue a frame between two wake-ups of this task; one write for all of
         // them instead of one per frame is most of what pipelining saves.
         batch.extend_from_slice(&frame);
+        if state.others_in_flight() {
+            // A burst of replies wakes many callers at once, and the first frame one of them queues wakes
+            // this task, which the scheduler then runs next, before the rest of the burst: without this
+            // yield, every frame of a pipeline would be a write of its own.
+            tokio::task::yield_now().await;
+        }
         while batch.len() < WRITE_BATCH {
             match queued.try_recv() {
                 Ok(frame) => batch.extend_from_slice(&frame),
@@ -263,8 +412,8 @@ async fn read_replies(mut reader: OwnedReadHalf, state: Arc<State>) {
 fn dispatch_frames(buf: &mut Vec<u8>, state: &State) -> Result<(), ClientError> {
     let mut start = 0;
     while let Some(total) = frame::next_frame_len(&buf[start..], MAX_REPLY).map_err(ClientError::Frame)? {
-        let ReplyFrame { id, reply } = wire::decode_reply(&buf[start + HEADER_LEN..start + total])?;
-        state.answer(id, reply);
+        let (id, answer) = wire::decode_reply(&buf[start + HEADER_LEN..start + total])?;
+        state.answer(id, answer);
         start += total;
     }
     buf.drain(..start);

@@ -17,10 +17,13 @@
 //! printed, logged or put in an error.
 //!
 //! # Layout
-//! - `client`: the async [`Client`] and its [`ClientBuilder`]: the pool, ids, timeouts.
-//! - `connection`: one pipelined async connection: writer task, reader task, waiting requests.
+//! - `client`: the async [`Client`] and its [`ClientBuilder`]: the pool, ids, deadlines.
+//! - `connection`: one pipelined async connection: writer task, reader task, waiting requests, and the
+//!   sweeper that fails them at their deadline.
 //! - `blocking`: the synchronous [`BlockingClient`].
 //! - `wire`: framing the handshake and requests, unframing replies.
+//! - `answer`: what a reply decodes to (a verify answer inline, anything else boxed).
+//! - `shared_keys`: decoding a verify answer's key without rebuilding one that has not changed.
 //! - `actor`: which requests carry the caller's actor label (`Request::As`).
 //! - `reply`: which reply each request expects; which requests may be retried.
 //! - `listing`: following a listing's pages to the end.
@@ -31,6 +34,7 @@
 //!   `axum`, an extractor for the verified key.
 
 mod actor;
+mod answer;
 mod blocking;
 pub mod cli;
 mod client;
@@ -42,6 +46,7 @@ mod fixtures;
 pub mod http;
 mod listing;
 mod reply;
+mod shared_keys;
 mod wire;
 
 use std::time::Duration;

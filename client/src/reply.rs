@@ -3,13 +3,15 @@
 //! The typed helpers of both clients (`ping`, `verify`, `create`, …) turn a [`Reply`] into the one
 //! variant their request calls for with the functions here; anything else is
 //! [`ClientError::UnexpectedReply`]. Error replies never get this far: `call` has already turned them into
-//! [`ClientError::Refused`].
+//! [`ClientError::Refused`]. `verify` skips `call` and takes its answer straight from the decoded
+//! [`Answer`], error replies included ([`verify_answer`]).
 
 use keyward_protocol::{
     AccountView, AuditEntry, CreatedKey, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
-    VerifyAnswer,
+    VerifyAnswer, VerifyRequest,
 };
 
+use crate::answer::Answer;
 use crate::error::ClientError;
 
 /// Whether sending `request` twice has the same effect as sending it once, so that a request lost with a
@@ -29,7 +31,7 @@ pub(crate) fn is_idempotent(request: &Request) -> bool {
         | Request::Usage { .. }
         | Request::WorkspaceUsage { .. }
         | Request::Stats => true,
-        Request::Verify(verify) => verify.cost == 0,
+        Request::Verify(verify) => is_idempotent_verify(verify),
         Request::As { request, .. } => is_idempotent(request),
         Request::Create(_)
         | Request::Revoke { .. }
@@ -41,6 +43,11 @@ pub(crate) fn is_idempotent(request: &Request) -> bool {
         | Request::SetAccount(_)
         | Request::Credits { .. } => false,
     }
+}
+
+/// Whether sending this verify twice has the same effect as sending it once: only when it is free.
+pub(crate) fn is_idempotent_verify(request: &VerifyRequest) -> bool {
+    request.cost == 0
 }
 
 /// Turns an error reply into [`ClientError::Refused`]; every other reply passes through.
@@ -59,11 +66,14 @@ pub(crate) fn pong(reply: Reply) -> Result<(), ClientError> {
     }
 }
 
-/// The answer to a Verify.
-pub(crate) fn verify_answer(reply: Reply) -> Result<VerifyAnswer, ClientError> {
-    match reply {
-        Reply::Verify(answer) => Ok(answer),
-        other => Err(unexpected("Verify", &other)),
+/// The answer to a Verify; an error reply is [`ClientError::Refused`].
+pub(crate) fn verify_answer(answer: Answer) -> Result<VerifyAnswer, ClientError> {
+    match answer {
+        Answer::Verify(answer) => Ok(answer),
+        Answer::Other(reply) => match *reply {
+            Reply::Error(error) => Err(ClientError::Refused(error)),
+            other => Err(unexpected("Verify", &other)),
+        },
     }
 }
 
@@ -166,13 +176,21 @@ fn variant_name(reply: &Reply) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyward_protocol::{ErrorCode, ErrorReply, Secret, VerifyRequest};
+    use keyward_protocol::{ErrorCode, ErrorReply, Secret};
 
     #[test]
     fn a_reply_of_the_wrong_kind_is_named_not_printed() {
-        let error = verify_answer(Reply::Pong).unwrap_err();
+        let error = verify_answer(Answer::Other(Box::new(Reply::Pong))).unwrap_err();
         assert_eq!(error.to_string(), "keywardd answered Pong where Verify was expected");
         assert!(pong(Reply::Pong).is_ok());
+    }
+
+    #[test]
+    fn an_error_reply_to_a_verify_is_a_refusal() {
+        let busy = Answer::Other(Box::new(Reply::Error(ErrorReply::new(ErrorCode::Busy, "try again"))));
+        assert!(matches!(verify_answer(busy), Err(ClientError::Refused(error)) if error.code == ErrorCode::Busy));
+        let valid = VerifyAnswer::refused(keyward_protocol::VerifyCode::Valid);
+        assert_eq!(verify_answer(Answer::Verify(valid.clone())).unwrap(), valid);
     }
 
     #[test]

@@ -4,11 +4,15 @@
 //! Both clients go through these functions, so there is one place where a request becomes bytes. The
 //! framing and the encoding themselves belong to `keyward_protocol` ([`frame`], [`codec`]); this module
 //! only applies them. A request frame is built in a single buffer (header placeholder, payload encoded
-//! after it, length patched in), which is the one allocation a request costs before it is sent.
+//! after it, length patched in), which is the one allocation a request costs before it is sent. Requests
+//! are encoded from references ([`RequestFrame`]'s fields, a verify as the `Verify` variant of
+//! [`Request`]), so building a frame moves nothing; replies decode into an [`Answer`].
 
 use keyward_protocol::frame::{self, HEADER_LEN};
-use keyward_protocol::{codec, Hello, HelloReply, ReplyFrame, Request, RequestFrame, PROTOCOL_VERSION};
+use keyward_protocol::{codec, Hello, HelloReply, Request, VerifyRequest, PROTOCOL_VERSION};
+use serde::{Serialize, Serializer};
 
+use crate::answer::{Answer, AnswerFrame};
 use crate::error::ClientError;
 
 /// Room for a typical request (a verify is about a hundred bytes), so encoding it never reallocates.
@@ -39,24 +43,52 @@ pub(crate) fn may_hold_rejection(error: &std::io::Error) -> bool {
 }
 
 /// The frame for `request` under `id`, header included, in one buffer.
-pub(crate) fn request_frame(id: u64, request: Request) -> Result<Vec<u8>, ClientError> {
+pub(crate) fn request_frame(id: u64, request: &Request) -> Result<Vec<u8>, ClientError> {
+    frame_of(&FrameRef { id, request })
+}
+
+/// The frame for a verify under `id`: the same bytes as [`request_frame`] of `Request::Verify(request)`.
+pub(crate) fn verify_frame(id: u64, request: &VerifyRequest) -> Result<Vec<u8>, ClientError> {
+    frame_of(&FrameRef { id, request: &VerifyRef(request) })
+}
+
+fn frame_of(frame: &impl Serialize) -> Result<Vec<u8>, ClientError> {
     let mut out = Vec::with_capacity(REQUEST_CAPACITY);
     out.extend_from_slice(&[0; HEADER_LEN]);
-    let len = codec::encode_into(&RequestFrame { id, request }, &mut out)?;
+    let len = codec::encode_into(frame, &mut out)?;
     let len = u32::try_from(len).expect("a request is far below 4 GiB");
     out[..HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
 
-/// Decodes one reply frame's payload.
-pub(crate) fn decode_reply(payload: &[u8]) -> Result<ReplyFrame, ClientError> {
-    Ok(codec::decode(payload)?)
+/// [`RequestFrame`](keyward_protocol::RequestFrame) over a borrowed request: the same fields in the same
+/// order, so the same bytes.
+#[derive(Serialize)]
+struct FrameRef<'a, R: Serialize> {
+    id: u64,
+    request: &'a R,
+}
+
+/// `Request::Verify` over a borrowed [`VerifyRequest`].
+struct VerifyRef<'a>(&'a VerifyRequest);
+
+impl Serialize for VerifyRef<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // `Verify` is the second variant of `Request`; the test below checks the bytes against the enum's.
+        serializer.serialize_newtype_variant("Request", 1, "Verify", self.0)
+    }
+}
+
+/// Decodes one reply frame's payload into the id it answers and the answer.
+pub(crate) fn decode_reply(payload: &[u8]) -> Result<(u64, Answer), ClientError> {
+    let frame: AnswerFrame = codec::decode(payload)?;
+    Ok((frame.id, frame.into_answer()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyward_protocol::{Secret, VerifyRequest};
+    use keyward_protocol::{RequestFrame, Secret};
 
     #[test]
     fn request_frame_is_length_prefixed_and_decodes_back() {
@@ -64,11 +96,23 @@ mod tests {
             scope: Some("read:tables".into()),
             ..VerifyRequest::new(Secret::new("kw_live_example"))
         });
-        let bytes = request_frame(42, request.clone()).unwrap();
+        let bytes = request_frame(42, &request).unwrap();
         let total = frame::next_frame_len(&bytes, frame::DEFAULT_MAX_REQUEST).unwrap();
         assert_eq!(total, Some(bytes.len()));
         let decoded: RequestFrame = codec::decode_request(&bytes[HEADER_LEN..]).unwrap();
         assert_eq!(decoded, RequestFrame { id: 42, request });
+    }
+
+    #[test]
+    fn a_verify_frame_is_the_frame_of_its_request() {
+        let verify = VerifyRequest {
+            scope: Some("read:tables".into()),
+            limits: vec!["burst".into()],
+            ..VerifyRequest::new(Secret::new("kw_live_example"))
+        };
+        let expected = codec::encode(&RequestFrame { id: 300, request: Request::Verify(verify.clone()) }).unwrap();
+        assert_eq!(verify_frame(300, &verify).unwrap()[HEADER_LEN..], expected);
+        assert_eq!(request_frame(300, &Request::Verify(verify)).unwrap()[HEADER_LEN..], expected);
     }
 
     #[test]

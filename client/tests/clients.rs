@@ -321,6 +321,56 @@ async fn async_timeout_forgets_the_request_and_ignores_its_late_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_timeouts_fail_each_request_at_its_own_deadline_never_before() {
+    // Pings are never answered; verifies are.
+    let daemon = FakeDaemon::start(|connection, request| match request {
+        Request::Ping => Action::Ignore,
+        other => canned(connection, other),
+    });
+    let client = Client::builder(daemon.socket()).pool_size(1).request_timeout(SHORT_TIMEOUT).build();
+    client.verify(verify_in("acme")).await.expect("the connection is open");
+    let timed_ping = |client: Client| async move {
+        let started = Instant::now();
+        let result = client.ping().await;
+        (result, started.elapsed())
+    };
+    let first = tokio::spawn(timed_ping(client.clone()));
+    tokio::time::sleep(SHORT_TIMEOUT / 3).await;
+    let second = tokio::spawn(timed_ping(client.clone()));
+    for (result, took) in [first.await.unwrap(), second.await.unwrap()] {
+        assert!(matches!(result, Err(ClientError::Timeout(timeout)) if timeout == SHORT_TIMEOUT), "{result:?}");
+        assert!(took >= SHORT_TIMEOUT, "failed after {took:?}, before its timeout");
+        assert!(took < SHORT_TIMEOUT * 2, "failed after {took:?}, long after its timeout");
+    }
+    // With nothing left waiting, a new request is still watched.
+    let (result, took) = timed_ping(client.clone()).await;
+    assert!(matches!(result, Err(ClientError::Timeout(_))) && took >= SHORT_TIMEOUT && took < SHORT_TIMEOUT * 2);
+    client.verify(verify_in("acme")).await.expect("timeouts do not cost the connection");
+    assert_eq!(daemon.connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_timeout_counts_the_wait_for_a_free_slot() {
+    // Pings are never answered; verifies are.
+    let daemon = FakeDaemon::start(|connection, request| match request {
+        Request::Ping => Action::Ignore,
+        other => canned(connection, other),
+    });
+    let client = Client::builder(daemon.socket()).pool_size(1).max_in_flight(1).request_timeout(SHORT_TIMEOUT).build();
+    client.verify(verify_in("acme")).await.expect("the connection is open");
+    // A request polled once holds the only slot until it is polled again or dropped.
+    let mut holder = Box::pin(client.ping());
+    let _ = tokio::time::timeout(Duration::from_millis(20), &mut holder).await;
+    let started = Instant::now();
+    let queued = client.verify(verify_in("acme")).await;
+    let took = started.elapsed();
+    assert!(matches!(queued, Err(ClientError::Timeout(timeout)) if timeout == SHORT_TIMEOUT), "{queued:?}");
+    assert!(took >= SHORT_TIMEOUT && took < SHORT_TIMEOUT * 2, "gave up after {took:?}");
+    drop(holder);
+    client.verify(verify_in("acme")).await.expect("the slot is free again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_hang_up_fails_pending_requests_and_the_next_request_reconnects() {
     let daemon = FakeDaemon::start(first_request_on_first_connection(|_| Some(Action::HangUp)));
     let client = Client::builder(daemon.socket()).pool_size(1).build();
