@@ -4,7 +4,7 @@
 //! tokio runtime, as `keywardd` does, and answers each with the same bytes. Its connection loop has the
 //! daemon's shape without the daemon's work: read into one buffer, take every complete frame, append
 //! each reply to one output buffer, one write per pass. Requests carry a 64-byte payload whose first 8
-//! bytes are the request id.
+//! bytes are the request id; the attackers of the flood's control send payloads of other sizes.
 //!
 //! Two clients measure it:
 //! - [`EchoClient`] mirrors `keyward_client::Client` step for step, minus encoding: a pool of connections
@@ -70,11 +70,15 @@ async fn echo_connection(stream: UnixStream) -> io::Result<()> {
     }
 }
 
-fn request_frame(id: u64) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(FRAME);
-    frame.extend_from_slice(&(PAYLOAD as u32).to_be_bytes());
+/// Payloads are never shorter than the request id they start with.
+const MIN_PAYLOAD: usize = 8;
+
+fn request_frame(id: u64, payload: usize) -> Vec<u8> {
+    let payload = payload.max(MIN_PAYLOAD);
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload);
+    frame.extend_from_slice(&(payload as u32).to_be_bytes());
     frame.extend_from_slice(&id.to_le_bytes());
-    frame.resize(FRAME, 0xA5);
+    frame.resize(HEADER_LEN + payload, 0xA5);
     frame
 }
 
@@ -111,15 +115,21 @@ impl EchoClient {
         Ok(EchoClient { shared: Arc::new(pool) })
     }
 
-    /// One round trip: allocate the frame, register a oneshot under its id, queue it, await the answer.
+    /// One round trip of a [`PAYLOAD`]-byte request: allocate the frame, register a oneshot under its id,
+    /// queue it, await the answer.
     pub async fn echo(&self) -> bool {
+        self.echo_payload(PAYLOAD).await
+    }
+
+    /// The same round trip with a `payload`-byte request (at least 8 bytes: the id).
+    pub async fn echo_payload(&self, payload: usize) -> bool {
         let shared = &self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let turn = shared.next_slot.fetch_add(1, Ordering::Relaxed);
         let connection = &shared.connections[turn % shared.connections.len()];
         let (waiter, answer) = oneshot::channel();
         connection.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waiter);
-        if connection.outbox.send(request_frame(id)).is_err() {
+        if connection.outbox.send(request_frame(id, payload)).is_err() {
             return false;
         }
         answer.await.is_ok()
@@ -204,7 +214,7 @@ pub async fn raw_pipelined(path: &Path, depth: usize, phase: Phase) -> io::Resul
     let mut sent: VecDeque<Instant> = VecDeque::with_capacity(depth);
     let mut out = Vec::with_capacity(depth * FRAME);
     let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
-    let frame = request_frame(0);
+    let frame = request_frame(0, PAYLOAD);
     loop {
         let now = Instant::now();
         if now < until {
@@ -230,5 +240,20 @@ pub async fn raw_pipelined(path: &Path, depth: usize, phase: Phase) -> io::Resul
                 measured.record(at.elapsed(), true);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_frames_carry_their_id_and_size() {
+        let frame = request_frame(7, 100);
+        assert_eq!(frame.len(), HEADER_LEN + 100);
+        assert_eq!(frame::next_frame_len(&frame, frame::DEFAULT_MAX_REQUEST).unwrap(), Some(frame.len()));
+        assert_eq!(frame[HEADER_LEN..HEADER_LEN + 8], 7u64.to_le_bytes());
+        assert_eq!(request_frame(7, 0).len(), HEADER_LEN + MIN_PAYLOAD);
+        assert_eq!(request_frame(7, PAYLOAD).len(), FRAME);
     }
 }

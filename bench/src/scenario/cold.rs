@@ -9,7 +9,13 @@
 //!   (a) wrong secrets for the victims' valid ids, which only Argon2 can refute: 384 in flight over 4
 //!   connections, more than the Argon2 queue holds, so most are answered BUSY; (b) garbage: random text,
 //!   tokens of unknown ids and tokens with a broken checksum, 128 in flight over 2 connections; (c) both.
+//! - a control on the echo floor ([`control`]): the same one-at-a-time probe through the floor's client,
+//!   alone and under an echo flood of each attack's shape (in flight, connections, frame sizes), so the
+//!   share of a flood's cost that comes from two cores running the attacker too stands beside keyward's.
 
+mod control;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +24,7 @@ use anyhow::{ensure, Result};
 use keyward_client::{Client, Secret, VerifyCode};
 use keyward_protocol::token::{Token, BASE62, KEY_ID_LEN, SECRET_LEN};
 use keyward_protocol::{Environment, KeyId};
+use tokio::task::JoinHandle;
 
 use super::{note_failures, percentiles, Bench, Storage};
 use crate::fixture;
@@ -65,61 +72,95 @@ fn random_base62<const N: usize>(rng: &mut Rng) -> [u8; N] {
     std::array::from_fn(|_| BASE62[rng.below(62) as usize])
 }
 
-/// Wrong secrets for valid key ids.
-struct WrongSecret {
-    client: Client,
-    first: u64,
-    count: u64,
-    rng: Rng,
-    tally: Arc<Tally>,
+/// What one attacker sends, and how many of its requests are in flight over how many connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attack {
+    /// Wrong secrets for the valid ids of the keys `first..first + count`.
+    WrongSecrets { first: u64, count: u64 },
+    /// Random text, well-formed tokens of unknown ids, and tokens whose checksum is broken.
+    Garbage,
 }
 
-impl Caller for WrongSecret {
-    async fn call(&mut self) -> bool {
-        let id = seed::seeded_id(self.first + self.rng.below(self.count));
-        let secret: [u8; SECRET_LEN] = random_base62(&mut self.rng);
-        let token = Token::assemble(Environment::Live, &id, &secret);
-        self.tally.count(outcome(&self.client, verifier::request(token)).await)
+impl Attack {
+    fn in_flight(self) -> u64 {
+        match self {
+            Attack::WrongSecrets { .. } => 384,
+            Attack::Garbage => 128,
+        }
+    }
+
+    fn connections(self) -> usize {
+        match self {
+            Attack::WrongSecrets { .. } => 4,
+            Attack::Garbage => 2,
+        }
+    }
+
+    /// The seed of the generator of the attack's `n`-th worker.
+    fn seed(self, n: u64) -> u64 {
+        match self {
+            Attack::WrongSecrets { .. } => 1000 + n,
+            Attack::Garbage => 5000 + n,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Attack::WrongSecrets { .. } => "wrong secrets",
+            Attack::Garbage => "garbage",
+        }
+    }
+
+    /// The token of a worker's next request.
+    fn token(self, rng: &mut Rng) -> Secret {
+        match self {
+            Attack::WrongSecrets { first, count } => wrong_secret(rng, first, count),
+            Attack::Garbage => garbage(rng),
+        }
     }
 }
 
-/// Random text, well-formed tokens of unknown ids, and tokens whose checksum is broken.
-struct Garbage {
-    client: Client,
-    rng: Rng,
-    tally: Arc<Tally>,
+fn wrong_secret(rng: &mut Rng, first: u64, count: u64) -> Secret {
+    let id = seed::seeded_id(first + rng.below(count));
+    let secret: [u8; SECRET_LEN] = random_base62(rng);
+    Token::assemble(Environment::Live, &id, &secret)
 }
 
-impl Garbage {
-    fn token(&mut self) -> Secret {
-        let rng = &mut self.rng;
-        match rng.below(3) {
-            0 => {
-                let len = rng.below(121) as usize;
-                Secret::new((0..len).map(|_| char::from(b' ' + rng.below(95) as u8)).collect::<String>())
-            }
-            kind => {
-                // Ids starting with `G` are never minted by the fixture; a random id is unknown anyway.
-                let mut id: [u8; KEY_ID_LEN] = random_base62(rng);
-                id[0] = b'G';
-                let secret: [u8; SECRET_LEN] = random_base62(rng);
-                let token = Token::assemble(Environment::Live, &KeyId::from_base62(id), &secret);
-                if kind == 1 {
-                    token
-                } else {
-                    let mut text = token.expose().to_owned();
-                    let last = if text.ends_with('0') { "1" } else { "0" };
-                    text.replace_range(text.len() - 1.., last);
-                    Secret::new(text)
-                }
+fn garbage(rng: &mut Rng) -> Secret {
+    match rng.below(3) {
+        0 => {
+            let len = rng.below(121) as usize;
+            Secret::new((0..len).map(|_| char::from(b' ' + rng.below(95) as u8)).collect::<String>())
+        }
+        kind => {
+            // Ids starting with `G` are never minted by the fixture; a random id is unknown anyway.
+            let mut id: [u8; KEY_ID_LEN] = random_base62(rng);
+            id[0] = b'G';
+            let secret: [u8; SECRET_LEN] = random_base62(rng);
+            let token = Token::assemble(Environment::Live, &KeyId::from_base62(id), &secret);
+            if kind == 1 {
+                token
+            } else {
+                let mut text = token.expose().to_owned();
+                let last = if text.ends_with('0') { "1" } else { "0" };
+                text.replace_range(text.len() - 1.., last);
+                Secret::new(text)
             }
         }
     }
 }
 
-impl Caller for Garbage {
+/// One worker of an attack on keywardd: verifies the attack's tokens and counts the answers.
+struct Attacker {
+    client: Client,
+    attack: Attack,
+    rng: Rng,
+    tally: Arc<Tally>,
+}
+
+impl Caller for Attacker {
     async fn call(&mut self) -> bool {
-        let token = self.token();
+        let token = self.attack.token(&mut self.rng);
         self.tally.count(outcome(&self.client, verifier::request(token)).await)
     }
 }
@@ -140,68 +181,69 @@ impl Flood {
             Flood::Both => "both floods at once",
         }
     }
+
+    /// The attacks of this flood, `wrong_secrets` standing for the wrong-secret one.
+    fn attacks(self, wrong_secrets: Attack) -> Vec<Attack> {
+        match self {
+            Flood::WrongSecrets => vec![wrong_secrets],
+            Flood::Garbage => vec![Attack::Garbage],
+            Flood::Both => vec![wrong_secrets, Attack::Garbage],
+        }
+    }
 }
 
-/// What one flood measured: the legitimate client, and each attacker that ran.
+/// What one attack measured, and what its workers got back.
 struct Attacked {
-    legit: Measurement,
-    wrong: Option<Measurement>,
-    wrong_tally: Option<Arc<Tally>>,
-    garbage: Option<Measurement>,
-    garbage_tally: Option<Arc<Tally>>,
+    attack: Attack,
+    measured: Measurement,
+    tally: Arc<Tally>,
 }
 
-/// Runs the attackers of `flood` on their own connections and measures `legit` (one request at a time,
-/// its own connection) while they run; the attack starts half a second before the legitimate warm-up.
-async fn attack(
-    socket: &std::path::Path,
-    flood: Flood,
+/// What one flood measured: the legitimate client, and each attack that ran.
+struct Flooded {
+    legit: Measurement,
+    attacks: Vec<Attacked>,
+}
+
+/// The phases of a flood: the attack's, and the legitimate client's, which starts its warm-up half a second
+/// after the attack started and measures while it runs.
+fn flood_phases(phase: Phase) -> (Phase, Phase) {
+    let ramp = Duration::from_millis(500);
+    let attack = Phase { warmup: Duration::ZERO, window: phase.warmup + ramp + phase.window };
+    let legit = Phase { warmup: phase.warmup + ramp, window: phase.window };
+    (attack, legit)
+}
+
+/// Starts `attack` on its own connections to keywardd for `phase`.
+async fn launch(socket: &Path, attack: Attack, phase: Phase) -> Result<(JoinHandle<Measurement>, Arc<Tally>)> {
+    let tally = Arc::new(Tally::default());
+    let client = keyward_client(socket, attack.connections()).await?;
+    let workers: Vec<_> = (0..attack.in_flight())
+        .map(|n| Attacker { client: client.clone(), attack, rng: Rng::new(attack.seed(n)), tally: Arc::clone(&tally) })
+        .collect();
+    Ok((tokio::spawn(closed_loop(workers, phase)), tally))
+}
+
+/// Runs the attacks of `flood` on their own connections and measures `legit` (one request at a time, its
+/// own connection) while they run.
+async fn flood_keyward(
+    socket: &Path,
+    attacks: &[Attack],
     legit: &keyward_client::VerifyRequest,
     phase: Phase,
-    (victims_from, victims): (u64, u64),
-) -> Result<Attacked> {
-    let ramp = Duration::from_millis(500);
-    let attack_phase = Phase { warmup: Duration::ZERO, window: phase.warmup + ramp + phase.window };
-    let legit_phase = Phase { warmup: phase.warmup + ramp, window: phase.window };
+) -> Result<Flooded> {
+    let (attack_phase, legit_phase) = flood_phases(phase);
     let client = keyward_client(socket, 1).await?;
-    let wrong_tally = matches!(flood, Flood::WrongSecrets | Flood::Both).then(|| Arc::new(Tally::default()));
-    let garbage_tally = matches!(flood, Flood::Garbage | Flood::Both).then(|| Arc::new(Tally::default()));
-    let wrong = match &wrong_tally {
-        Some(tally) => {
-            let attacker = keyward_client(socket, 4).await?;
-            let callers: Vec<_> = (0..384)
-                .map(|i| WrongSecret {
-                    client: attacker.clone(),
-                    first: victims_from,
-                    count: victims,
-                    rng: Rng::new(1000 + i),
-                    tally: Arc::clone(tally),
-                })
-                .collect();
-            Some(tokio::spawn(closed_loop(callers, attack_phase)))
-        }
-        None => None,
-    };
-    let garbage = match &garbage_tally {
-        Some(tally) => {
-            let attacker = keyward_client(socket, 2).await?;
-            let callers: Vec<_> = (0..128)
-                .map(|i| Garbage { client: attacker.clone(), rng: Rng::new(5000 + i), tally: Arc::clone(tally) })
-                .collect();
-            Some(tokio::spawn(closed_loop(callers, attack_phase)))
-        }
-        None => None,
-    };
+    let mut running = Vec::with_capacity(attacks.len());
+    for &attack in attacks {
+        running.push((attack, launch(socket, attack, attack_phase).await?));
+    }
     let legit = closed_loop(vec![OneKey { client, request: legit.clone() }], legit_phase).await;
-    let wrong = match wrong {
-        Some(task) => Some(task.await?),
-        None => None,
-    };
-    let garbage = match garbage {
-        Some(task) => Some(task.await?),
-        None => None,
-    };
-    Ok(Attacked { legit, wrong, wrong_tally, garbage, garbage_tally })
+    let mut attacked = Vec::with_capacity(running.len());
+    for (attack, (task, tally)) in running {
+        attacked.push(Attacked { attack, measured: task.await?, tally });
+    }
+    Ok(Flooded { legit, attacks: attacked })
 }
 
 pub(super) fn run(bench: &mut Bench) -> Result<()> {
@@ -291,34 +333,36 @@ pub(super) fn run(bench: &mut Bench) -> Result<()> {
         verdict: Some(Verdict::Info),
         ..Row::default()
     });
-    let victims_from = cold + burst;
+    let wrong_secrets = Attack::WrongSecrets { first: cold + burst, count: victims };
+    let control = bench.rt.block_on(control::measure(&bench.echo_socket, phase, [wrong_secrets, Attack::Garbage]))?;
+    control::unloaded_row(&mut bench.report, &control);
     for flood in [Flood::WrongSecrets, Flood::Garbage, Flood::Both] {
-        let attacked = bench.rt.block_on(attack(&verify_socket, flood, &legit, phase, (victims_from, victims)))?;
-        note_failures(&mut bench.report, &format!("legitimate verifies under {}", flood.name()), &attacked.legit);
-        ensure!(attacked.legit.requests > 0, "no legitimate verify completed under {}", flood.name());
-        let ratio_at = |q: f64| ratio(attacked.legit.quantile(q).as_secs_f64(), unloaded.quantile(q).as_secs_f64());
-        let p99_ratio = attacked.legit.quantile(0.99).as_secs_f64() / unloaded.quantile(0.99).as_secs_f64();
-        let attackers = [
-            (&attacked.wrong, &attacked.wrong_tally, "wrong secrets"),
-            (&attacked.garbage, &attacked.garbage_tally, "garbage"),
-        ];
-        let rates: Vec<String> = attackers
+        let attacks = flood.attacks(wrong_secrets);
+        let flooded = bench.rt.block_on(flood_keyward(&verify_socket, &attacks, &legit, phase))?;
+        note_failures(&mut bench.report, &format!("legitimate verifies under {}", flood.name()), &flooded.legit);
+        ensure!(flooded.legit.requests > 0, "no legitimate verify completed under {}", flood.name());
+        let ratio_at = |q: f64| ratio(flooded.legit.quantile(q).as_secs_f64(), unloaded.quantile(q).as_secs_f64());
+        let p99_ratio = flooded.legit.quantile(0.99).as_secs_f64() / unloaded.quantile(0.99).as_secs_f64();
+        let rates: Vec<String> = flooded
+            .attacks
             .iter()
-            .filter_map(|(m, _, what)| m.as_ref().map(|m| format!("{what} {}", report::rate(m.throughput()))))
+            .map(|a| format!("{} {}", a.attack.what(), report::rate(a.measured.throughput())))
             .collect();
         bench.report.row(Row {
             scenario: SCENARIO.to_owned(),
             measure: format!("same, under {}: p50 / p99 / p99.9 (attack rate)", flood.name()),
-            keyward: format!("{} ({})", percentiles(&attacked.legit), rates.join(", ")),
+            keyward: format!("{} ({})", percentiles(&flooded.legit), rates.join(", ")),
             vs_floor: format!("{} / {} / {} of unloaded", ratio_at(0.5), ratio_at(0.99), ratio_at(0.999)),
             target: "p99 ≤ 2× unloaded".to_owned(),
             verdict: Some(Verdict::check(p99_ratio <= 2.0, format!("{p99_ratio:.2}×"))),
             ..Row::default()
         });
-        for (_, tally, what) in attackers {
-            if let Some(tally) = tally {
-                bench.report.note(format!("{}: {what} got {}", flood.name(), tally.summary()));
-            }
+        if let [attack] = attacks[..] {
+            control::flooded_row(&mut bench.report, &control, attack, (&flooded, &unloaded));
+        }
+        for attacked in &flooded.attacks {
+            let what = attacked.attack.what();
+            bench.report.note(format!("{}: {what} got {}", flood.name(), attacked.tally.summary()));
         }
     }
     daemon.stop()

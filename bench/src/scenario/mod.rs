@@ -1,9 +1,9 @@
 //! The scenarios of a run and what they share: settings, the runtime, the echo server, the report.
 //!
 //! Scenarios run one after another, each on its own daemon and data directory: `warm` (floor, keyward and
-//! Redis under every shape), `cold` (first verifies after a start, and the flood), `scale` (a million
-//! keys), `restart` (warm-up after a restart) and `manage` (create, revoke, list). A scenario that fails
-//! leaves a `skipped` row with its error and the run goes on.
+//! Redis under every shape), `cold` (first verifies after a start, and the flood beside its control on the
+//! echo floor), `scale` (a million keys), `restart` (warm-up after a restart) and `manage` (create, revoke,
+//! list). A scenario that fails leaves a `skipped` row with its error and the run goes on.
 //!
 //! The orchestration is synchronous on the main thread (processes are spawned from it, see
 //! [`crate::process`]); the load itself runs on a multi-thread tokio runtime through `block_on`.
