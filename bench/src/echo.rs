@@ -107,7 +107,7 @@ impl EchoClient {
             let (reader, writer) = UnixStream::connect(path).await?.into_split();
             let waiters = Arc::new(Mutex::new(HashMap::with_capacity(128)));
             let (outbox, queued) = mpsc::unbounded_channel();
-            tokio::spawn(write_frames(writer, queued));
+            tokio::spawn(write_frames(writer, queued, Arc::clone(&waiters)));
             tokio::spawn(read_replies(reader, Arc::clone(&waiters)));
             opened.push(EchoConnection { outbox, waiters });
         }
@@ -142,10 +142,20 @@ impl Caller for EchoClient {
     }
 }
 
-async fn write_frames(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// Writes queued frames, coalescing whatever is queued into one write. Like `keyward_client`'s writer, it
+/// yields once before writing while other requests are in flight, so that the callers woken by one burst
+/// of replies queue their next frames first and a pipeline is not written a frame at a time.
+async fn write_frames(
+    mut writer: OwnedWriteHalf,
+    mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
+    waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(frame) = queued.recv().await {
         batch.extend_from_slice(&frame);
+        if waiters.lock().unwrap_or_else(PoisonError::into_inner).len() > 1 {
+            tokio::task::yield_now().await;
+        }
         while batch.len() < WRITE_BATCH {
             match queued.try_recv() {
                 Ok(frame) => batch.extend_from_slice(&frame),

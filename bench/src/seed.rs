@@ -31,8 +31,11 @@ pub struct SeedPlan<'a> {
     pub template: &'a KeyRecord,
     /// The secret part of the template's token (shared by every copy).
     pub secret: [u8; SECRET_LEN],
-    /// Overrides the template's Argon2 PHC string (e.g. a cheaper one for a million-key fixture).
-    pub phc: Option<String>,
+    /// Argon2 PHC strings of the shared secret for the copies, used in turn (copy `i` of the plan gets
+    /// `hashes[i % len]`): one cheap hash for a million-key fixture, or distinct hashes where the daemon must
+    /// see distinct keys (its Argon2 pool caps and shares computations per stored hash). Empty: the
+    /// template's own hash for every copy.
+    pub hashes: Vec<String>,
     /// The first copy's number; copies are numbered `first..first + count`.
     pub first: u64,
     pub count: u64,
@@ -94,9 +97,7 @@ pub fn seed(data_dir: &Path, plan: &SeedPlan<'_>, threads: usize) -> Result<Seed
         for _ in 0..threads.max(1) {
             scope.spawn(|| {
                 let mut record = plan.template.clone();
-                if let Some(phc) = &plan.phc {
-                    record.secret.phc = phc.as_str().into();
-                }
+                let hashes: Vec<std::sync::Arc<str>> = plan.hashes.iter().map(|h| h.as_str().into()).collect();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= plan.count {
@@ -107,6 +108,9 @@ pub fn seed(data_dir: &Path, plan: &SeedPlan<'_>, threads: usize) -> Result<Seed
                     record.workspace = (plan.workspace)(n);
                     // Listing order is creation time then id; one second per copy keeps it the seeding order.
                     record.created_at = plan.template.created_at + i as i64;
+                    if !hashes.is_empty() {
+                        record.secret.phc = hashes[i as usize % hashes.len()].clone();
+                    }
                     let token = seeded_token(n, &plan.secret);
                     record.secret.tail = token.expose()[token.expose().len() - 4..].to_owned();
                     let audit = AuditEntry {
@@ -136,21 +140,48 @@ pub fn seed(data_dir: &Path, plan: &SeedPlan<'_>, threads: usize) -> Result<Seed
     Ok(Seeded { keys: plan.count, elapsed: started.elapsed() })
 }
 
+/// `count` Argon2id hashes of `secret` at the daemon's default cost, each with its own salt, computed on
+/// every core: distinct stored hashes for copies the daemon must treat as distinct keys (its Argon2 pool
+/// caps computations per stored hash and lets identical ones share a single run, which a fixture of copies
+/// sharing one hash would turn into a measurement of that sharing).
+pub fn distinct_hashes(rt: &tokio::runtime::Runtime, secret: &[u8; SECRET_LEN], count: usize) -> Result<Vec<String>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hasher =
+        Hasher::new(HashCost::default(), workers, workers, DigestKeys::ephemeral()).map_err(anyhow::Error::msg)?;
+    rt.block_on(async {
+        // A wave of one computation per thread at a time: the hasher drops work that waited too long.
+        let mut hashes = Vec::with_capacity(count);
+        while hashes.len() < count {
+            let mut wave = tokio::task::JoinSet::new();
+            for _ in 0..workers.min(count - hashes.len()) {
+                let (hasher, secret) = (hasher.clone(), zeroize::Zeroizing::new(secret.to_vec()));
+                wave.spawn(async move { hasher.hash(secret).await });
+            }
+            while let Some(hash) = wave.join_next().await {
+                hashes.push(hash?.map_err(|e| anyhow!("hashing a fixture secret: {e}"))?);
+            }
+        }
+        Ok(hashes)
+    })
+}
+
 /// Records, through the store's own batch write, that copies `numbers` were verified before: their warm
 /// digests under the data directory's warm key, as the daemon persists them for keys it has seen verify.
 /// This stands for a history of verifies that would cost an Argon2 hash per key to replay. The daemon
 /// must have started once on `data_dir` (it records which warm key the digests belong to).
-pub fn seed_warm(data_dir: &Path, phc: &str, secret: &[u8; SECRET_LEN], numbers: Range<u64>) -> Result<Seeded> {
+/// Copy `n` was seeded with `hashes[n % hashes.len()]` (a plan with `first: 0`).
+pub fn seed_warm(data_dir: &Path, hashes: &[String], secret: &[u8; SECRET_LEN], numbers: Range<u64>) -> Result<Seeded> {
     let key = |name: &str| keyfile::load_or_create(&data_dir.join(name)).map_err(|e| anyhow!("{e}"));
     let keys = DigestKeys { warm: key(keyfile::WARM_KEY)?, lookup: key(keyfile::LOOKUP_KEY)? };
     let hasher = Hasher::new(HashCost::default(), 1, 1, keys).map_err(anyhow::Error::msg)?;
-    let digest: WarmDigest = (hasher::fingerprint(phc), hasher.digest(secret).to_bytes());
+    let digest_of = |phc: &String| -> WarmDigest { (hasher::fingerprint(phc), hasher.digest(secret).to_bytes()) };
+    let digests: Vec<WarmDigest> = hashes.iter().map(digest_of).collect();
     let store = Store::open(data_dir).context("opening the stopped daemon's store")?;
     let started = Instant::now();
     let count = numbers.end.saturating_sub(numbers.start);
     let mut batch = Vec::with_capacity(10_000);
     for n in numbers {
-        batch.push((seeded_id(n).to_string(), vec![digest]));
+        batch.push((seeded_id(n).to_string(), vec![digests[n as usize % digests.len()]]));
         if batch.len() == 10_000 {
             store.save_warm(&batch).context("saving warm digests")?;
             batch.clear();

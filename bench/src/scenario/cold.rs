@@ -252,10 +252,15 @@ pub(super) fn run(bench: &mut Bench) -> Result<()> {
     let template = fixture::template(&bench.rt, &mut daemon, "acme")?;
     let (cold, burst, victims) = (settings.cold_keys, settings.cold_burst, settings.victims);
     let workspace = |_: u64| "acme".to_owned();
+    // Distinct stored hashes, as distinct keys have: one for each cold key, and up to 256 for the victims
+    // (repeating over more), so that the daemon's per-hash cap and shared computations act as they would on
+    // real keys rather than on one hash shared by the whole fixture.
+    let distinct = (cold + burst + victims.min(256)) as usize;
+    let hashes = seed::distinct_hashes(&bench.rt, &template.secret, distinct)?;
     let plan = SeedPlan {
         template: &template.record,
         secret: template.secret,
-        phc: None,
+        hashes,
         first: 0,
         count: cold + burst + victims,
         workspace: &workspace,

@@ -29,7 +29,7 @@ pub(super) fn run(bench: &mut Bench) -> Result<()> {
     let plan = SeedPlan {
         template: &template.record,
         secret: template.secret,
-        phc: None,
+        hashes: Vec::new(),
         first: 0,
         count: big,
         workspace: &workspace,

@@ -46,7 +46,7 @@ pub(super) fn run(bench: &mut Bench) -> Result<()> {
     let plan = SeedPlan {
         template: &template.record,
         secret: template.secret,
-        phc: Some(cheap),
+        hashes: vec![cheap],
         first: 0,
         count: keys,
         workspace: &workspace,
