@@ -23,7 +23,7 @@
 //! iterations = 2
 //! parallelism = 1
 //! workers = 1                            # Argon2 threads (default: cores - 1, at least 1)
-//! queue = 32                             # waiting computations before BUSY (default: 32 per thread)
+//! queue = 96                             # waiting computations before BUSY (default: 96 per thread)
 //! nice = 10                              # Argon2 threads run this many nice steps below the daemon (0..=19)
 //!
 //! [plans]

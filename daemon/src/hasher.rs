@@ -7,8 +7,8 @@
 //! priority ([`PoolSettings::nice`], +10 by default; Linux only, where a thread's nice value is its own), so
 //! when a flood of cold or wrong secrets keeps every Argon2 thread busy, the async workers answering warm
 //! verifies still win the CPU. A hash or verify that finds the queue full answers [`DaemonError::Busy`] at
-//! once; the default queue ([`QUEUE_PER_WORKER`] per thread) drains in about half a second at the default
-//! cost, well inside a client's timeout; a job that still waits [`MAX_QUEUE_WAIT`] (the threads starved of
+//! once; the default queue ([`QUEUE_PER_WORKER`] per thread) drains in about 1.5 s at the default cost,
+//! well inside a client's timeout; a job that still waits [`MAX_QUEUE_WAIT`] (the threads starved of
 //! CPU) is dropped unrun and answers BUSY too. A verify whose callers have all gone (their connection closed)
 //! is skipped rather than computed.
 //!
@@ -53,9 +53,10 @@ pub const PER_HASH_LIMIT: usize = 2;
 /// Refuted (hash, secret) pairs the failure cache holds; the oldest is forgotten first. An entry is 48 bytes
 /// (a 16-byte hash fingerprint and a 32-byte keyed digest), kept in a set and a queue.
 pub const FAILURE_CACHE_ENTRIES: usize = 4096;
-/// Jobs that may wait per Argon2 thread by default: about half a second of work at the default cost, a tenth
-/// of a client's 5 s timeout, which leaves room for a costlier setting or a thread slowed by its priority.
-pub const QUEUE_PER_WORKER: usize = 32;
+/// Jobs that may wait per Argon2 thread by default: about 1.5 s of work at the default cost (~15 ms each),
+/// inside [`MAX_QUEUE_WAIT`] and well inside a client's 5 s timeout, and room for a burst of 64 first
+/// verifies of distinct keys (say, imported keys after a restart) on one thread without a BUSY.
+pub const QUEUE_PER_WORKER: usize = 96;
 /// A job that has waited this long for a thread is dropped unrun and its callers answer BUSY: better told now
 /// than left to reach their own timeout (5 s by default), and the thread is better spent on a fresher job.
 /// Only reached when the threads get far less CPU than usual: a full default queue is ~0.5 s of work.
