@@ -18,7 +18,7 @@ use crate::hasher::fingerprint;
 use crate::index::HotKey;
 use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::service::Service;
-use crate::store::HighWater;
+use crate::store::{HighWater, StoreError};
 use crate::usage::{self, CODES};
 
 /// How often old usage buckets are pruned.
@@ -55,24 +55,31 @@ async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) -> bool {
     let last_used_batch: Vec<(String, i64)> = last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
     let credits_batch: Vec<(String, (u64, i64))> = credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
     let store = service.store().clone();
-    match tokio::task::spawn_blocking(move || store.save_counters(&last_used_batch, &credits_batch)).await {
-        Ok(Ok(())) => {
-            for (key, at) in &last_used {
-                key.activity.mark_last_used_saved(*at);
-            }
-            for (key, (balance, refilled_at)) in &credits {
-                if let Some(cell) = &key.credits {
-                    cell.mark_saved(*balance, *refilled_at);
-                }
-            }
-            true
+    if !stored("last-used times and credits", move || store.save_counters(&last_used_batch, &credits_batch)).await {
+        return false;
+    }
+    for (key, at) in &last_used {
+        key.activity.mark_last_used_saved(*at);
+    }
+    for (key, (balance, refilled_at)) in &credits {
+        if let Some(cell) = &key.credits {
+            cell.mark_saved(*balance, *refilled_at);
         }
+    }
+    true
+}
+
+/// Runs one store write off the async workers; `false`, after a warning naming `what`, when it failed (the
+/// values stay unsaved and are retried on the next pass).
+async fn stored(what: &'static str, write: impl FnOnce() -> Result<(), StoreError> + Send + 'static) -> bool {
+    match tokio::task::spawn_blocking(write).await {
+        Ok(Ok(())) => true,
         Ok(Err(error)) => {
-            tracing::warn!(%error, "saving last-used times and credits failed; will retry");
+            tracing::warn!(%error, what, "saving failed; will retry");
             false
         }
         Err(error) => {
-            tracing::warn!(%error, "counter task failed; will retry");
+            tracing::warn!(%error, what, "storage task failed; will retry");
             false
         }
     }
@@ -117,20 +124,11 @@ async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) -> bool {
         return true;
     }
     let store = service.store().clone();
-    match tokio::task::spawn_blocking(move || store.save_warm(&batch)).await {
-        Ok(Ok(())) => {
-            cells.iter().for_each(|cell| cell.mark_saved());
-            true
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "saving warm digests failed; will retry");
-            false
-        }
-        Err(error) => {
-            tracing::warn!(%error, "warm digest task failed; will retry");
-            false
-        }
+    if !stored("warm digests", move || store.save_warm(&batch)).await {
+        return false;
     }
+    cells.iter().for_each(|cell| cell.mark_saved());
+    true
 }
 
 /// Records the store's high-water mark (see [`crate::store`]) when it moved.
