@@ -10,7 +10,9 @@
 //! outstanding debt is converted request for request ([`Gcra::rescale`]), so an edit changes the limit but
 //! not what was already spent.
 //!
-//! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest.
+//! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest; a third keeps
+//! each workspace's keys in listing order, so a page of a listing never scans the whole index. Which keys
+//! were verified since the flusher's last pass is kept in [`crate::activity`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -92,8 +94,8 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct HotKey {
     pub record: KeyRecord,
-    /// The record's scopes, parsed once.
-    pub scopes: ScopeSet,
+    /// The record's scopes, parsed once and shared by every key with the same list ([`shared_scopes`]).
+    pub scopes: Arc<ScopeSet>,
     pub current: HotSecret,
     /// The previous secret during a regenerate's grace window (check `record.previous.until`).
     pub previous: Option<HotSecret>,
@@ -154,7 +156,7 @@ impl HotKey {
         HotKey::build(record, cells, plans)
     }
 
-    fn build(record: KeyRecord, cells: Cells, plans: &Plans) -> HotKey {
+    fn build(mut record: KeyRecord, cells: Cells, plans: &Plans) -> HotKey {
         let hot = |secret: &StoredSecret| {
             let warm =
                 cells.warm.iter().find(|(phc, _)| **phc == *secret.phc).map(|(_, w)| w.clone()).unwrap_or_default();
@@ -168,7 +170,7 @@ impl HotKey {
                 Some((old, tat)) => Arc::new(AtomicU64::new(gcra.rescale(old, tat.load(Ordering::Acquire), now))),
                 None => Arc::default(),
             };
-            HotLimit { policy: Arc::from(policy), gcra, tat }
+            HotLimit { policy: shared_name(policy), gcra, tat }
         };
         let main_rate = match &record.limits.rate {
             // A plan dropped from the configuration falls back to the default plan's rate, never to none.
@@ -181,7 +183,8 @@ impl HotKey {
         let named_limits = record.limits.named.iter().map(|(name, rate)| limit(name, name, *rate)).collect();
         let current = hot(&record.secret);
         let previous = record.previous.as_ref().map(|p| hot(&p.secret));
-        let scopes = ScopeSet::parse(&record.scopes).unwrap_or_default();
+        let (list, scopes) = shared_scopes(&record.scopes);
+        record.scopes = list;
         HotKey {
             record,
             scopes,
@@ -216,6 +219,31 @@ impl HotKey {
     }
 }
 
+/// A scope list and its parsed form, one of each per distinct list: a million keys hold a handful of
+/// distinct lists, so each is parsed and allocated once and the records share it. Entries are never
+/// dropped; there is at most one per distinct list ever indexed, and keys (which hold them) never leave the
+/// index either.
+fn shared_scopes(scopes: &[String]) -> (Arc<[String]>, Arc<ScopeSet>) {
+    static SHARED: OnceLock<DashMap<Arc<[String]>, Arc<ScopeSet>>> = OnceLock::new();
+    let shared = SHARED.get_or_init(DashMap::default);
+    if let Some(entry) = shared.get(scopes) {
+        return (entry.key().clone(), entry.value().clone());
+    }
+    let set = Arc::new(ScopeSet::parse(scopes).unwrap_or_default());
+    let entry = shared.entry(scopes.into()).or_insert(set);
+    (entry.key().clone(), entry.value().clone())
+}
+
+/// A limit's name in answers (a plan name, `custom`, or a named limit), one allocation per distinct name.
+fn shared_name(name: &str) -> Arc<str> {
+    static SHARED: OnceLock<DashMap<Box<str>, Arc<str>>> = OnceLock::new();
+    let shared = SHARED.get_or_init(DashMap::default);
+    if let Some(name) = shared.get(name) {
+        return name.clone();
+    }
+    shared.entry(name.into()).or_insert_with(|| Arc::from(name)).clone()
+}
+
 /// Warm cells for a loaded record's secrets from the digests an earlier run persisted, each reinstalled
 /// only on the very hash it was verified against (a regenerate since then leaves the new secret cold).
 fn restored_warm_cells(record: &KeyRecord, persisted: &[WarmDigest]) -> Vec<(Arc<str>, WarmCell)> {
@@ -244,11 +272,19 @@ struct Cells {
 
 /// A key's place in its workspace's listing: creation time, then id (ids are 12 ASCII characters, kept
 /// inline so the listing index costs no allocation per key).
-type Place = (i64, [u8; KEY_ID_LEN]);
+type Place = (i64, RawId);
 
 fn place(key: &HotKey) -> Place {
-    let id = key.record.id.as_str().as_bytes().try_into().expect("key ids are KEY_ID_LEN ASCII characters");
+    let id = raw_id(key.record.id.as_str()).expect("key ids are KEY_ID_LEN ASCII characters");
     (key.record.created_at, id)
+}
+
+/// A key id's bytes, kept inline.
+type RawId = [u8; KEY_ID_LEN];
+
+/// `None` for text that is not the length of a key id (so no key has it).
+fn raw_id(id: &str) -> Option<RawId> {
+    id.as_bytes().try_into().ok()
 }
 
 /// Hashes the index's keys: key ids are random (from the CSPRNG) and lookup digests are HMAC outputs, so a
@@ -277,7 +313,8 @@ type IdMap<K, V> = DashMap<K, V, std::hash::BuildHasherDefault<RandomIdHasher>>;
 /// clone.
 #[derive(Clone, Default)]
 pub struct Index {
-    keys: Arc<IdMap<KeyId, Arc<HotKey>>>,
+    /// Keyed by the id's 12 bytes, inline: no allocation per key for the map's own copy of the id.
+    keys: Arc<IdMap<RawId, Arc<HotKey>>>,
     imported: Arc<IdMap<[u8; 32], KeyId>>,
     /// Listing order per workspace, so a page of a workspace's keys never scans the whole index.
     workspaces: Arc<DashMap<String, BTreeSet<Place>>>,
@@ -293,7 +330,7 @@ impl Index {
 
     /// The current snapshot of key `id`.
     pub fn get(&self, id: &str) -> Option<Arc<HotKey>> {
-        self.keys.get(id).map(|entry| entry.value().clone())
+        self.keys.get(&raw_id(id)?).map(|entry| entry.value().clone())
     }
 
     /// The key an imported token's lookup digest belongs to.
@@ -308,7 +345,7 @@ impl Index {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.keys.contains_key(id)
+        raw_id(id).is_some_and(|id| self.keys.contains_key(&id))
     }
 
     /// Installs `key` as the current snapshot of its id, and keeps the import lookups in step with it. A
@@ -325,7 +362,7 @@ impl Index {
         let new = lookups(&key.record);
         let key = Arc::new(key);
         let listed = (key.record.workspace.as_str(), place(&key));
-        let old = self.keys.insert(id.clone(), key.clone());
+        let old = self.keys.insert(listed.1 .1, key.clone());
         if let Some(old) = &old {
             for gone in lookups(&old.record).into_iter().filter(|l| !new.contains(l)) {
                 self.imported.remove(&gone);
@@ -413,4 +450,26 @@ impl Index {
 /// The listing order of a key.
 pub fn order(key: &HotKey) -> (i64, &str) {
     (key.record.created_at, key.record.id.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_scope_lists_and_limit_names_share_one_allocation() {
+        let list = |scopes: &[&str]| scopes.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let ((list_a, a), (list_b, b)) = (
+            shared_scopes(&list(&["read:tables", "write:forms"])),
+            shared_scopes(&list(&["read:tables", "write:forms"])),
+        );
+        assert!(Arc::ptr_eq(&a, &b) && Arc::ptr_eq(&list_a, &list_b));
+        assert_eq!(&*list_a, ["read:tables", "write:forms"]);
+        assert_eq!(a.grants("read:forms"), Ok(true), "write implies read");
+        assert_eq!(a.grants("write:tables"), Ok(false));
+        let (_, other) = shared_scopes(&list(&["admin"]));
+        assert!(!Arc::ptr_eq(&a, &other) && other.grants("write:tables") == Ok(true));
+        assert!(Arc::ptr_eq(&shared_name("free"), &shared_name("free")));
+        assert_eq!(&*shared_name("paid"), "paid");
+    }
 }

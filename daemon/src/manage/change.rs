@@ -183,7 +183,7 @@ fn apply_edit(old: &KeyRecord, edit: &KeyChanges, now: i64, plans: &Plans) -> Re
         new.description = validate::description(Some(description))?;
     }
     if let Some(scopes) = &edit.scopes {
-        new.scopes = validate::scopes(scopes)?;
+        new.scopes = validate::scopes(scopes)?.into();
     }
     if let Some(role) = edit.role {
         new.role = role;

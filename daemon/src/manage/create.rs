@@ -36,7 +36,7 @@ impl Settings {
             workspace: self.workspace,
             name: self.name,
             description: self.description,
-            scopes: self.scopes,
+            scopes: self.scopes.into(),
             role: self.role,
             metadata: self.metadata,
             created_at: now,
