@@ -65,7 +65,9 @@ pub struct KeyRecord {
     /// The account of a legacy personal key.
     pub account: Option<String>,
     pub secret: StoredSecret,
-    pub previous: Option<PreviousSecret>,
+    /// Boxed: only keys regenerated with a grace window have one, and a million hot entries should not each
+    /// carry room for it.
+    pub previous: Option<Box<PreviousSecret>>,
     /// Rate policy, named limits and refill; `credits` is the balance last set by an operator (the live
     /// balance is kept apart, see [`crate::credits`]).
     pub limits: Limits,

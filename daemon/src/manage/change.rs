@@ -118,7 +118,7 @@ impl Service {
                 };
                 token = Some(new_token);
                 let until = now.saturating_add(grace_seconds as i64).min(old.expires_at.unwrap_or(i64::MAX));
-                let previous = (until > now).then(|| PreviousSecret { secret: old.secret.clone(), until });
+                let previous = (until > now).then(|| Box::new(PreviousSecret { secret: old.secret.clone(), until }));
                 let changes = vec![
                     field("token", Some(old.secret.prefix.clone()), Some(stored.prefix.clone())),
                     field("previous_token_until", None, previous.as_ref().map(|p| rfc3339(p.until))),
