@@ -94,7 +94,7 @@ pub struct Counters {
 #[derive(Debug)]
 pub struct HotKey {
     pub record: KeyRecord,
-    /// The record's scopes, parsed once and shared by every key with the same list ([`shared_scopes`]).
+    /// The record's scopes, parsed once and shared by every key with the same list.
     pub scopes: Arc<ScopeSet>,
     pub current: HotSecret,
     /// The previous secret during a regenerate's grace window (check `record.previous.until`).
