@@ -14,7 +14,7 @@
 //! each workspace's keys in listing order, so a page of a listing never scans the whole index. Which keys
 //! were verified since the flusher's last pass is kept in [`crate::activity`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -279,6 +279,37 @@ fn place(key: &HotKey) -> Place {
     (key.record.created_at, id)
 }
 
+/// One workspace's keys in listing order. Keys are appended as they are indexed and sorted when a listing
+/// first needs the order: new keys arrive in order anyway, and at startup a million appends cost far less
+/// than a million ordered inserts.
+#[derive(Debug, Default)]
+struct Listing {
+    places: Vec<Place>,
+    sorted: bool,
+}
+
+impl Listing {
+    fn add(&mut self, place: Place) {
+        self.sorted = self.places.last().is_none_or(|last| *last <= place) && (self.sorted || self.places.is_empty());
+        self.places.push(place);
+    }
+
+    /// Only for a key whose place changed, which its immutable workspace and creation time never let happen
+    /// in practice: a linear scan is fine.
+    fn remove(&mut self, place: Place) {
+        self.places.retain(|&p| p != place);
+    }
+
+    fn sorted(&mut self) -> &[Place] {
+        if !self.sorted {
+            self.places.sort_unstable();
+            self.places.dedup();
+            self.sorted = true;
+        }
+        &self.places
+    }
+}
+
 /// A key id's bytes, kept inline.
 type RawId = [u8; KEY_ID_LEN];
 
@@ -317,7 +348,7 @@ pub struct Index {
     keys: Arc<IdMap<RawId, Arc<HotKey>>>,
     imported: Arc<IdMap<[u8; 32], KeyId>>,
     /// Listing order per workspace, so a page of a workspace's keys never scans the whole index.
-    workspaces: Arc<DashMap<String, BTreeSet<Place>>>,
+    workspaces: Arc<DashMap<String, Listing>>,
     /// Keys used since the flusher's last pass.
     active: Arc<ActiveKeys>,
 }
@@ -372,9 +403,11 @@ impl Index {
             Some(was) if was == listed => {}
             was => {
                 if let Some((workspace, at)) = was {
-                    self.workspaces.get_mut(workspace).map(|mut places| places.remove(&at));
+                    if let Some(mut listing) = self.workspaces.get_mut(workspace) {
+                        listing.remove(at);
+                    }
                 }
-                self.workspaces.entry(listed.0.to_owned()).or_default().insert(listed.1);
+                self.workspaces.entry(listed.0.to_owned()).or_default().add(listed.1);
             }
         }
         for lookup in new {
@@ -404,20 +437,19 @@ impl Index {
     /// Up to `limit` keys of `workspace` in listing order, from just after `after` (a key's [`order`]), and
     /// whether more follow.
     pub fn page(&self, workspace: &str, after: Option<(i64, &str)>, limit: usize) -> (Vec<Arc<HotKey>>, bool) {
-        let Some(places) = self.workspaces.get(workspace) else {
+        let Some(mut listing) = self.workspaces.get_mut(workspace) else {
             return (Vec::new(), false);
         };
+        let places = listing.sorted();
         let start = match after {
             Some((at, id)) => {
-                let id: [u8; KEY_ID_LEN] = id.as_bytes().try_into().unwrap_or([u8::MAX; KEY_ID_LEN]);
-                std::ops::Bound::Excluded((at, id))
+                places.partition_point(|&place| place <= (at, raw_id(id).unwrap_or([u8::MAX; KEY_ID_LEN])))
             }
-            None => std::ops::Bound::Unbounded,
+            None => 0,
         };
-        let mut following = places.range((start, std::ops::Bound::Unbounded));
-        let ids: Vec<[u8; KEY_ID_LEN]> = following.by_ref().take(limit).map(|(_, id)| *id).collect();
-        let more = following.next().is_some();
-        drop(places);
+        let ids: Vec<RawId> = places[start..].iter().take(limit).map(|(_, id)| *id).collect();
+        let more = places.len() > start + ids.len();
+        drop(listing);
         let keys = ids.iter().filter_map(|id| std::str::from_utf8(id).ok().and_then(|id| self.get(id))).collect();
         (keys, more)
     }
@@ -471,5 +503,20 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &other) && other.grants("write:tables") == Ok(true));
         assert!(Arc::ptr_eq(&shared_name("free"), &shared_name("free")));
         assert_eq!(&*shared_name("paid"), "paid");
+    }
+
+    #[test]
+    fn a_listing_sorts_what_arrived_out_of_order_when_asked() {
+        let place = |at: i64, id: &str| (at, raw_id(id).unwrap());
+        let mut listing = Listing::default();
+        listing.add(place(1, "AAAAAAAAAAAA"));
+        listing.add(place(2, "AAAAAAAAAAAA"));
+        assert!(listing.sorted, "appends in order keep it sorted");
+        listing.add(place(1, "BBBBBBBBBBBB"));
+        assert!(!listing.sorted);
+        let order = [place(1, "AAAAAAAAAAAA"), place(1, "BBBBBBBBBBBB"), place(2, "AAAAAAAAAAAA")];
+        assert_eq!(listing.sorted(), order);
+        listing.remove(place(1, "BBBBBBBBBBBB"));
+        assert_eq!(listing.sorted(), [order[0], order[2]]);
     }
 }
