@@ -141,10 +141,8 @@ async fn save_high_water(service: &Service) {
         return;
     }
     let store = service.store().clone();
-    match tokio::task::spawn_blocking(move || store.record_high_water(mark)).await {
-        Ok(Ok(())) => service.stats().set_high_water(mark.audit_seq, mark.keys),
-        Ok(Err(error)) => tracing::warn!(%error, "recording the store manifest failed; will retry"),
-        Err(error) => tracing::warn!(%error, "manifest task failed; will retry"),
+    if stored("the store manifest", move || store.record_high_water(mark)).await {
+        service.stats().set_high_water(mark.audit_seq, mark.keys);
     }
 }
 

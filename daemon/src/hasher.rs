@@ -277,7 +277,19 @@ impl Hasher {
     /// hash's limit, a place in the queue), so a caller can answer a refusal inline; the Argon2 answer is
     /// awaited from the returned [`PendingVerify`].
     pub fn start_verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>) -> Result<PendingVerify, DaemonError> {
-        let attempt = Attempt { hash: fingerprint(&phc), secret: mac(&self.inner.warm_mac, &secret) };
+        let digest = self.digest(&secret);
+        self.start_verify_digested(secret, phc, &digest)
+    }
+
+    /// [`Hasher::start_verify`] for a caller that already holds the secret's keyed [`Hasher::digest`] (the
+    /// verify path computes it to compare with the warm cells), so it is not computed twice.
+    pub fn start_verify_digested(
+        &self,
+        secret: Zeroizing<Vec<u8>>,
+        phc: Arc<str>,
+        digest: &Digest,
+    ) -> Result<PendingVerify, DaemonError> {
+        let attempt = Attempt { hash: fingerprint(&phc), secret: digest.0 };
         if self.inner.shared.failures().knows(&attempt) {
             return Ok(PendingVerify(Pending::Refuted));
         }

@@ -415,8 +415,23 @@ impl Store {
     /// How many keys the store held at its last recorded high-water mark (0 if none was recorded): a size
     /// hint for the index, read without walking the store.
     pub fn recorded_keys(&self) -> usize {
-        let text = std::fs::read_to_string(self.dir.join(MANIFEST)).unwrap_or_default();
-        HighWater::parse(&text).map_or(0, |mark| mark.keys as usize)
+        self.recorded_high_water().ok().flatten().map_or(0, |mark| mark.keys as usize)
+    }
+
+    /// The manifest's high-water mark; `None` when there is no manifest (a new store, or one from before
+    /// manifests).
+    fn recorded_high_water(&self) -> Result<Option<HighWater>, StoreError> {
+        let path = self.dir.join(MANIFEST);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::Io(format!("cannot read {}: {e}", path.display()))),
+        };
+        let recorded = HighWater::parse(&text).ok_or_else(|| StoreError::Corrupt {
+            what: path.display().to_string(),
+            reason: "unreadable; if the store is intact, delete the file".into(),
+        })?;
+        Ok(Some(recorded))
     }
 
     /// The stored record of key `id`, if there is one.
@@ -428,16 +443,8 @@ impl Store {
 
     /// Refuses a store that holds less than the manifest says it held (`found`): it was damaged or replaced.
     pub fn check_high_water(&self, found: HighWater) -> Result<(), StoreError> {
+        let Some(recorded) = self.recorded_high_water()? else { return Ok(()) };
         let path = self.dir.join(MANIFEST);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(StoreError::Io(format!("cannot read {}: {e}", path.display()))),
-        };
-        let recorded = HighWater::parse(&text).ok_or_else(|| StoreError::Corrupt {
-            what: path.display().to_string(),
-            reason: "unreadable; if the store is intact, delete the file".into(),
-        })?;
         if found.audit_seq < recorded.audit_seq || found.keys < recorded.keys {
             return Err(StoreError::Corrupt {
                 what: "key store".into(),

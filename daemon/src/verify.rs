@@ -129,7 +129,7 @@ impl Service {
         // Queued now, so that a full queue (BUSY) or a secret the failure cache knows to be wrong is answered
         // inline, without a task per attempt: a flood of wrong secrets must not crowd the async workers.
         let secret = Zeroizing::new(secret.to_vec());
-        let first = self.hasher().start_verify(secret.clone(), candidates[0].clone())?;
+        let first = self.hasher().start_verify_digested(secret.clone(), candidates[0].clone(), &digest)?;
         if first.is_refuted() && candidates.len() == 1 {
             self.index().note_use(&key, VerifyCode::NotFound);
             return Ok(refuse(VerifyCode::NotFound));
@@ -153,7 +153,7 @@ impl Service {
         for phc in candidates {
             let right = match first.take() {
                 Some(first) => first.answer().await?,
-                None => self.hasher().verify(secret.clone(), phc.clone()).await?,
+                None => self.hasher().start_verify_digested(secret.clone(), phc.clone(), &digest)?.answer().await?,
             };
             if right {
                 matched = Some(phc);
