@@ -1,6 +1,14 @@
-//! The hot index: every key in memory, so that verify never reads the store.
+//! The index: a compact directory of every key, and a snapshot of each key in use.
 //!
-//! Each entry is an immutable snapshot ([`HotKey`]) behind an `Arc`. A management change builds a new
+//! The directory holds eight bytes per key (its [`Census`], under its id) and each workspace's keys in
+//! listing order, so that unknown key ids are refused, listings are paged and `stats` counts keys by
+//! status without reading the store. A key's full snapshot ([`HotKey`]) joins the index when the key is
+//! first verified or changed since startup (the caller reads its record from the store once; see
+//! `Service::hot_key`), and stays: a warm verify finds it here and never touches the disk. A million keys
+//! of which ten thousand are in use cost the directory (~50 bytes a key) plus ten thousand snapshots,
+//! instead of a million snapshots of ~1 KiB.
+//!
+//! Each snapshot is immutable, behind an `Arc`. A management change builds a new
 //! snapshot and swaps it in *before* the change is acknowledged, so the next verify sees it; a verify holds
 //! the map's shard lock only long enough to clone the `Arc`. What changes without a management call — the
 //! warm digests and the last-used time — lives in shared cells carried from one snapshot to the next.
@@ -10,8 +18,7 @@
 //! outstanding debt is converted request for request ([`Gcra::rescale`]), so an edit changes the limit but
 //! not what was already spent.
 //!
-//! Imported tokens carry no key id, so a second map finds them by their keyed lookup digest; a third keeps
-//! each workspace's keys in listing order, so a page of a listing never scans the whole index. Which keys
+//! Imported tokens carry no key id, so another map finds them by their keyed lookup digest. Which keys
 //! were verified since the flusher's last pass is kept in [`crate::activity`].
 
 use std::collections::HashMap;
@@ -28,8 +35,8 @@ use crate::config::Plans;
 use crate::credits::CreditCell;
 use crate::hasher::{self, Digest};
 use crate::limiter::Gcra;
-use crate::record::{KeyRecord, StoredSecret};
-use crate::store::WarmDigest;
+use crate::record::{Census, KeyRecord, StoredSecret};
+use crate::store::{KeyCounters, WarmDigest};
 
 /// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash (or until the
 /// digest persisted by an earlier run is reinstalled), plus whether the store holds it.
@@ -80,16 +87,6 @@ pub struct HotLimit {
     pub tat: Arc<AtomicU64>,
 }
 
-/// Counters loaded from the store for a key at startup.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub last_used: Option<i64>,
-    /// Live credit balance and last refill.
-    pub credits: Option<(u64, i64)>,
-    /// Warm digests persisted by an earlier run.
-    pub warm: Vec<WarmDigest>,
-}
-
 /// One key as the verify path needs it.
 #[derive(Debug)]
 pub struct HotKey {
@@ -126,7 +123,7 @@ fn policy_name(policy: &RatePolicy) -> Option<&str> {
 
 impl HotKey {
     /// A snapshot of a record loaded from storage (with its stored counters) or newly created.
-    pub fn new(record: KeyRecord, counters: Counters, plans: &Plans) -> HotKey {
+    pub fn new(record: KeyRecord, counters: KeyCounters, plans: &Plans) -> HotKey {
         let warm = restored_warm_cells(&record, &counters.warm);
         let credits = match (counters.credits, record.limits.credits) {
             (Some((balance, refilled_at)), _) => Some(Arc::new(CreditCell::new(balance, refilled_at))),
@@ -274,9 +271,9 @@ struct Cells {
 /// inline so the listing index costs no allocation per key).
 type Place = (i64, RawId);
 
-fn place(key: &HotKey) -> Place {
-    let id = raw_id(key.record.id.as_str()).expect("key ids are KEY_ID_LEN ASCII characters");
-    (key.record.created_at, id)
+fn place(record: &KeyRecord) -> Place {
+    let id = raw_id(record.id.as_str()).expect("key ids are KEY_ID_LEN ASCII characters");
+    (record.created_at, id)
 }
 
 /// One workspace's keys in listing order. Keys are appended as they are indexed and sorted when a listing
@@ -318,6 +315,11 @@ fn raw_id(id: &str) -> Option<RawId> {
     id.as_bytes().try_into().ok()
 }
 
+/// The key id whose bytes these are (every id in the index came from a [`KeyId`]).
+fn key_id(raw: &RawId) -> Option<KeyId> {
+    std::str::from_utf8(raw).ok().and_then(|id| KeyId::parse(id).ok())
+}
+
 /// Hashes the index's keys: key ids are random (from the CSPRNG) and lookup digests are HMAC outputs, so a
 /// multiply-and-rotate fold of their bytes spreads them as well as SipHash does, at a fraction of the cost;
 /// and only operators insert keys, so nobody can choose colliding ones.
@@ -340,12 +342,14 @@ impl std::hash::Hasher for RandomIdHasher {
 
 type IdMap<K, V> = DashMap<K, V, std::hash::BuildHasherDefault<RandomIdHasher>>;
 
-/// Every key by id, imported keys by lookup digest, and each workspace's keys in listing order; cheap to
-/// clone.
+/// Every key's census by id, the snapshots of the keys in use, imported keys by lookup digest, and each
+/// workspace's keys in listing order; cheap to clone.
 #[derive(Clone, Default)]
 pub struct Index {
-    /// Keyed by the id's 12 bytes, inline: no allocation per key for the map's own copy of the id.
-    keys: Arc<IdMap<RawId, Arc<HotKey>>>,
+    /// Every key: its packed [`Census`] under the id's 12 bytes, inline (24 bytes a key, no allocation).
+    directory: Arc<IdMap<RawId, u64>>,
+    /// Snapshots of the keys verified or changed since startup.
+    hot: Arc<IdMap<RawId, Arc<HotKey>>>,
     imported: Arc<IdMap<[u8; 32], KeyId>>,
     /// Listing order per workspace, so a page of a workspace's keys never scans the whole index.
     workspaces: Arc<DashMap<String, Listing>>,
@@ -353,21 +357,25 @@ pub struct Index {
     active: Arc<ActiveKeys>,
 }
 
+/// An imported secret's lookup digests.
+fn lookups(record: &KeyRecord) -> impl Iterator<Item = [u8; 32]> + '_ {
+    std::iter::once(&record.secret).chain(record.previous.as_ref().map(|p| &p.secret)).filter_map(|s| s.lookup)
+}
+
 impl Index {
     /// An empty index with room for `keys` keys.
     pub fn with_capacity(keys: usize) -> Index {
-        Index { keys: Arc::new(IdMap::with_capacity_and_hasher(keys, Default::default())), ..Index::default() }
+        Index { directory: Arc::new(IdMap::with_capacity_and_hasher(keys, Default::default())), ..Index::default() }
     }
 
-    /// The current snapshot of key `id`.
+    /// The snapshot of key `id`, if the key is in use (see [`Index::contains`] for any key).
     pub fn get(&self, id: &str) -> Option<Arc<HotKey>> {
-        self.keys.get(&raw_id(id)?).map(|entry| entry.value().clone())
+        self.hot.get(&raw_id(id)?).map(|entry| entry.value().clone())
     }
 
-    /// The key an imported token's lookup digest belongs to.
-    pub fn find_imported(&self, lookup: &[u8; 32]) -> Option<Arc<HotKey>> {
-        let id = self.imported.get(lookup)?.value().clone();
-        self.get(id.as_str())
+    /// The id of the key an imported token's lookup digest belongs to.
+    pub fn find_imported(&self, lookup: &[u8; 32]) -> Option<KeyId> {
+        self.imported.get(lookup).map(|entry| entry.value().clone())
     }
 
     /// Whether any imported key exists (lets verify skip the lookup digest for garbage when none do).
@@ -375,31 +383,47 @@ impl Index {
         !self.imported.is_empty()
     }
 
+    /// Whether key `id` exists.
     pub fn contains(&self, id: &str) -> bool {
-        raw_id(id).is_some_and(|id| self.keys.contains_key(&id))
+        raw_id(id).is_some_and(|id| self.directory.contains_key(&id))
     }
 
-    /// Installs `key` as the current snapshot of its id, and keeps the import lookups in step with it. A
-    /// snapshot that arrives with a warm digest to persist (a created or regenerated key) is listed for the
-    /// flusher.
+    /// Adds a stored key to the directory without a snapshot (at startup).
+    pub fn add_stored(&self, record: &KeyRecord) {
+        self.enter(record, None);
+    }
+
+    /// Installs `key` as the current snapshot of its id (a new key, or the next snapshot of a key in use),
+    /// and keeps the directory and the import lookups in step with it. A snapshot that arrives with a warm
+    /// digest to persist (a created or regenerated key) is listed for the flusher.
     pub fn put(&self, key: HotKey) {
-        let lookups = |record: &KeyRecord| -> Vec<[u8; 32]> {
-            std::iter::once(&record.secret)
-                .chain(record.previous.as_ref().map(|p| &p.secret))
-                .filter_map(|s| s.lookup)
-                .collect()
-        };
-        let id = key.record.id.clone();
-        let new = lookups(&key.record);
         let key = Arc::new(key);
-        let listed = (key.record.workspace.as_str(), place(&key));
-        let old = self.keys.insert(listed.1 .1, key.clone());
-        if let Some(old) = &old {
-            for gone in lookups(&old.record).into_iter().filter(|l| !new.contains(l)) {
-                self.imported.remove(&gone);
-            }
+        let old = self.hot.insert(place(&key.record).1, key.clone());
+        self.enter(&key.record, old.as_deref().map(|old| &old.record));
+        if key.has_unsaved_warm() {
+            self.relist(&key);
         }
-        match old.as_deref().map(|old| (old.record.workspace.as_str(), place(old))) {
+    }
+
+    /// Installs `key`, read from the store, unless a snapshot of it is in use already; returns the one in use.
+    pub fn promote(&self, key: HotKey) -> Arc<HotKey> {
+        let id = place(&key.record).1;
+        self.hot.entry(id).or_insert_with(|| Arc::new(key)).value().clone()
+    }
+
+    /// Records `record` in the directory, the import lookups and its workspace's listing; `old` is the
+    /// record it replaces, if any.
+    fn enter(&self, record: &KeyRecord, old: Option<&KeyRecord>) {
+        let listed = (record.workspace.as_str(), place(record));
+        self.directory.insert(listed.1 .1, record.census().pack());
+        let new: Vec<[u8; 32]> = lookups(record).collect();
+        for gone in old.into_iter().flat_map(lookups).filter(|l| !new.contains(l)) {
+            self.imported.remove(&gone);
+        }
+        for lookup in new {
+            self.imported.insert(lookup, record.id.clone());
+        }
+        match old.map(|old| (old.workspace.as_str(), place(old))) {
             Some(was) if was == listed => {}
             was => {
                 if let Some((workspace, at)) = was {
@@ -410,33 +434,31 @@ impl Index {
                 self.workspaces.entry(listed.0.to_owned()).or_default().add(listed.1);
             }
         }
-        for lookup in new {
-            self.imported.insert(lookup, id.clone());
-        }
-        if key.has_unsaved_warm() {
-            self.relist(&key);
-        }
     }
 
+    /// How many keys exist.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.directory.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.directory.is_empty()
     }
 
-    /// The snapshots `keep` accepts, oldest first (ties broken by id).
-    pub fn select(&self, keep: impl Fn(&KeyRecord) -> bool) -> Vec<Arc<HotKey>> {
-        let mut keys: Vec<Arc<HotKey>> =
-            self.keys.iter().filter(|entry| keep(&entry.value().record)).map(|entry| entry.value().clone()).collect();
-        keys.sort_by(|a, b| order(a).cmp(&order(b)));
-        keys
+    /// Hands every key's census to `each`, in no particular order.
+    pub fn census(&self, mut each: impl FnMut(Census)) {
+        self.directory.iter().for_each(|entry| each(Census::unpack(*entry.value())));
     }
 
-    /// Up to `limit` keys of `workspace` in listing order, from just after `after` (a key's [`order`]), and
-    /// whether more follow.
-    pub fn page(&self, workspace: &str, after: Option<(i64, &str)>, limit: usize) -> (Vec<Arc<HotKey>>, bool) {
+    /// The ids of the legacy personal keys, in no particular order.
+    pub fn legacy_ids(&self) -> Vec<KeyId> {
+        let legacy = self.directory.iter().filter(|entry| Census::unpack(*entry.value()).legacy);
+        legacy.filter_map(|entry| key_id(entry.key())).collect()
+    }
+
+    /// Up to `limit` key ids of `workspace` in listing order, from just after `after` (a key's [`order`]),
+    /// and whether more follow.
+    pub fn page(&self, workspace: &str, after: Option<(i64, &str)>, limit: usize) -> (Vec<KeyId>, bool) {
         let Some(mut listing) = self.workspaces.get_mut(workspace) else {
             return (Vec::new(), false);
         };
@@ -447,16 +469,14 @@ impl Index {
             }
             None => 0,
         };
-        let ids: Vec<RawId> = places[start..].iter().take(limit).map(|(_, id)| *id).collect();
+        let ids: Vec<KeyId> = places[start..].iter().take(limit).filter_map(|(_, id)| key_id(id)).collect();
         let more = places.len() > start + ids.len();
-        drop(listing);
-        let keys = ids.iter().filter_map(|id| std::str::from_utf8(id).ok().and_then(|id| self.get(id))).collect();
-        (keys, more)
+        (ids, more)
     }
 
-    /// Every snapshot, in no particular order.
-    pub fn all(&self) -> Vec<Arc<HotKey>> {
-        self.keys.iter().map(|entry| entry.value().clone()).collect()
+    /// The snapshots of the keys in use, in no particular order.
+    pub fn hot_keys(&self) -> Vec<Arc<HotKey>> {
+        self.hot.iter().map(|entry| entry.value().clone()).collect()
     }
 
     /// Counts a verify of `key` answered with `code` and lists the key for the flusher.
@@ -478,10 +498,9 @@ impl Index {
         keys
     }
 }
-
 /// The listing order of a key.
-pub fn order(key: &HotKey) -> (i64, &str) {
-    (key.record.created_at, key.record.id.as_str())
+pub fn order(record: &KeyRecord) -> (i64, &str) {
+    (record.created_at, record.id.as_str())
 }
 
 #[cfg(test)]

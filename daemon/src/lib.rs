@@ -13,7 +13,7 @@
 //! - [`verify`]: the verify decision, cheapest check first.
 //! - [`manage`]: create, import, edit, regenerate, deactivate/activate, revoke, accounts, listings, audit.
 //! - [`validate`]: the rules for every management field.
-//! - [`index`]: the in-memory hot index of every key.
+//! - [`index`]: the directory of every key, and the in-memory snapshots of the keys in use.
 //! - [`store`]: durable storage (the only module that knows sled).
 //! - [`record`]: the stored key record and its views.
 //! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm and lookup digests.
@@ -24,7 +24,7 @@
 //! - [`keyfile`]: the persistent lookup key for imported tokens.
 //! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
 //! - [`mint`]: new key ids and secrets from the OS CSPRNG.
-//! - [`parallel`]: startup work (decoding and indexing every key) split over the cores.
+//! - [`parallel`]: startup work (decoding every key into the directory) split over the cores.
 //! - [`stats`]: operational counters and the verify latency histogram.
 //! - [`systemd`]: readiness notifications, the watchdog, socket activation.
 //! - [`peer`]: who may use which socket, from the peer's credentials.

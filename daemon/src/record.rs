@@ -73,6 +73,63 @@ pub struct KeyRecord {
     pub limits: Limits,
 }
 
+/// What a key's status depends on, kept for every key in eight bytes ([`Census::pack`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Census {
+    pub revoked: bool,
+    pub inactive: bool,
+    pub legacy: bool,
+    pub expires_at: Option<i64>,
+}
+
+/// A packed census's flag bits; the expiry takes the bits above them.
+const REVOKED: u64 = 1;
+const INACTIVE: u64 = 2;
+const LEGACY: u64 = 4;
+const FLAG_BITS: u32 = 3;
+/// A packed census's expiry when the key never expires (later than any representable time).
+const NEVER: u64 = u64::MAX >> FLAG_BITS;
+
+impl Census {
+    /// The operator-facing status at `now`, given the legacy sunset (if any). Revocation wins over
+    /// everything, then deactivation, then expiry.
+    pub fn status(self, now: i64, sunset: Option<i64>) -> KeyStatus {
+        if self.revoked {
+            KeyStatus::Revoked
+        } else if self.inactive {
+            KeyStatus::Inactive
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            KeyStatus::Expired
+        } else if self.legacy {
+            if sunset.is_some_and(|at| at <= now) {
+                KeyStatus::Sunset
+            } else {
+                KeyStatus::Legacy
+            }
+        } else {
+            KeyStatus::Active
+        }
+    }
+
+    /// Eight bytes: the expiry (clamped to 0..2^61 seconds, far beyond any expiry a key can be given)
+    /// above three flag bits.
+    pub fn pack(self) -> u64 {
+        let expiry = self.expires_at.map_or(NEVER, |at| (at.max(0) as u64).min(NEVER - 1));
+        let flag = |set: bool, bit: u64| if set { bit } else { 0 };
+        expiry << FLAG_BITS | flag(self.revoked, REVOKED) | flag(self.inactive, INACTIVE) | flag(self.legacy, LEGACY)
+    }
+
+    pub fn unpack(packed: u64) -> Census {
+        let expiry = packed >> FLAG_BITS;
+        Census {
+            revoked: packed & REVOKED != 0,
+            inactive: packed & INACTIVE != 0,
+            legacy: packed & LEGACY != 0,
+            expires_at: (expiry != NEVER).then_some(expiry as i64),
+        }
+    }
+}
+
 /// What a view shows beyond the record: the time, the legacy sunset and the live counters.
 #[derive(Clone, Copy, Debug)]
 pub struct Live {
@@ -93,23 +150,18 @@ impl KeyRecord {
         self.origin == KeyOrigin::Legacy
     }
 
-    /// The operator-facing status at `now`, given the legacy sunset (if any). Revocation wins over
-    /// everything, then deactivation, then expiry.
+    /// The operator-facing status at `now`, given the legacy sunset (if any).
     pub fn status(&self, now: i64, sunset: Option<i64>) -> KeyStatus {
-        if self.revoked_at.is_some() {
-            KeyStatus::Revoked
-        } else if self.state == KeyState::Inactive {
-            KeyStatus::Inactive
-        } else if self.is_expired(now) {
-            KeyStatus::Expired
-        } else if self.is_legacy() {
-            if sunset.is_some_and(|at| at <= now) {
-                KeyStatus::Sunset
-            } else {
-                KeyStatus::Legacy
-            }
-        } else {
-            KeyStatus::Active
+        self.census().status(now, sunset)
+    }
+
+    /// What the key's status depends on.
+    pub fn census(&self) -> Census {
+        Census {
+            revoked: self.revoked_at.is_some(),
+            inactive: self.state == KeyState::Inactive,
+            legacy: self.is_legacy(),
+            expires_at: self.expires_at,
         }
     }
 
@@ -157,5 +209,36 @@ impl KeyRecord {
             metadata: self.metadata.clone(),
             account: self.account.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_census_packs_into_eight_bytes_and_back() {
+        for revoked in [false, true] {
+            for inactive in [false, true] {
+                for legacy in [false, true] {
+                    for expires_at in [None, Some(0), Some(1_790_000_000), Some(i64::MAX >> 3)] {
+                        let census = Census { revoked, inactive, legacy, expires_at };
+                        let back = Census::unpack(census.pack());
+                        let clamped = expires_at.map(|at| at.min((NEVER - 1) as i64));
+                        assert_eq!(back, Census { expires_at: clamped, ..census });
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn status_puts_revocation_first_then_deactivation_then_expiry() {
+        let census = Census { revoked: false, inactive: false, legacy: true, expires_at: Some(100) };
+        assert_eq!(census.status(50, None), KeyStatus::Legacy);
+        assert_eq!(census.status(50, Some(50)), KeyStatus::Sunset);
+        assert_eq!(census.status(100, Some(50)), KeyStatus::Expired);
+        assert_eq!(Census { inactive: true, ..census }.status(100, None), KeyStatus::Inactive);
+        assert_eq!(Census { revoked: true, inactive: true, ..census }.status(100, None), KeyStatus::Revoked);
     }
 }

@@ -65,19 +65,19 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         )?,
     };
     let store = Store::open(&config.data_dir)?;
-    let mut loaded = store.load()?;
+    let loaded = store.load()?;
     let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys).map_err(StartError::Config)?;
-    let warm_key_changed = store.warm_check()? != Some(hasher.warm_key_check());
-    if warm_key_changed {
-        if !loaded.warm.is_empty() {
-            tracing::info!("persisted warm digests were made with another warm key; keys start cold");
-        }
-        loaded.warm.clear();
+    let warm_check = store.warm_check()?;
+    let warm_key_changed = warm_check != Some(hasher.warm_key_check());
+    if warm_key_changed && warm_check.is_some() {
+        tracing::info!("persisted warm digests were made with another warm key; keys start cold");
     }
     let audit_seq = loaded.next_audit_seq - 1;
     let service = Service::new(loaded, store, hasher, &config)?;
     // Checked before anything is written to the store: a damaged store is refused as it was found.
     service.store().check_high_water(HighWater { audit_seq, keys: service.index().len() as u64 })?;
+    // Before any key is read from the store (keys join the index when first used): digests made with another
+    // warm key must never be reinstalled.
     if warm_key_changed {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }

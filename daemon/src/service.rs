@@ -16,11 +16,11 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::config::{Config, Plans};
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
-use crate::index::{Counters, HotKey, Index};
+use crate::index::{HotKey, Index};
 use crate::peer::Gate;
 use crate::record::KeyRecord;
 use crate::stats::Stats;
-use crate::store::{Loaded, Store, StoreError};
+use crate::store::{KeyCounters, Loaded, Store, StoreError};
 use crate::validate;
 use crate::verify::Step;
 
@@ -39,6 +39,23 @@ pub enum SocketRole {
 pub enum Handled {
     Now(Reply),
     Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
+}
+
+/// A key as management reads it.
+pub enum Found {
+    /// In use: the snapshot verify uses, with its live counters.
+    Hot(Arc<HotKey>),
+    /// Not used since startup: the store holds everything about it.
+    Stored(Box<KeyRecord>, KeyCounters),
+}
+
+impl Found {
+    pub fn record(&self) -> &KeyRecord {
+        match self {
+            Found::Hot(key) => &key.record,
+            Found::Stored(record, _) => record,
+        }
+    }
 }
 
 /// The daemon's shared state; clones share everything.
@@ -91,15 +108,7 @@ impl Service {
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
         let plans = config.plans.clone();
         let index = Index::with_capacity(store.recorded_keys());
-        store.load_keys(|record| {
-            let id = record.id.as_str();
-            let counters = Counters {
-                last_used: loaded.last_used.get(id).copied(),
-                credits: loaded.credits.get(id).copied(),
-                warm: loaded.warm.get(id).cloned().unwrap_or_default(),
-            };
-            index.put(HotKey::new(record, counters, &plans));
-        })?;
+        store.load_keys(|record| index.add_stored(&record))?;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
         Ok(Service {
             inner: Arc::new(Inner {
@@ -138,15 +147,41 @@ impl Service {
         read(&self.inner.plans)
     }
 
-    /// Replaces the rate plans and rebuilds every key's snapshot under them (under the write lock, so no
-    /// management change interleaves); the next verify of each key uses its new plan.
+    /// Replaces the rate plans and rebuilds the snapshot of every key in use under them (under the write
+    /// lock, so no management change interleaves); the next verify of each key uses its new plan. Keys not
+    /// in use get the plans in force when their snapshot is built.
     pub async fn set_plans(&self, plans: Plans) {
         let _writing = self.write_lock().await;
         write(&self.inner.plans, plans);
         let plans = self.plans();
-        for key in self.index().all() {
+        for key in self.index().hot_keys() {
             self.index().put(key.succeed(key.record.clone(), &plans));
         }
+    }
+
+    /// The snapshot of key `id`, read from the store and added to the index if the key was not in use yet;
+    /// `None` for a key that does not exist. Reads the store at most once per key and run (a few sled reads,
+    /// no Argon2), so the first verify of a key since startup pays for it and later ones find it in memory.
+    pub fn hot_key(&self, id: &str) -> Result<Option<Arc<HotKey>>, StoreError> {
+        if let Some(key) = self.index().get(id) {
+            return Ok(Some(key));
+        }
+        if !self.index().contains(id) {
+            return Ok(None);
+        }
+        let Some(record) = self.store().record(id)? else { return Ok(None) };
+        let counters = self.store().counters(id)?;
+        Ok(Some(self.index().promote(HotKey::new(record, counters, &self.plans()))))
+    }
+
+    /// Key `id` as management shows it, without adding it to the index: its snapshot if it is in use, or
+    /// its stored record and counters.
+    pub fn found(&self, id: &str) -> Result<Option<Found>, StoreError> {
+        if let Some(key) = self.index().get(id) {
+            return Ok(Some(Found::Hot(key)));
+        }
+        let Some(record) = self.store().record(id)? else { return Ok(None) };
+        Ok(Some(Found::Stored(Box::new(record), self.store().counters(id)?)))
     }
 
     /// The access rules in force.
@@ -252,11 +287,9 @@ impl Service {
                 )),
                 (Ok(label), inner) => self.manage(inner, Actor { label: Some(label), ..actor }),
             },
-            Request::List(list) => Handled::Now(reply_from(self.list(&list), Reply::Keys)),
-            Request::Get { id } => Handled::Now(reply_from(self.get(&id), Reply::Key)),
-            Request::ListLegacy { account } => {
-                Handled::Now(reply_from(self.list_legacy(account.as_deref()), Reply::Keys))
-            }
+            Request::List(list) => self.blocking(move |s| s.list(&list), Reply::Keys),
+            Request::Get { id } => self.blocking(move |s| s.get(&id), Reply::Key),
+            Request::ListLegacy { account } => self.blocking(move |s| s.list_legacy(account.as_deref()), Reply::Keys),
             Request::GetAccount { account } => Handled::Now(reply_from(self.get_account(&account), Reply::Account)),
             Request::Stats => Handled::Now(Reply::Stats(Box::new(self.report()))),
             Request::Usage { id } => self.later(|s| async move { reply_from(s.usage(&id).await, Reply::Usage) }),
@@ -292,6 +325,20 @@ impl Service {
                 self.later(|s| async move { reply_from(s.set_account(account, &actor).await, Reply::Account) })
             }
         }
+    }
+
+    /// Runs `work` on the blocking pool (it reads the store) and replies with what it returns.
+    fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Service) -> Result<T, DaemonError> + Send + 'static,
+        wrap: impl FnOnce(T) -> Reply + Send + 'static,
+    ) -> Handled {
+        self.later(|s| async move {
+            let result = tokio::task::spawn_blocking(move || work(&s))
+                .await
+                .unwrap_or_else(|e| Err(DaemonError::Internal(format!("storage task failed: {e}"))));
+            reply_from(result, wrap)
+        })
     }
 
     fn later<F, Fut>(&self, work: F) -> Handled

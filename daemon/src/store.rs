@@ -23,7 +23,6 @@
 //!
 //! All methods block; async callers run them on the blocking pool.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use keyward_protocol::{codec, AccountView, AuditEntry};
@@ -133,20 +132,25 @@ const WARM_CHECK: &[u8] = b"\0check";
 /// A persisted warm digest: the fingerprint of the hash it was verified against, and the digest.
 pub type WarmDigest = ([u8; 16], [u8; 32]);
 
-/// Everything loaded at startup.
+/// Everything loaded at startup but the keys ([`Store::load_keys`]).
 pub struct Loaded {
     pub accounts: Vec<AccountView>,
-    pub last_used: HashMap<String, i64>,
-    /// Live credit balances and last refills.
-    pub credits: HashMap<String, (u64, i64)>,
-    /// Persisted warm digests: `(fingerprint of the hash, digest)` per secret.
-    pub warm: HashMap<String, Vec<WarmDigest>>,
     /// The sequence number the next audit entry gets.
     pub next_audit_seq: u64,
 }
 
-/// sled's page cache. Verify never reads the store (the hot index holds every key), so the cache serves
-/// only management calls and the flusher; sled's default (1 GiB) would fill with every record at startup
+/// What the store holds about a key besides its record: what the flusher last wrote.
+#[derive(Clone, Debug, Default)]
+pub struct KeyCounters {
+    pub last_used: Option<i64>,
+    /// Live credit balance and last refill.
+    pub credits: Option<(u64, i64)>,
+    /// Warm digests persisted by an earlier run: `(fingerprint of the hash, digest)` per secret.
+    pub warm: Vec<WarmDigest>,
+}
+
+/// sled's page cache. It serves management calls, the flusher, and the first verify of each key since
+/// startup (which reads the key's record); sled's default (1 GiB) would fill with every record at startup
 /// and stay resident.
 const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -226,35 +230,30 @@ impl Store {
             let workspaces = decode(&bytes, || format!("account {account}"))?;
             accounts.push(AccountView { account, workspaces });
         }
-        let mut last_used = HashMap::new();
-        for entry in self.last_used.iter() {
-            let (id, bytes) = entry?;
-            let at = <[u8; 8]>::try_from(bytes.as_ref())
-                .map_err(|_| StoreError::Corrupt { what: "a last-used time".into(), reason: "not 8 bytes".into() })?;
-            last_used.insert(String::from_utf8_lossy(&id).into_owned(), i64::from_be_bytes(at));
-        }
-        let mut credits = HashMap::new();
-        for entry in self.credits.iter() {
-            let (id, bytes) = entry?;
-            let id = String::from_utf8_lossy(&id).into_owned();
-            let state: (u64, i64) = decode(&bytes, || format!("credits of key {id}"))?;
-            credits.insert(id, state);
-        }
-        let mut warm = HashMap::new();
-        for entry in self.warm.iter() {
-            let (id, bytes) = entry?;
-            if id.as_ref() == WARM_CHECK {
-                continue;
-            }
-            let id = String::from_utf8_lossy(&id).into_owned();
-            let digests: Vec<WarmDigest> = decode(&bytes, || format!("warm digests of key {id}"))?;
-            warm.insert(id, digests);
-        }
         let next_audit_seq = match self.audit.last()? {
             Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
             None => 1,
         };
-        Ok(Loaded { accounts, last_used, credits, warm, next_audit_seq })
+        Ok(Loaded { accounts, next_audit_seq })
+    }
+
+    /// Key `id`'s last-used time, credit state and persisted warm digests, as last written.
+    pub fn counters(&self, id: &str) -> Result<KeyCounters, StoreError> {
+        let last_used = match self.last_used.get(id)? {
+            Some(bytes) => Some(i64::from_be_bytes(<[u8; 8]>::try_from(bytes.as_ref()).map_err(|_| {
+                StoreError::Corrupt { what: format!("last-used time of key {id}"), reason: "not 8 bytes".into() }
+            })?)),
+            None => None,
+        };
+        let credits = match self.credits.get(id)? {
+            Some(bytes) => Some(decode(&bytes, || format!("credits of key {id}"))?),
+            None => None,
+        };
+        let warm = match self.warm.get(id)? {
+            Some(bytes) => decode(&bytes, || format!("warm digests of key {id}"))?,
+            None => Vec::new(),
+        };
+        Ok(KeyCounters { last_used, credits, warm })
     }
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.

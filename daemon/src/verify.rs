@@ -97,14 +97,14 @@ impl Service {
             return Ok(refuse(VerifyCode::Missing));
         }
         let (key, secret) = match Token::parse(text) {
-            Ok(token) => match self.index().get(token.key_id()) {
+            Ok(token) => match self.hot_key(token.key_id())? {
                 Some(key) => (key, token.secret()),
-                None => match self.find_imported(text) {
+                None => match self.find_imported(text)? {
                     Some(key) => (key, text.as_bytes()),
                     None => return Ok(refuse(VerifyCode::NotFound)),
                 },
             },
-            Err(_) => match self.find_imported(text) {
+            Err(_) => match self.find_imported(text)? {
                 Some(key) => (key, text.as_bytes()),
                 None => return Ok(refuse(VerifyCode::Malformed)),
             },
@@ -138,11 +138,14 @@ impl Service {
     }
 
     /// An imported key whose whole token is `text`, if any.
-    fn find_imported(&self, text: &str) -> Option<Arc<HotKey>> {
+    fn find_imported(&self, text: &str) -> Result<Option<Arc<HotKey>>, DaemonError> {
         if !self.index().has_imports() || validate::importable_token(text).is_err() {
-            return None;
+            return Ok(None);
         }
-        self.index().find_imported(&self.hasher().lookup_digest(text.as_bytes()))
+        match self.index().find_imported(&self.hasher().lookup_digest(text.as_bytes())) {
+            Some(id) => Ok(self.hot_key(id.as_str())?),
+            None => Ok(None),
+        }
     }
 
     /// Finishes a verify of a cold slot: Argon2, then the state checks on the current snapshot.

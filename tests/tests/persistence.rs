@@ -169,3 +169,70 @@ fn a_damaged_store_is_refused_never_opened_empty() {
     daemon.restart();
     assert_eq!(daemon.verifier().request(keyward_protocol::Request::Ping), Reply::Pong);
 }
+
+fn key_view(reply: Reply) -> keyward_protocol::KeyView {
+    match reply {
+        Reply::Key(view) => view,
+        other => panic!("expected a key, got {other:?}"),
+    }
+}
+
+fn census(daemon: &Daemon) -> std::collections::BTreeMap<String, u64> {
+    match daemon.admin().request(keyward_protocol::Request::Stats) {
+        Reply::Stats(report) => report.keys.into_iter().collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// After a restart a key joins the daemon's memory only when it is first verified or changed; until then
+/// listings, `get`, `stats` and changes read it from the store. An operator must see no difference.
+#[test]
+fn keys_not_used_since_a_restart_are_listed_counted_and_changed_from_the_store() {
+    use keyward_protocol::{CreditChange, KeyChanges, ListRequest, Request};
+    let mut daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    let keys: Vec<_> = (0..4).map(|_| admin.create("ws-cold", &["read:all"], ExpirySpec::Never)).collect();
+    let [used, revoked, deactivated, edited] = [&keys[0], &keys[1], &keys[2], &keys[3]];
+    key_view(admin.request(Request::Credits { id: used.key.id.clone(), change: CreditChange::Set(5) }));
+    assert_eq!(daemon.verifier().verify(&used.token, None, None).credits, Some(4));
+    drop(admin);
+    daemon.restart();
+
+    // Nothing verified since the restart: every view comes from the store.
+    let mut admin = daemon.admin();
+    let list = ListRequest { workspace: "ws-cold".into(), after: None, limit: 0 };
+    let page = match admin.request(Request::List(list)) {
+        Reply::Keys(page) => page,
+        other => panic!("{other:?}"),
+    };
+    let listed: Vec<(i64, &str)> = page.keys.iter().map(|k| (k.created_at, k.id.as_str())).collect();
+    let mut expected: Vec<(i64, &str)> = keys.iter().map(|k| (k.key.created_at, k.key.id.as_str())).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "oldest first, then by id");
+    for view in &page.keys {
+        assert_eq!(view.last_used_at.is_some(), view.id == used.key.id, "only the used key has a last use");
+    }
+    let shown = key_view(admin.get(&used.key.id));
+    assert_eq!(shown.limits.credits, Some(4), "the balance the daemon wrote at shutdown");
+    assert!(shown.last_used_at.is_some());
+    assert_eq!(census(&daemon).get("active"), Some(&4));
+
+    // Changes to keys that were never loaded take effect on the very next verify.
+    assert_eq!(admin.revoke(&revoked.key.id).status, KeyStatus::Revoked);
+    let inactive = key_view(admin.request(Request::Deactivate { id: deactivated.key.id.clone() }));
+    assert_eq!(inactive.status, KeyStatus::Inactive);
+    let changes = KeyChanges { scopes: Some(vec!["read:tables".into()]), ..Default::default() };
+    assert_eq!(key_view(admin.request(Request::Edit { id: edited.key.id.clone(), changes })).scopes, ["read:tables"]);
+    let mut verifier = daemon.verifier();
+    assert_eq!(verifier.verify(&revoked.token, None, None).code, VerifyCode::Revoked);
+    assert_eq!(verifier.verify(&deactivated.token, None, None).code, VerifyCode::Inactive);
+    assert_eq!(verifier.verify(&edited.token, Some("read:forms"), None).code, VerifyCode::InsufficientScope);
+    assert_eq!(verifier.verify(&edited.token, Some("read:tables"), None).code, VerifyCode::Valid);
+    assert_eq!(verifier.verify(&used.token, None, None).credits, Some(3), "the stored balance, spent once more");
+    let expected = [("active", 2), ("inactive", 1), ("revoked", 1)].map(|(status, n)| (status.to_owned(), n));
+    assert_eq!(census(&daemon), expected.into_iter().collect());
+    match admin.get("ZZZZZZZZZZZZ") {
+        Reply::Error(error) => assert_eq!(error.code, keyward_protocol::ErrorCode::KeyNotFound),
+        other => panic!("an unknown id: {other:?}"),
+    }
+}

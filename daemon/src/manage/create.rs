@@ -169,7 +169,7 @@ impl Service {
 
         let writing = self.write_lock().await;
         if let Some(existing) = self.index().find_imported(&lookup) {
-            return Err(DaemonError::Conflict(format!("this token is already imported as key {}", existing.record.id)));
+            return Err(DaemonError::Conflict(format!("this token is already imported as key {existing}")));
         }
         if Token::parse(text).is_ok_and(|t| self.index().contains(t.key_id())) {
             return Err(DaemonError::Conflict("this token belongs to a key keyward already has".into()));

@@ -20,14 +20,14 @@ mod query;
 
 pub use query::{USAGE_DAYS, USAGE_HOURS};
 
-use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyView};
+use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
 use tokio::sync::MutexGuard;
 
 use crate::clock::rfc3339;
 use crate::error::DaemonError;
 use crate::index::HotKey;
 use crate::record::{KeyRecord, Live};
-use crate::service::Service;
+use crate::service::{Found, Service};
 use crate::store::Change;
 
 /// A change about to be committed.
@@ -100,6 +100,24 @@ impl Service {
     fn view(&self, key: &HotKey, now: i64) -> KeyView {
         let credits = key.credits.as_ref().map(|cell| cell.balance());
         key.record.view(Live { now, sunset: self.legacy_sunset(), last_used_at: key.last_used_at(), credits })
+    }
+
+    /// How listings show a key as [found](Service::found) at `now`.
+    fn view_found(&self, found: &Found, now: i64) -> KeyView {
+        match found {
+            Found::Hot(key) => self.view(key, now),
+            Found::Stored(record, counters) => {
+                // As its snapshot would show it: the flusher's last balance, else the starting balance.
+                let credits = counters.credits.map(|(balance, _)| balance).or(record.limits.credits);
+                let live = Live { now, sunset: self.legacy_sunset(), last_used_at: counters.last_used, credits };
+                record.view(live)
+            }
+        }
+    }
+
+    /// Key `id` as [found](Service::found), or KEY_NOT_FOUND.
+    fn existing(&self, id: &KeyId) -> Result<Found, DaemonError> {
+        self.found(id.as_str())?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))
     }
 }
 

@@ -3,13 +3,13 @@
 use std::collections::BTreeMap;
 
 use keyward_protocol::{
-    AuditEntry, AuditQuery, KeyPage, KeyUsage, KeyView, ListRequest, UsageBucket, UsageReport, VerifyCode,
+    AuditEntry, AuditQuery, KeyId, KeyPage, KeyUsage, KeyView, ListRequest, UsageBucket, UsageReport, VerifyCode,
 };
 
 use crate::clock::unix_now;
 use crate::error::DaemonError;
 use crate::index::order;
-use crate::service::Service;
+use crate::service::{Found, Service};
 use crate::store::Bucket;
 use crate::usage::{self, CODES};
 use crate::validate;
@@ -49,9 +49,8 @@ impl Service {
         let after = match &request.after {
             None => None,
             Some(after) => Some(
-                self.index()
-                    .get(validate::key_id(after)?.as_str())
-                    .filter(|key| key.record.workspace == workspace)
+                self.found(validate::key_id(after)?.as_str())?
+                    .filter(|found| found.record().workspace == workspace)
                     .ok_or_else(|| DaemonError::InvalidArgument("`after` is not a key of this workspace".into()))?,
             ),
         };
@@ -59,9 +58,9 @@ impl Service {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
         };
-        let (keys, more) = self.index().page(&workspace, after.as_deref().map(order), page);
+        let (ids, more) = self.index().page(&workspace, after.as_ref().map(|found| order(found.record())), page);
         let now = unix_now();
-        let shown: Vec<KeyView> = keys.iter().map(|key| self.view(key, now)).collect();
+        let shown: Vec<KeyView> = self.found_all(&ids)?.iter().map(|found| self.view_found(found, now)).collect();
         let next = more.then(|| shown.last().map(|k| k.id.clone())).flatten();
         Ok(KeyPage { keys: shown, next })
     }
@@ -70,18 +69,26 @@ impl Service {
     /// still in use before the sunset.
     pub fn list_legacy(&self, account: Option<&str>) -> Result<KeyPage, DaemonError> {
         let account = account.map(validate::account).transpose()?;
-        let keys = self.index().select(|record| {
-            record.is_legacy() && account.as_deref().is_none_or(|a| record.account.as_deref() == Some(a))
-        });
+        let mut keys = self.found_all(&self.index().legacy_ids())?;
+        keys.retain(|found| account.as_deref().is_none_or(|a| found.record().account.as_deref() == Some(a)));
+        keys.sort_by(|a, b| order(a.record()).cmp(&order(b.record())));
         let now = unix_now();
-        Ok(KeyPage { keys: keys.iter().map(|key| self.view(key, now)).collect(), next: None })
+        Ok(KeyPage { keys: keys.iter().map(|found| self.view_found(found, now)).collect(), next: None })
     }
 
     /// One key.
     pub fn get(&self, id: &str) -> Result<KeyView, DaemonError> {
         let id = validate::key_id(id)?;
-        let key = self.index().get(id.as_str()).ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
-        Ok(self.view(&key, unix_now()))
+        Ok(self.view_found(&self.existing(&id)?, unix_now()))
+    }
+
+    /// Keys `ids` as [found](Service::found), skipping any that no longer exist.
+    fn found_all(&self, ids: &[KeyId]) -> Result<Vec<Found>, DaemonError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.found(id.as_str())?);
+        }
+        Ok(found)
     }
 
     /// Audit entries matching `query`, newest first.
@@ -111,7 +118,9 @@ impl Service {
     /// One key's verifications by outcome: totals over 90 days, hourly for 48 hours, daily for 90 days.
     pub async fn usage(&self, id: &str) -> Result<UsageReport, DaemonError> {
         let id = validate::key_id(id)?;
-        let key = self.index().get(id.as_str()).ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+        if !self.index().contains(id.as_str()) {
+            return Err(DaemonError::KeyNotFound(id.to_string()));
+        }
         let now = unix_now();
         let (hour, day) = (usage::hour_start(now), usage::day_start(now));
         let store = self.store().clone();
@@ -123,7 +132,7 @@ impl Service {
         })
         .await
         .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
-        let pending = key.activity.usage.pending();
+        let pending = self.index().get(id.as_str()).map_or([0; CODES], |key| key.activity.usage.pending());
         let hourly = with_pending(hourly, hour, &pending);
         let daily = with_pending(daily, day, &pending);
         let mut totals = BTreeMap::new();
@@ -136,19 +145,25 @@ impl Service {
     /// Per-key totals over 90 days for one workspace, most verifications first.
     pub async fn workspace_usage(&self, workspace: &str) -> Result<Vec<KeyUsage>, DaemonError> {
         let workspace = validate::workspace(workspace)?;
-        let keys = self.index().select(|record| record.workspace == workspace);
+        let (ids, _) = self.index().page(&workspace, None, usize::MAX);
         let since = usage::day_start(unix_now()) - (USAGE_DAYS - 1) * 86_400;
-        let store = self.store().clone();
+        let service = self.clone();
         let mut report = tokio::task::spawn_blocking(move || {
-            keys.iter()
-                .map(|key| {
-                    let mut counts = key.activity.usage.pending();
-                    for (_, day) in store.usage_buckets(key.record.id.as_str(), Bucket::Day, since)? {
+            service
+                .found_all(&ids)?
+                .iter()
+                .map(|found| {
+                    let record = found.record();
+                    let mut counts = match found {
+                        Found::Hot(key) => key.activity.usage.pending(),
+                        Found::Stored(..) => [0; CODES],
+                    };
+                    for (_, day) in service.store().usage_buckets(record.id.as_str(), Bucket::Day, since)? {
                         usage::add(&mut counts, &day);
                     }
                     Ok(KeyUsage {
-                        key_id: key.record.id.to_string(),
-                        name: key.record.name.clone(),
+                        key_id: record.id.to_string(),
+                        name: record.name.clone(),
                         total: counts.iter().sum(),
                         totals: by_code(&counts),
                     })
@@ -168,9 +183,9 @@ impl Service {
         let mut report = self.stats().report();
         let now = unix_now();
         let sunset = self.legacy_sunset();
-        for key in self.index().all() {
-            *report.keys.entry(key.record.status(now, sunset).as_str().to_owned()).or_insert(0) += 1;
-        }
+        let mut counts = std::collections::HashMap::new();
+        self.index().census(|census| *counts.entry(census.status(now, sunset)).or_insert(0) += 1);
+        report.keys.extend(counts.into_iter().map(|(status, n)| (status.as_str().to_owned(), n)));
         (report.argon2_running, report.argon2_waiting) = self.hasher().load();
         report.store_bytes = self.store().size_on_disk();
         report
