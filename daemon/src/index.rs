@@ -431,7 +431,11 @@ impl Index {
                         listing.remove(at);
                     }
                 }
-                self.workspaces.entry(listed.0.to_owned()).or_default().add(listed.1);
+                // Looked up before the entry API, which would allocate the name for every key.
+                match self.workspaces.get_mut(listed.0) {
+                    Some(mut listing) => listing.add(listed.1),
+                    None => self.workspaces.entry(listed.0.to_owned()).or_default().add(listed.1),
+                }
             }
         }
     }

@@ -152,7 +152,7 @@ pub struct KeyCounters {
 /// sled's page cache. It serves management calls, the flusher, and the first verify of each key since
 /// startup (which reads the key's record); sled's default (1 GiB) would fill with every record at startup
 /// and stay resident.
-const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+const PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The manifest's file name in the data directory.
 const MANIFEST: &str = "store.manifest";
@@ -308,22 +308,23 @@ impl Store {
         Ok(entries)
     }
 
-    /// Records last-used times and credit balances in batches and flushes them.
+    /// Records last-used times and credit balances and flushes them.
+    ///
+    /// Entry by entry rather than as a `sled::Batch`: sled 0.34 keeps memory for every applied batch (measured:
+    /// ~12 MB retained per batch of 10,000 eight-byte values, every flush, without bound), while single
+    /// inserts stay flat. Each value stands alone, so nothing needs the batch's atomicity; the flush makes
+    /// them durable together.
     pub fn save_counters(
         &self,
         last_used: &[(String, i64)],
         credits: &[(String, (u64, i64))],
     ) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for (id, at) in last_used {
-            batch.insert(id.as_bytes(), &at.to_be_bytes());
+            self.last_used.insert(id.as_bytes(), &at.to_be_bytes())?;
         }
-        self.last_used.apply_batch(batch)?;
-        let mut batch = sled::Batch::default();
         for (id, state) in credits {
-            batch.insert(id.as_bytes(), encode(state, "credits")?);
+            self.credits.insert(id.as_bytes(), encode(state, "credits")?)?;
         }
-        self.credits.apply_batch(batch)?;
         self.flush()
     }
 
@@ -339,13 +340,12 @@ impl Store {
         self.flush()
     }
 
-    /// Replaces the persisted warm digests of each key in `batch`, and flushes.
+    /// Replaces the persisted warm digests of each key in `batch`, and flushes (entry by entry, as
+    /// [`Store::save_counters`] explains).
     pub fn save_warm(&self, batch: &[(String, Vec<WarmDigest>)]) -> Result<(), StoreError> {
-        let mut writes = sled::Batch::default();
         for (id, digests) in batch {
-            writes.insert(id.as_bytes(), encode(digests, "warm digests")?);
+            self.warm.insert(id.as_bytes(), encode(digests, "warm digests")?)?;
         }
-        self.warm.apply_batch(writes)?;
         self.flush()
     }
 
