@@ -24,13 +24,21 @@ use crate::usage::{self, CODES};
 /// How often old usage buckets are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// The keys a pass visits, shared with the blocking tasks that read their cells and write them.
+type Keys = Arc<Vec<Arc<HotKey>>>;
+
 /// Writes what moved for the keys used since the last pass: last-used times and credit balances, pending
-/// usage counts, and new warm digests; then the high-water mark.
+/// usage counts, and new warm digests; then the high-water mark. Everything that walks the keys runs on
+/// the blocking pool with the writes: after a restart a pass can visit a hundred thousand keys, which on
+/// an async worker would hold up every connection it serves.
 pub async fn flush(service: &Service) {
     // The keys verified since the last pass, each taken off the list before its cells are read: a verify
     // from now on lists it again. The cells are shared by every snapshot of a key, so a key changed since
     // is saved with its latest values. A key whose values could not be saved is listed again.
-    let keys = service.index().take_active();
+    let index = service.index().clone();
+    let Ok(keys) = tokio::task::spawn_blocking(move || Arc::new(index.take_active())).await else {
+        return;
+    };
     let saved = save_counters(service, &keys).await && save_warm(service, &keys).await;
     save_usage(service, &keys).await;
     if !saved {
@@ -41,32 +49,35 @@ pub async fn flush(service: &Service) {
 }
 
 /// `false` when the write failed (the values stay unsaved and are retried).
-async fn save_counters(service: &Service, keys: &[Arc<HotKey>]) -> bool {
+async fn save_counters(service: &Service, keys: &Keys) -> bool {
     let _writing = service.write_lock().await;
-    let last_used: Vec<(Arc<HotKey>, i64)> =
-        keys.iter().filter_map(|key| key.activity.unsaved_last_used().map(|at| (key.clone(), at))).collect();
-    let credits: Vec<(Arc<HotKey>, (u64, i64))> = keys
-        .iter()
-        .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (key.clone(), state)))
-        .collect();
-    if last_used.is_empty() && credits.is_empty() {
-        return true;
-    }
-    let last_used_batch: Vec<(String, i64)> = last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
-    let credits_batch: Vec<(String, (u64, i64))> = credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
-    let store = service.store().clone();
-    if !stored("last-used times and credits", move || store.save_counters(&last_used_batch, &credits_batch)).await {
-        return false;
-    }
-    for (key, at) in &last_used {
-        key.activity.mark_last_used_saved(*at);
-    }
-    for (key, (balance, refilled_at)) in &credits {
-        if let Some(cell) = &key.credits {
-            cell.mark_saved(*balance, *refilled_at);
+    let (store, keys) = (service.store().clone(), Arc::clone(keys));
+    stored("last-used times and credits", move || {
+        let last_used: Vec<(&HotKey, i64)> =
+            keys.iter().filter_map(|key| key.activity.unsaved_last_used().map(|at| (&**key, at))).collect();
+        let credits: Vec<(&HotKey, (u64, i64))> = keys
+            .iter()
+            .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (&**key, state)))
+            .collect();
+        if last_used.is_empty() && credits.is_empty() {
+            return Ok(());
         }
-    }
-    true
+        let last_used_batch: Vec<(String, i64)> =
+            last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
+        let credits_batch: Vec<(String, (u64, i64))> =
+            credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
+        store.save_counters(&last_used_batch, &credits_batch)?;
+        for (key, at) in &last_used {
+            key.activity.mark_last_used_saved(*at);
+        }
+        for (key, (balance, refilled_at)) in &credits {
+            if let Some(cell) = &key.credits {
+                cell.mark_saved(*balance, *refilled_at);
+            }
+        }
+        Ok(())
+    })
+    .await
 }
 
 /// Runs one store write off the async workers; `false`, after a warning naming `what`, when it failed (the
@@ -85,50 +96,52 @@ async fn stored(what: &'static str, write: impl FnOnce() -> Result<(), StoreErro
     }
 }
 
-/// Usage counts are taken from their cells; a failed write puts them back.
-async fn save_usage(service: &Service, keys: &[Arc<HotKey>]) {
-    let drained: Vec<(Arc<HotKey>, [u64; CODES])> =
-        keys.iter().filter_map(|key| key.activity.usage.drain().map(|counts| (key.clone(), counts))).collect();
-    if drained.is_empty() {
-        return;
-    }
-    let batch: Vec<(String, [u64; CODES])> = drained.iter().map(|(k, c)| (k.record.id.to_string(), *c)).collect();
-    let store = service.store().clone();
-    let written = tokio::task::spawn_blocking(move || store.add_usage(unix_now(), &batch)).await;
-    if !matches!(written, Ok(Ok(()))) {
-        tracing::warn!("saving usage counts failed; they stay in memory and are retried");
-        for (key, counts) in &drained {
-            key.activity.usage.restore(counts);
-            service.index().relist(key);
+/// Usage counts are taken from their cells; a failed write puts them back and lists their keys again.
+async fn save_usage(service: &Service, keys: &Keys) {
+    let (store, index, keys) = (service.store().clone(), service.index().clone(), Arc::clone(keys));
+    stored("usage counts", move || {
+        let drained: Vec<(&HotKey, [u64; CODES])> =
+            keys.iter().filter_map(|key| key.activity.usage.drain().map(|counts| (&**key, counts))).collect();
+        if drained.is_empty() {
+            return Ok(());
         }
-    }
+        let batch: Vec<(String, [u64; CODES])> = drained.iter().map(|(k, c)| (k.record.id.to_string(), *c)).collect();
+        store.add_usage(unix_now(), &batch).inspect_err(|_| {
+            for (key, counts) in &drained {
+                key.activity.usage.restore(counts);
+                index.relist(key);
+            }
+        })
+    })
+    .await;
 }
 
 /// Persists the warm digests of keyward-generated secrets that are warm but not yet stored. Each key's
 /// entry is rewritten whole (current and previous secret), so a regenerated secret's old digest goes.
 /// `false` when the write failed.
-async fn save_warm(service: &Service, keys: &[Arc<HotKey>]) -> bool {
-    let mut cells = Vec::new();
-    let mut batch = Vec::new();
-    for key in keys.iter().filter(|key| key.has_unsaved_warm()) {
-        let mut digests = Vec::new();
-        for secret in key.persistable_secrets() {
-            if let Some(digest) = secret.warm.get() {
-                digests.push((fingerprint(&secret.phc), digest.to_bytes()));
-                cells.push(secret.warm.clone());
+async fn save_warm(service: &Service, keys: &Keys) -> bool {
+    let (store, keys) = (service.store().clone(), Arc::clone(keys));
+    stored("warm digests", move || {
+        let mut cells = Vec::new();
+        let mut batch = Vec::new();
+        for key in keys.iter().filter(|key| key.has_unsaved_warm()) {
+            let mut digests = Vec::new();
+            for secret in key.persistable_secrets() {
+                if let Some(digest) = secret.warm.get() {
+                    digests.push((fingerprint(&secret.phc), digest.to_bytes()));
+                    cells.push(secret.warm.clone());
+                }
             }
+            batch.push((key.record.id.to_string(), digests));
         }
-        batch.push((key.record.id.to_string(), digests));
-    }
-    if batch.is_empty() {
-        return true;
-    }
-    let store = service.store().clone();
-    if !stored("warm digests", move || store.save_warm(&batch)).await {
-        return false;
-    }
-    cells.iter().for_each(|cell| cell.mark_saved());
-    true
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.save_warm(&batch)?;
+        cells.iter().for_each(|cell| cell.mark_saved());
+        Ok(())
+    })
+    .await
 }
 
 /// Records the store's high-water mark (see [`crate::store`]) when it moved.

@@ -65,12 +65,16 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         )?,
     };
     let store = Store::open(&config.data_dir)?;
-    let loaded = store.load()?;
+    let mut loaded = store.load()?;
     let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys).map_err(StartError::Config)?;
     let warm_check = store.warm_check()?;
     let warm_key_changed = warm_check != Some(hasher.warm_key_check());
-    if warm_key_changed && warm_check.is_some() {
-        tracing::info!("persisted warm digests were made with another warm key; keys start cold");
+    if warm_key_changed {
+        if warm_check.is_some() {
+            tracing::info!("persisted warm digests were made with another warm key; keys start cold");
+        }
+        // Their digests are dropped below, before any key is read from the store; none may be restored.
+        loaded.warm_keys.clear();
     }
     let audit_seq = loaded.next_audit_seq - 1;
     let service = Service::new(loaded, store, hasher, &config)?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use keyward_protocol::{Actor, Reply, Request};
+use keyward_protocol::{Actor, KeyId, Reply, Request};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{Config, Plans};
@@ -108,7 +108,17 @@ impl Service {
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
         let plans = config.plans.clone();
         let index = Index::with_capacity(store.recorded_keys());
-        store.load_keys(|record| index.add_stored(&record))?;
+        // The keys in use before the restart (those with persisted warm digests) come back in memory and
+        // warm, so their first verifies need neither Argon2 nor the store; every other key waits in the
+        // directory until it is first used.
+        store.load_keys(|record| {
+            index.add_stored(&record);
+            if loaded.warm_keys.contains(record.id.as_str()) {
+                let counters = store.counters(record.id.as_str())?;
+                index.promote(HotKey::new(record, counters, &plans));
+            }
+            Ok(())
+        })?;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
         Ok(Service {
             inner: Arc::new(Inner {
@@ -172,6 +182,13 @@ impl Service {
         let Some(record) = self.store().record(id)? else { return Ok(None) };
         let counters = self.store().counters(id)?;
         Ok(Some(self.index().promote(HotKey::new(record, counters, &self.plans()))))
+    }
+
+    /// [`Service::hot_key`] on the blocking pool, for async callers.
+    pub async fn load_key(&self, id: &KeyId) -> Result<Option<Arc<HotKey>>, DaemonError> {
+        let (service, id) = (self.clone(), id.clone());
+        let loaded = tokio::task::spawn_blocking(move || service.hot_key(id.as_str())).await;
+        Ok(loaded.map_err(|e| DaemonError::Internal(format!("storage task failed: {e}")))??)
     }
 
     /// Key `id` as management shows it, without adding it to the index: its snapshot if it is in use, or
@@ -253,8 +270,8 @@ impl Service {
                         self.stats().verified(answer.code, started.elapsed());
                         Handled::Now(Reply::Verify(answer))
                     }
-                    Ok(Step::Cold(check)) => self.later(move |s| async move {
-                        let answer = s.verify_cold(check).await;
+                    Ok(step) => self.later(move |s| async move {
+                        let answer = s.verify_later(step, started).await;
                         match &answer {
                             Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
                             Err(DaemonError::Busy) => s.stats().busy_refusal(),

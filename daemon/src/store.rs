@@ -23,6 +23,7 @@
 //!
 //! All methods block; async callers run them on the blocking pool.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use keyward_protocol::{codec, AccountView, AuditEntry};
@@ -135,6 +136,8 @@ pub type WarmDigest = ([u8; 16], [u8; 32]);
 /// Everything loaded at startup but the keys ([`Store::load_keys`]).
 pub struct Loaded {
     pub accounts: Vec<AccountView>,
+    /// The ids of the keys with persisted warm digests: the keys in use before the restart.
+    pub warm_keys: HashSet<String>,
     /// The sequence number the next audit entry gets.
     pub next_audit_seq: u64,
 }
@@ -230,11 +233,18 @@ impl Store {
             let workspaces = decode(&bytes, || format!("account {account}"))?;
             accounts.push(AccountView { account, workspaces });
         }
+        let mut warm_keys = HashSet::new();
+        for id in self.warm.iter().keys() {
+            let id = id?;
+            if id.as_ref() != WARM_CHECK {
+                warm_keys.insert(String::from_utf8_lossy(&id).into_owned());
+            }
+        }
         let next_audit_seq = match self.audit.last()? {
             Some((seq, _)) => u64::from_be_bytes(<[u8; 8]>::try_from(seq.as_ref()).unwrap_or_default()) + 1,
             None => 1,
         };
-        Ok(Loaded { accounts, next_audit_seq })
+        Ok(Loaded { accounts, warm_keys, next_audit_seq })
     }
 
     /// Key `id`'s last-used time, credit state and persisted warm digests, as last written.
@@ -403,11 +413,10 @@ impl Store {
     /// Every stored key, handed to `each` from all cores while the store is still being read (`each` runs on
     /// several threads at once); returns how many. Fails on the first record that cannot be decoded: a
     /// daemon that silently skipped a revoked key would let it verify again.
-    pub fn load_keys(&self, each: impl Fn(KeyRecord) + Sync) -> Result<u64, StoreError> {
+    pub fn load_keys(&self, each: impl Fn(KeyRecord) -> Result<(), StoreError> + Sync) -> Result<u64, StoreError> {
         parallel::try_for_each(self.keys.iter().map(|entry| entry.map_err(StoreError::from)), |(id, bytes)| {
             let StoredKey::V1(record) = decode(&bytes, || format!("key {}", String::from_utf8_lossy(&id)))?;
-            each(record);
-            Ok(())
+            each(record)
         })
     }
 

@@ -1,7 +1,7 @@
 //! Verify: from a presented token to a [`VerifyAnswer`], cheapest check first.
 //!
 //! Order: token present → format and checksum (no lookup) → lookup by key id, or by lookup digest for an
-//! imported token → secret → revoked → inactive → legacy sunset → expired → workspace → scope → rate limits
+//! imported token (a key not used since startup is read from the store first, on the blocking pool) → secret → revoked → inactive → legacy sunset → expired → workspace → scope → rate limits
 //! (the key's plan or custom rate, then the named limits the request asks for, all or nothing) → credits.
 //! A refused request spends neither rate budget nor credits: what a later check refuses, earlier
 //! reservations give back.
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use keyward_protocol::token::Token;
-use keyward_protocol::{scope, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
+use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
 use zeroize::Zeroizing;
 
 use crate::clock::Now;
@@ -34,6 +34,15 @@ pub enum Step {
     Done(VerifyAnswer),
     /// The secret may belong to a cold slot: Argon2 must decide.
     Cold(ColdCheck),
+    /// The key exists but was not used since startup: its record must be read from the store first (on
+    /// the blocking pool; [`Service::verify_later`]).
+    Load(Load),
+}
+
+/// A verify waiting for its key to be read from the store.
+pub struct Load {
+    id: KeyId,
+    request: VerifyRequest,
 }
 
 /// A verify waiting for Argon2.
@@ -51,6 +60,16 @@ pub struct ColdCheck {
 fn refuse(code: VerifyCode) -> Step {
     tracing::trace!(%code, "verify refused without a key");
     Step::Done(VerifyAnswer::refused(code))
+}
+
+/// What a presented token names.
+enum Named<'t> {
+    /// A key in memory, and the secret to check against it.
+    Key(Arc<HotKey>, &'t [u8]),
+    /// A key not used since startup, to be read from the store.
+    Stored(KeyId),
+    /// No key.
+    Refused(VerifyCode),
 }
 
 /// What the warm cells say about a presented secret.
@@ -96,18 +115,10 @@ impl Service {
         if text.is_empty() {
             return Ok(refuse(VerifyCode::Missing));
         }
-        let (key, secret) = match Token::parse(text) {
-            Ok(token) => match self.hot_key(token.key_id())? {
-                Some(key) => (key, token.secret()),
-                None => match self.find_imported(text)? {
-                    Some(key) => (key, text.as_bytes()),
-                    None => return Ok(refuse(VerifyCode::NotFound)),
-                },
-            },
-            Err(_) => match self.find_imported(text)? {
-                Some(key) => (key, text.as_bytes()),
-                None => return Ok(refuse(VerifyCode::Malformed)),
-            },
+        let (key, secret) = match self.named(text) {
+            Named::Key(key, secret) => (key, secret),
+            Named::Stored(id) => return Ok(Step::Load(Load { id, request })),
+            Named::Refused(code) => return Ok(refuse(code)),
         };
         let now = Now::at(at);
         let digest = self.hasher().digest(secret);
@@ -137,14 +148,51 @@ impl Service {
         Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request }))
     }
 
-    /// An imported key whose whole token is `text`, if any.
-    fn find_imported(&self, text: &str) -> Result<Option<Arc<HotKey>>, DaemonError> {
-        if !self.index().has_imports() || validate::importable_token(text).is_err() {
-            return Ok(None);
+    /// The key a presented token names, by its key id or (for an imported token) its lookup digest.
+    fn named<'t>(&self, text: &'t str) -> Named<'t> {
+        let parsed = Token::parse(text);
+        if let Ok(token) = &parsed {
+            if let Some(key) = self.index().get(token.key_id()) {
+                return Named::Key(key, token.secret());
+            }
+            if self.index().contains(token.key_id()) {
+                return KeyId::parse(token.key_id()).map_or(Named::Refused(VerifyCode::NotFound), Named::Stored);
+            }
         }
-        match self.index().find_imported(&self.hasher().lookup_digest(text.as_bytes())) {
-            Some(id) => Ok(self.hot_key(id.as_str())?),
-            None => Ok(None),
+        match self.find_imported(text) {
+            Some(Ok(key)) => Named::Key(key, text.as_bytes()),
+            Some(Err(id)) => Named::Stored(id),
+            None if parsed.is_ok() => Named::Refused(VerifyCode::NotFound),
+            None => Named::Refused(VerifyCode::Malformed),
+        }
+    }
+
+    /// The imported key whose whole token is `text`, if any: its snapshot, or its id when it must be read
+    /// from the store first.
+    fn find_imported(&self, text: &str) -> Option<Result<Arc<HotKey>, KeyId>> {
+        if !self.index().has_imports() || validate::importable_token(text).is_err() {
+            return None;
+        }
+        let id = self.index().find_imported(&self.hasher().lookup_digest(text.as_bytes()))?;
+        Some(self.index().get(id.as_str()).ok_or(id))
+    }
+
+    /// Finishes a verify [`Service::verify_now`] could not answer from memory: reads the key from the store
+    /// on the blocking pool if it must, then runs Argon2 if it must.
+    pub async fn verify_later(&self, step: Step, at: std::time::Instant) -> Result<VerifyAnswer, DaemonError> {
+        match step {
+            Step::Done(answer) => Ok(answer),
+            Step::Cold(check) => self.verify_cold(check).await,
+            Step::Load(Load { id, request }) => {
+                self.load_key(&id).await?;
+                match self.verify_now(request, at)? {
+                    Step::Done(answer) => Ok(answer),
+                    Step::Cold(check) => self.verify_cold(check).await,
+                    // The store had no record for a key the directory lists: keys are never removed, so this
+                    // does not happen; the answer is the one for a key that does not exist.
+                    Step::Load(_) => Ok(VerifyAnswer::refused(VerifyCode::NotFound)),
+                }
+            }
         }
     }
 

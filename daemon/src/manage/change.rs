@@ -65,7 +65,7 @@ impl Service {
     ) -> Result<KeyView, DaemonError> {
         let id = validate::key_id(id)?;
         let writing = self.write_lock().await;
-        let current = self.hot_key(id.as_str())?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+        let current = self.load_key(&id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
         let now = unix_now();
         let Outcome { record, changes, credits } = build(&current, now)?;
         let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
