@@ -50,6 +50,7 @@ pub enum Found {
 }
 
 impl Found {
+    /// The key's record, as stored.
     pub fn record(&self) -> &KeyRecord {
         match self {
             Found::Hot(key) => &key.record,
@@ -170,8 +171,10 @@ impl Service {
     }
 
     /// The snapshot of key `id`, read from the store and added to the index if the key was not in use yet;
-    /// `None` for a key that does not exist. Reads the store at most once per key and run (a few sled reads,
-    /// no Argon2), so the first verify of a key since startup pays for it and later ones find it in memory.
+    /// `None` for a key that does not exist. Blocks: a key not in use yet costs four reads of the store (its
+    /// record, last-used time, credits and persisted warm digests; no Argon2), paid by the first verify or change of
+    /// the key since startup; later ones find it in memory. Two first uses at once may both read; the
+    /// first snapshot installed is the one both get.
     pub fn hot_key(&self, id: &str) -> Result<Option<Arc<HotKey>>, StoreError> {
         if let Some(key) = self.index().get(id) {
             return Ok(Some(key));

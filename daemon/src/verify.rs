@@ -1,8 +1,9 @@
 //! Verify: from a presented token to a [`VerifyAnswer`], cheapest check first.
 //!
 //! Order: token present → format and checksum (no lookup) → lookup by key id, or by lookup digest for an
-//! imported token (a key not used since startup is read from the store first, on the blocking pool) → secret → revoked → inactive → legacy sunset → expired → workspace → scope → rate limits
-//! (the key's plan or custom rate, then the named limits the request asks for, all or nothing) → credits.
+//! imported token (a key not used since startup is read from the store first, on the blocking pool) →
+//! secret → revoked → inactive → legacy sunset → expired → workspace → scope → rate limits (the key's plan
+//! or custom rate, then the named limits the request asks for, all or nothing) → credits.
 //! A refused request spends neither rate budget nor credits: what a later check refuses, earlier
 //! reservations give back.
 //!

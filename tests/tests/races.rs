@@ -32,6 +32,29 @@ fn hammer_during(
     scope: Option<&str>,
     change: impl FnOnce(&mut RawConn),
 ) -> Vec<Sample> {
+    hammer_with(
+        daemon,
+        token,
+        scope,
+        Window { lead: Duration::from_millis(100), after: Duration::from_millis(150) },
+        change,
+    )
+}
+
+/// When the change is made after the verifiers start, and how long they go on after it is acknowledged.
+struct Window {
+    lead: Duration,
+    after: Duration,
+}
+
+/// [`hammer_during`], in a given [`Window`].
+fn hammer_with(
+    daemon: &Daemon,
+    token: &Secret,
+    scope: Option<&str>,
+    window: Window,
+    change: impl FnOnce(&mut RawConn),
+) -> Vec<Sample> {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..VERIFIERS)
         .map(|_| {
@@ -48,11 +71,11 @@ fn hammer_during(
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
     let mut admin = daemon.admin();
+    std::thread::sleep(window.lead);
     change(&mut admin);
     let acknowledged = Instant::now();
-    std::thread::sleep(Duration::from_millis(150));
+    std::thread::sleep(window.after);
     stop.store(true, Ordering::Relaxed);
     let samples: Vec<Sample> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
     assert!(samples.iter().any(|(sent, _)| *sent < acknowledged), "the verifiers ran before the change");
@@ -105,4 +128,25 @@ fn dropping_a_scope_under_load() {
         assert!(matches!(admin.request(Request::Edit { id, changes }), Reply::Key(_)));
     });
     assert_none_valid(&after, "scope drop", VerifyCode::InsufficientScope);
+}
+
+/// After a restart with a new warm-digest key no key is in memory: the first verifies of a key read it
+/// from the store (and run Argon2) while the revoke reads, changes and installs it. Whatever interleaving
+/// the two find, nothing sent after the acknowledgement may pass.
+#[test]
+fn revoke_races_the_first_verifies_of_a_key_read_from_the_store() {
+    let mut daemon = Daemon::start();
+    let keys: Vec<_> = (0..4).map(|_| unlimited_key(&mut daemon.admin(), &["read:all"])).collect();
+    daemon.stop();
+    std::fs::remove_file(daemon.data_dir().join("warm.key")).unwrap();
+    daemon.restart();
+    for (token, id) in &keys {
+        // The first verifies wait for Argon2 (at a low priority, on a machine other tests keep busy): the
+        // window after the revoke leaves them time to finish and be followed by more.
+        let window = Window { lead: Duration::from_millis(2), after: Duration::from_secs(1) };
+        let after = hammer_with(&daemon, token, None, window, |admin| {
+            admin.revoke(id);
+        });
+        assert_none_valid(&after, "revoke racing the first verifies", VerifyCode::Revoked);
+    }
 }
