@@ -80,8 +80,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let service = Service::new(loaded, store, hasher, &config)?;
     // Checked before anything is written to the store: a damaged store is refused as it was found.
     service.store().check_high_water(HighWater { audit_seq, keys: service.index().len() as u64 })?;
-    // Before any key is read from the store (keys join the index when first used): digests made with another
-    // warm key must never be reinstalled.
+    // Before serving, so that no key loaded on its first use finds digests made with another warm key.
     if warm_key_changed {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }
