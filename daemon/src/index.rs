@@ -24,6 +24,7 @@
 //! were verified since the flusher's last pass is kept in [`crate::activity`].
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -70,8 +71,7 @@ impl WarmCell {
     }
 }
 
-/// One secret of a key as verify sees it: its hash and its warm cell.
-#[derive(Debug)]
+/// One secret of a key as verify sees it: its hash and its warm cell. Its `Debug` prints neither.
 pub struct HotSecret {
     pub phc: Arc<str>,
     pub warm: WarmCell,
@@ -79,6 +79,13 @@ pub struct HotSecret {
     /// a keyed digest as safe to store as their Argon2 hash. Imported tokens, of unknown strength, re-verify
     /// through Argon2 after a restart.
     pub persistable: bool,
+}
+
+impl fmt::Debug for HotSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let warm = self.warm.get().is_some();
+        write!(f, "HotSecret {{ phc: [redacted], warm: {warm}, persistable: {} }}", self.persistable)
+    }
 }
 
 /// One rate limit of a key: its name in answers, its parameters, and its timestamp cell.
@@ -359,7 +366,7 @@ pub struct Index {
     active: Arc<ActiveKeys>,
 }
 
-/// An imported secret's lookup digests.
+/// The lookup digests of a record's imported secrets (keyward-generated secrets have none).
 fn lookups(record: &KeyRecord) -> impl Iterator<Item = [u8; 32]> + '_ {
     std::iter::once(&record.secret).chain(record.previous.as_ref().map(|p| &p.secret)).filter_map(|s| s.lookup)
 }
@@ -595,6 +602,19 @@ mod tests {
         use keyward_protocol::KeyStatus::{Active, Revoked};
         assert_eq!(statuses, [Active, Active, Revoked]);
         assert_eq!(index.len(), 3);
+    }
+
+    #[test]
+    fn debug_prints_no_hash_and_no_digest() {
+        let digest = [0xAB; 32];
+        let fingerprint = hasher::fingerprint("$argon2id$test");
+        let counters = KeyCounters { warm: vec![(fingerprint, digest)], ..KeyCounters::default() };
+        let key = HotKey::new(record("AAAAAAAAAAAA", "ws", 1), counters.clone(), &Plans::default());
+        assert!(key.current.warm.get().is_some(), "the persisted digest was restored");
+        for printed in [format!("{key:?}"), format!("{counters:?}")] {
+            assert!(!printed.contains("argon2id"), "{printed}");
+            assert!(!printed.contains("171") && !printed.to_lowercase().contains("abab"), "{printed}");
+        }
     }
 
     #[test]

@@ -176,15 +176,10 @@ impl Service {
     /// the key since startup; later ones find it in memory. Two first uses at once may both read; the
     /// first snapshot installed is the one both get.
     pub fn hot_key(&self, id: &str) -> Result<Option<Arc<HotKey>>, StoreError> {
-        if let Some(key) = self.index().get(id) {
-            return Ok(Some(key));
-        }
-        if !self.index().contains(id) {
-            return Ok(None);
-        }
-        let Some(record) = self.store().record(id)? else { return Ok(None) };
-        let counters = self.store().counters(id)?;
-        Ok(Some(self.index().promote(HotKey::new(record, counters, &self.plans()))))
+        Ok(self.found(id)?.map(|found| match found {
+            Found::Hot(key) => key,
+            Found::Stored(record, counters) => self.index().promote(HotKey::new(*record, counters, &self.plans())),
+        }))
     }
 
     /// [`Service::hot_key`] on the blocking pool, for async callers.
@@ -195,10 +190,13 @@ impl Service {
     }
 
     /// Key `id` as management shows it, without adding it to the index: its snapshot if it is in use, or
-    /// its stored record and counters.
+    /// its stored record and counters (read only for a key the directory lists).
     pub fn found(&self, id: &str) -> Result<Option<Found>, StoreError> {
         if let Some(key) = self.index().get(id) {
             return Ok(Some(Found::Hot(key)));
+        }
+        if !self.index().contains(id) {
+            return Ok(None);
         }
         let Some(record) = self.store().record(id)? else { return Ok(None) };
         Ok(Some(Found::Stored(Box::new(record), self.store().counters(id)?)))

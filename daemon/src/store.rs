@@ -142,14 +142,25 @@ pub struct Loaded {
     pub next_audit_seq: u64,
 }
 
-/// What the store holds about a key besides its record: what the flusher last wrote.
-#[derive(Clone, Debug, Default)]
+/// What the store holds about a key besides its record: what the flusher last wrote. Its `Debug` counts
+/// the warm digests rather than printing them.
+#[derive(Clone, Default)]
 pub struct KeyCounters {
     pub last_used: Option<i64>,
     /// Live credit balance and last refill.
     pub credits: Option<(u64, i64)>,
     /// Warm digests persisted by an earlier run: `(fingerprint of the hash, digest)` per secret.
     pub warm: Vec<WarmDigest>,
+}
+
+impl std::fmt::Debug for KeyCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyCounters")
+            .field("last_used", &self.last_used)
+            .field("credits", &self.credits)
+            .field("warm", &format_args!("[{} redacted]", self.warm.len()))
+            .finish()
+    }
 }
 
 /// sled's page cache. It serves management calls, the flusher, and the first verify of each key since
