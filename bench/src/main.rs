@@ -25,14 +25,18 @@ enum Command {
         socket: PathBuf,
     },
     /// Drive warm verifies against an already running keywardd (e.g. to profile it with `perf record
-    /// -p PID`): creates one key on the admin socket, then verifies it for `--seconds`.
+    /// -p PID`): creates one key on the admin socket, then verifies it for `--seconds`. With `--floor`,
+    /// drives an `echo-server` the same way instead, for a side-by-side profile.
     Drive {
-        /// The daemon's verify socket.
+        /// The daemon's verify socket (the echo server's socket with `--floor`).
         #[arg(long)]
         socket: PathBuf,
         /// The daemon's admin socket.
+        #[arg(long, required_unless_present = "floor")]
+        admin_socket: Option<PathBuf>,
+        /// Drive the echo floor at `--socket` rather than keywardd.
         #[arg(long)]
-        admin_socket: PathBuf,
+        floor: bool,
         /// `conns:N` (N connections, one request outstanding each) or `pipelined:N` (depth N on one).
         #[arg(long, default_value = "conns:32")]
         shape: String,
@@ -131,11 +135,14 @@ fn main() -> Result<()> {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(keyward_bench::echo::serve(&socket)).context("echo server")
         }
-        Command::Drive { socket, admin_socket, shape, seconds } => {
+        Command::Drive { socket, admin_socket, floor, shape, seconds } => {
             let shape = keyward_bench::shape::Shape::parse(&shape)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             let phase = Phase { warmup: Duration::from_millis(500), window: Duration::from_secs_f64(seconds) };
-            let line = runtime.block_on(scenario::drive(&socket, &admin_socket, shape, phase))?;
+            let line = match admin_socket.filter(|_| !floor) {
+                Some(admin_socket) => runtime.block_on(scenario::drive(&socket, &admin_socket, shape, phase))?,
+                None => runtime.block_on(scenario::drive_floor(&socket, shape, phase))?,
+            };
             println!("{line}");
             Ok(())
         }

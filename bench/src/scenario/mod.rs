@@ -175,13 +175,23 @@ pub async fn drive(verify_socket: &Path, admin_socket: &Path, shape: Shape, phas
     let created = admin.create(crate::fixture::create_request("acme", "bench drive key")?).await?;
     let request = crate::verifier::request(created.token);
     let measured = crate::shape::keyward(verify_socket, shape, phase, &request).await?;
-    Ok(format!(
+    Ok(summary(shape, &measured))
+}
+
+/// Drives the echo floor at `socket` under `shape`, as [`drive`] drives a daemon.
+pub async fn drive_floor(socket: &Path, shape: Shape, phase: Phase) -> Result<String> {
+    Ok(summary(shape, &crate::shape::floor(socket, shape, phase).await?))
+}
+
+/// One line: the shape, throughput, failures and latency percentiles.
+fn summary(shape: Shape, measured: &Measurement) -> String {
+    format!(
         "{}: {} ({} failures), latency p50 / p99 / p99.9 {}",
         shape.label(),
         report::rate(measured.throughput()),
         measured.failures,
-        percentiles(&measured)
-    ))
+        percentiles(measured)
+    )
 }
 
 /// Failures in a measurement, as a note (nothing when there were none).
