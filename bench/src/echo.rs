@@ -9,17 +9,19 @@
 //! Two clients measure it:
 //! - [`EchoClient`] mirrors `keyward_client::Client` step for step, minus encoding: a pool of connections
 //!   chosen round-robin per request, a writer task fed by a channel that coalesces queued frames into one
-//!   write, a reader task that matches replies to waiting requests by id through a mutex-guarded map and a
-//!   oneshot each. It is the floor that keyward's figures are divided by.
+//!   write, a reader task that marks the waiting requests of each read answered in a mutex-guarded map
+//!   (one lock per read) and wakes them. It is the floor that keyward's figures are divided by.
 //! - [`RawEcho`] and [`raw_pipelined`] talk to the socket directly (write, then read; or a window of
 //!   requests in flight from one task): the transport alone, to show what the client's task design costs.
 
 use std::collections::HashMap;
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
@@ -27,7 +29,7 @@ use keyward_protocol::frame::{self, HEADER_LEN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::load::{histogram, Caller, Measurement, Phase};
 
@@ -74,8 +76,14 @@ async fn echo_connection(stream: UnixStream) -> io::Result<()> {
 const MIN_PAYLOAD: usize = 8;
 
 fn request_frame(id: u64, payload: usize) -> Vec<u8> {
+    frame_into(Vec::new(), id, payload)
+}
+
+/// [`request_frame`] in `frame` (emptied first).
+fn frame_into(mut frame: Vec<u8>, id: u64, payload: usize) -> Vec<u8> {
     let payload = payload.max(MIN_PAYLOAD);
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload);
+    frame.clear();
+    frame.reserve(HEADER_LEN + payload);
     frame.extend_from_slice(&(payload as u32).to_be_bytes());
     frame.extend_from_slice(&id.to_le_bytes());
     frame.resize(HEADER_LEN + payload, 0xA5);
@@ -90,33 +98,56 @@ pub struct EchoClient {
 
 struct Pool {
     connections: Vec<EchoConnection>,
+    /// Frame buffers, reused like `keyward_client`'s: taken per request, given back by the writers.
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
     next_slot: AtomicUsize,
     next_id: AtomicU64,
 }
 
+fn spare(frames: &Mutex<Vec<Vec<u8>>>) -> MutexGuard<'_, Vec<Vec<u8>>> {
+    frames.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct EchoConnection {
     outbox: mpsc::UnboundedSender<Vec<u8>>,
-    waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+    waiters: Arc<Mutex<Waiters>>,
+}
+
+/// The requests waiting on one connection, as `keyward_client` keeps them: an entry per request id holding
+/// the caller's waker until the reader marks it answered; the caller removes it.
+struct Waiters {
+    open: bool,
+    by_id: HashMap<u64, Waiting>,
+}
+
+enum Waiting {
+    Pending(Waker),
+    Answered,
+}
+
+fn lock(waiters: &Mutex<Waiters>) -> MutexGuard<'_, Waiters> {
+    waiters.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EchoClient {
     /// Opens `connections` connections to the echo server at `path`.
     pub async fn connect(path: &Path, connections: usize) -> io::Result<EchoClient> {
         let mut opened = Vec::with_capacity(connections);
+        let frames = Arc::new(Mutex::new(Vec::new()));
         for _ in 0..connections.max(1) {
             let (reader, writer) = UnixStream::connect(path).await?.into_split();
-            let waiters = Arc::new(Mutex::new(HashMap::with_capacity(128)));
+            let waiters = Arc::new(Mutex::new(Waiters { open: true, by_id: HashMap::with_capacity(128) }));
             let (outbox, queued) = mpsc::unbounded_channel();
-            tokio::spawn(write_frames(writer, queued, Arc::clone(&waiters)));
+            tokio::spawn(write_frames(writer, queued, Arc::clone(&waiters), Arc::clone(&frames)));
             tokio::spawn(read_replies(reader, Arc::clone(&waiters)));
             opened.push(EchoConnection { outbox, waiters });
         }
-        let pool = Pool { connections: opened, next_slot: AtomicUsize::new(0), next_id: AtomicU64::new(1) };
+        let pool = Pool { connections: opened, frames, next_slot: AtomicUsize::new(0), next_id: AtomicU64::new(1) };
         Ok(EchoClient { shared: Arc::new(pool) })
     }
 
-    /// One round trip of a [`PAYLOAD`]-byte request: allocate the frame, register a oneshot under its id,
-    /// queue it, await the answer.
+    /// One round trip of a [`PAYLOAD`]-byte request: allocate the frame, register the caller's waker under
+    /// its id, queue it, await the answer.
     pub async fn echo(&self) -> bool {
         self.echo_payload(PAYLOAD).await
     }
@@ -127,12 +158,37 @@ impl EchoClient {
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let turn = shared.next_slot.fetch_add(1, Ordering::Relaxed);
         let connection = &shared.connections[turn % shared.connections.len()];
-        let (waiter, answer) = oneshot::channel();
-        connection.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(id, waiter);
-        if connection.outbox.send(request_frame(id, payload)).is_err() {
-            return false;
-        }
-        answer.await.is_ok()
+        let buffer = spare(&shared.frames).pop().unwrap_or_default();
+        let mut frame = Some(frame_into(buffer, id, payload));
+        poll_fn(|cx| {
+            let mut waiters = lock(&connection.waiters);
+            if let Some(frame) = frame.take() {
+                if !waiters.open {
+                    return Poll::Ready(false);
+                }
+                waiters.by_id.insert(id, Waiting::Pending(cx.waker().clone()));
+                drop(waiters);
+                return match connection.outbox.send(frame) {
+                    Ok(()) => Poll::Pending,
+                    Err(_) => {
+                        lock(&connection.waiters).by_id.remove(&id);
+                        Poll::Ready(false)
+                    }
+                };
+            }
+            match waiters.by_id.get_mut(&id) {
+                Some(Waiting::Pending(waker)) => {
+                    waker.clone_from(cx.waker());
+                    Poll::Pending
+                }
+                Some(Waiting::Answered) => {
+                    waiters.by_id.remove(&id);
+                    Poll::Ready(true)
+                }
+                None => Poll::Ready(false),
+            }
+        })
+        .await
     }
 }
 
@@ -148,20 +204,31 @@ impl Caller for EchoClient {
 async fn write_frames(
     mut writer: OwnedWriteHalf,
     mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
-    waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>,
+    waiters: Arc<Mutex<Waiters>>,
+    frames: Arc<Mutex<Vec<Vec<u8>>>>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut written = Vec::new();
     while let Some(frame) = queued.recv().await {
         batch.extend_from_slice(&frame);
-        if waiters.lock().unwrap_or_else(PoisonError::into_inner).len() > 1 {
+        written.push(frame);
+        if lock(&waiters).by_id.len() > 1 {
             tokio::task::yield_now().await;
         }
         while batch.len() < WRITE_BATCH {
             match queued.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
+                Ok(frame) => {
+                    batch.extend_from_slice(&frame);
+                    written.push(frame);
+                }
                 Err(_) => break,
             }
         }
+        // Wiped and taken back under one lock, as `keyward_client`'s pool does.
+        for frame in &mut written {
+            frame.fill(0);
+        }
+        spare(&frames).append(&mut written);
         if writer.write_all(&batch).await.is_err() {
             return;
         }
@@ -169,19 +236,30 @@ async fn write_frames(
     }
 }
 
-async fn read_replies(mut reader: OwnedReadHalf, waiters: Arc<Mutex<HashMap<u64, oneshot::Sender<()>>>>) {
+/// Reads echoes and marks their requests answered, every echo of one read under one lock, waking the callers
+/// after it is released, as `keyward_client`'s reader does.
+async fn read_replies(mut reader: OwnedReadHalf, waiters: Arc<Mutex<Waiters>>) {
     let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut ids = Vec::new();
+    let mut wakers = Vec::new();
     loop {
         let mut start = 0;
         while let Ok(Some(total)) = frame::next_frame_len(&buf[start..], frame::MAX_REPLY) {
             let payload = &buf[start + HEADER_LEN..start + total];
-            let id = payload.first_chunk::<8>().map_or(0, |bytes| u64::from_le_bytes(*bytes));
-            let waiter = waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            if let Some(waiter) = waiter {
-                let _ = waiter.send(());
-            }
+            ids.push(payload.first_chunk::<8>().map_or(0, |bytes| u64::from_le_bytes(*bytes)));
             start += total;
         }
+        {
+            let mut waiters = lock(&waiters);
+            for id in ids.drain(..) {
+                if let Some(waiting) = waiters.by_id.get_mut(&id) {
+                    if let Waiting::Pending(waker) = std::mem::replace(waiting, Waiting::Answered) {
+                        wakers.push(waker);
+                    }
+                }
+            }
+        }
+        wakers.drain(..).for_each(Waker::wake);
         buf.drain(..start);
         buf.reserve(READ_CHUNK);
         match reader.read_buf(&mut buf).await {
@@ -189,8 +267,17 @@ async fn read_replies(mut reader: OwnedReadHalf, waiters: Arc<Mutex<HashMap<u64,
             Ok(_) => {}
         }
     }
-    // Dropping the senders fails every waiting request.
-    waiters.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    // Removing the entries fails every waiting request.
+    let pending: Vec<Waiting> = {
+        let mut waiters = lock(&waiters);
+        waiters.open = false;
+        waiters.by_id.drain().map(|(_, waiting)| waiting).collect()
+    };
+    for waiting in pending {
+        if let Waiting::Pending(waker) = waiting {
+            waker.wake();
+        }
+    }
 }
 
 /// One connection used directly: write a frame, read its echo. One request at a time.

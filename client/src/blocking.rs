@@ -108,7 +108,7 @@ impl BlockingClient {
     pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
         let request = actor::on_behalf_of(self.actor.as_deref(), request);
         let id = self.next_request_id();
-        let frame = wire::request_frame(id, &request)?;
+        let frame = wire::request_frame(id, &request, Vec::new())?;
         let answer = self.exchange_once_more_if(reply::is_idempotent(&request), id, &frame)?;
         reply::refused_as_error(answer.into_reply())
     }
@@ -135,7 +135,7 @@ impl BlockingClient {
     /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
     pub fn verify(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, ClientError> {
         let id = self.next_request_id();
-        let frame = wire::verify_frame(id, &request)?;
+        let frame = wire::verify_frame(id, &request, Vec::new())?;
         let retry = reply::is_idempotent_verify(&request);
         drop(request);
         self.exchange_once_more_if(retry, id, &frame).and_then(reply::verify_answer)

@@ -4,12 +4,12 @@
 //! lazily and again after one breaks, request ids, and each request's deadline. How a single connection
 //! carries many requests at once, and fails those past their deadline, lives in [`crate::connection`].
 //!
-//! Per request, the client allocates the encoded frame and whatever the decoded answer holds (for a verify
-//! of an unchanged key, not the key: see [`crate::shared_keys`]), plus the oneshot that carries the answer
-//! back; choosing a connection is an atomic increment, an uncontended lock and an `Arc` clone. A request
-//! is encoded when it is called, not when it is first polled, so its future holds the frame rather than
-//! the request; only the slow paths (opening a connection, waiting for a free slot) arm a timer, boxed
-//! outside the future.
+//! Per request, the client allocates only what the decoded answer holds (for a verify of an unchanged key,
+//! not the key: see [`crate::shared_keys`]): the frame is encoded into a buffer reused from the client's
+//! [`FramePool`], and the answer waits in the connection's map of waiting requests. Choosing a connection
+//! is an atomic increment, an uncontended lock and an `Arc` clone. A request is encoded when it is called,
+//! not when it is first polled, so its future holds the frame rather than the request; only the slow paths
+//! (opening a connection, waiting for a free slot) arm a timer, boxed outside the future.
 
 use std::fmt;
 use std::future::Future;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use crate::answer::Answer;
 use crate::connection::{Connection, RequestError};
 use crate::error::ClientError;
+use crate::frames::FramePool;
 use crate::listing::Listing;
 use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
 
@@ -85,6 +86,7 @@ impl ClientBuilder {
                 request_timeout: self.request_timeout,
                 max_in_flight: self.max_in_flight,
                 slots,
+                frames: Arc::default(),
                 next_slot: AtomicUsize::new(0),
                 // Id 0 is what the daemon answers when it cannot read a request's id; never use it.
                 next_id: AtomicU64::new(1),
@@ -132,6 +134,8 @@ struct Shared {
     request_timeout: Duration,
     max_in_flight: usize,
     slots: Box<[Slot]>,
+    /// Request frame buffers, given back by the connections' writers.
+    frames: Arc<FramePool>,
     next_slot: AtomicUsize,
     next_id: AtomicU64,
 }
@@ -199,7 +203,7 @@ impl Client {
     pub fn call(&self, request: Request) -> impl Future<Output = Result<Reply, ClientError>> + Send + '_ {
         let request = actor::on_behalf_of(self.actor.as_deref(), request);
         let id = self.shared.next_request_id();
-        let frame = wire::request_frame(id, &request);
+        let frame = wire::request_frame(id, &request, self.shared.frames.take());
         drop(request);
         self.shared.send(id, frame, |answer| reply::refused_as_error(answer.into_reply()))
     }
@@ -218,7 +222,7 @@ impl Client {
         request: VerifyRequest,
     ) -> impl Future<Output = Result<VerifyAnswer, ClientError>> + Send + '_ {
         let id = self.shared.next_request_id();
-        let frame = wire::verify_frame(id, &request);
+        let frame = wire::verify_frame(id, &request, self.shared.frames.take());
         drop(request);
         self.shared.send(id, frame, reply::verify_answer)
     }
@@ -386,7 +390,9 @@ impl Shared {
         if let Some(connection) = slot.open_connection() {
             return Ok(connection);
         }
-        let connection = Arc::new(Connection::open(&self.socket, self.max_in_flight, self.request_timeout).await?);
+        let frames = Arc::clone(&self.frames);
+        let connection =
+            Arc::new(Connection::open(&self.socket, self.max_in_flight, self.request_timeout, frames).await?);
         *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&connection));
         Ok(connection)
     }

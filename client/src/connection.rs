@@ -1,10 +1,12 @@
 //! [`Connection`]: one pipelined connection of the async [`Client`](crate::Client).
 //!
 //! This module owns a connection's moving parts. Callers hand a finished request frame to a writer task
-//! through a channel and wait on a oneshot; a reader task decodes reply frames and completes the oneshot
-//! registered under the reply's id, so any number of requests share the connection and their replies may
-//! arrive in any order. The map of waiting requests sits behind a `std` mutex that is only ever held for a
-//! map operation, never across an `.await`.
+//! through a channel and wait on their entry in a map of waiting requests; a reader task decodes reply
+//! frames, puts each answer into the entry registered under the reply's id and wakes its caller, so any
+//! number of requests share the connection and their replies may arrive in any order. The entry is the
+//! request's only rendezvous with the reader (no channel or allocation of its own: the map is sized for a
+//! full pipeline up front), and the caller takes its answer out of it. The map sits behind a `std` mutex
+//! that is only ever held for a map operation, never across an `.await`.
 //!
 //! Each waiting request carries its deadline, and a sweeper task per connection fails the requests still
 //! waiting at their deadline with [`ClientError::Timeout`], so a request costs no timer of its own. The
@@ -17,22 +19,25 @@
 //! register on it; the client then opens a new one on the next request.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use keyward_protocol::frame::{self, HEADER_LEN, MAX_REPLY};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore, SemaphorePermit, TryAcquireError};
+use tokio::sync::{mpsc, Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::answer::Answer;
 use crate::error::ClientError;
+use crate::frames::FramePool;
 use crate::wire;
 
 /// Bytes the reader asks the socket for at a time.
@@ -94,10 +99,39 @@ struct Waiters {
     next_sweep: Option<Instant>,
 }
 
-/// A request waiting for its answer.
+/// A request's entry in the map: waiting for its answer until `deadline`, then holding it until the caller
+/// takes it.
 struct Waiting {
-    waiter: oneshot::Sender<Outcome>,
     deadline: Instant,
+    state: WaitState,
+}
+
+enum WaitState {
+    /// No answer yet; the waker of the caller's last poll, if it has polled.
+    Pending(Option<Waker>),
+    /// The answer, or why there will be none.
+    Done(Outcome),
+}
+
+impl Waiting {
+    fn new(deadline: Instant, waker: &Waker) -> Self {
+        Waiting { deadline, state: WaitState::Pending(Some(waker.clone())) }
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(self.state, WaitState::Pending(_))
+    }
+
+    /// Stores `outcome` unless one is stored already, and returns the waker to wake (after the lock is
+    /// released).
+    fn complete(&mut self, outcome: Outcome) -> Option<Waker> {
+        let WaitState::Pending(waker) = &mut self.state else {
+            return None;
+        };
+        let waker = waker.take();
+        self.state = WaitState::Done(outcome);
+        waker
+    }
 }
 
 /// Hashes request ids, which the client hands out in sequence: one multiplication spreads them over the
@@ -125,27 +159,20 @@ impl Connection {
     /// Connects to `path`, completes the handshake, and starts the reader, writer and sweeper tasks on
     /// the current tokio runtime. Requests waiting longer than `timeout` fail with
     /// [`ClientError::Timeout`].
-    pub(crate) async fn open(path: &Path, max_in_flight: usize, timeout: Duration) -> Result<Connection, ClientError> {
+    /// The writer gives every frame it has written back to `frames`.
+    pub(crate) async fn open(
+        path: &Path,
+        max_in_flight: usize,
+        timeout: Duration,
+        frames: Arc<FramePool>,
+    ) -> Result<Connection, ClientError> {
         let mut stream =
             UnixStream::connect(path).await.map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
         handshake(&mut stream).await?;
         let (reader, writer) = stream.into_split();
-        let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
-        let state = Arc::new(State {
-            // Sized for a full pipeline up front, so the map never regrows while requests wait on it.
-            waiters: Mutex::new(Waiters {
-                open: true,
-                by_id: HashMap::with_capacity_and_hasher(max_in_flight.min(1024), Default::default()),
-                next_sweep: None,
-            }),
-            open: AtomicBool::new(true),
-            permits: Semaphore::new(max_in_flight),
-            max_in_flight,
-            timeout,
-            sweeper: Notify::new(),
-        });
+        let state = Arc::new(State::new(max_in_flight, timeout));
         let (outbox, queued) = mpsc::unbounded_channel();
-        tokio::spawn(write_requests(writer, queued, Arc::clone(&state)));
+        tokio::spawn(write_requests(writer, queued, Arc::clone(&state), frames));
         tokio::spawn(sweep_overdue(Arc::clone(&state)));
         let reader = tokio::spawn(read_replies(reader, Arc::clone(&state))).abort_handle();
         Ok(Connection { state, outbox, reader })
@@ -168,17 +195,24 @@ impl Connection {
                 Err(timeout) => return Err(RequestError::Failed(timeout)),
             },
         };
-        let (waiter, answer) = oneshot::channel();
-        let Some(mut registration) = Registration::new(&self.state, id, Waiting { waiter, deadline }) else {
-            return Err(RequestError::Unsent(frame));
-        };
-        if let Err(unsent) = self.outbox.send(frame) {
-            return Err(RequestError::Unsent(unsent.0));
-        }
-        let answer = answer.await;
-        registration.completed();
-        // A dropped waiter without an answer means the reader task is gone: the connection is closed.
-        answer.unwrap_or(Err(ClientError::Closed)).map_err(RequestError::Failed)
+        // Registered on the first poll, so that the entry holds the caller's waker from the start.
+        let mut unsent = Some(frame);
+        let mut registration: Option<Registration<'_>> = None;
+        poll_fn(|cx| match &mut registration {
+            Some(registration) => registration.poll_outcome(cx).map_err(RequestError::Failed),
+            None => {
+                let frame = unsent.take().expect("a request registers on its first poll only");
+                let Some(registered) = Registration::new(&self.state, id, deadline, cx.waker()) else {
+                    return Poll::Ready(Err(RequestError::Unsent(frame)));
+                };
+                registration = Some(registered);
+                match self.outbox.send(frame) {
+                    Ok(()) => Poll::Pending,
+                    Err(unsent) => Poll::Ready(Err(RequestError::Unsent(unsent.0))),
+                }
+            }
+        })
+        .await
     }
 
     /// Waits for a free slot until `deadline`: `None` if the connection closed meanwhile. Boxed, so that
@@ -200,6 +234,23 @@ impl Drop for Connection {
 }
 
 impl State {
+    fn new(max_in_flight: usize, timeout: Duration) -> State {
+        let max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        State {
+            // Sized for a full pipeline up front, so the map never regrows while requests wait on it.
+            waiters: Mutex::new(Waiters {
+                open: true,
+                by_id: HashMap::with_capacity_and_hasher(max_in_flight.min(1024), Default::default()),
+                next_sweep: None,
+            }),
+            open: AtomicBool::new(true),
+            permits: Semaphore::new(max_in_flight),
+            max_in_flight,
+            timeout,
+            sweeper: Notify::new(),
+        }
+    }
+
     /// Whether more requests than the one at hand are under way, so that more frames may be on their way.
     fn others_in_flight(&self) -> bool {
         self.max_in_flight - self.permits.available_permits() > 1
@@ -210,53 +261,61 @@ impl State {
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Hands `answer` to the request waiting for `id`, if it is still waiting (it may have timed out).
-    fn answer(&self, id: u64, answer: Answer) {
-        let waiting = self.waiters().by_id.remove(&id);
-        if let Some(waiting) = waiting {
-            let _ = waiting.waiter.send(Ok(answer));
+    /// Hands each answer of `answers` (emptied) to the request waiting for its id, if it is still waiting
+    /// (it may have timed out, or given up), under one lock; `wakers` is scratch space.
+    fn answer(&self, answers: &mut Vec<(u64, Answer)>, wakers: &mut Vec<Waker>) {
+        {
+            let mut waiters = self.waiters();
+            for (id, answer) in answers.drain(..) {
+                wakers.extend(waiters.by_id.get_mut(&id).and_then(|waiting| waiting.complete(Ok(answer))));
+            }
         }
+        wakers.drain(..).for_each(Waker::wake);
     }
 
     /// Fails every request whose deadline is not after `now`, and tells the sweeper when to look again.
     fn fail_overdue(&self, now: Instant) -> NextSweep {
-        let (overdue, next) = {
+        let (wakers, next) = {
             let mut waiters = self.waiters();
             if !waiters.open {
                 return NextSweep::Never;
             }
-            let overdue: Vec<Waiting> =
-                waiters.by_id.extract_if(|_, waiting| waiting.deadline <= now).map(|(_, w)| w).collect();
-            waiters.next_sweep = waiters.by_id.values().map(|waiting| waiting.deadline).min();
-            (overdue, waiters.next_sweep)
+            let mut wakers = Vec::new();
+            let mut next: Option<Instant> = None;
+            for waiting in waiters.by_id.values_mut().filter(|waiting| waiting.is_pending()) {
+                if waiting.deadline <= now {
+                    wakers.extend(waiting.complete(Err(ClientError::Timeout(self.timeout))));
+                } else {
+                    next = Some(next.map_or(waiting.deadline, |next| next.min(waiting.deadline)));
+                }
+            }
+            waiters.next_sweep = next;
+            (wakers, next)
         };
-        for waiting in overdue {
-            let _ = waiting.waiter.send(Err(ClientError::Timeout(self.timeout)));
-        }
+        wakers.into_iter().for_each(Waker::wake);
         next.map_or(NextSweep::WhenWoken, NextSweep::At)
     }
 
     /// Marks the connection closed and fails every waiting request with `cause`. Only the first call
     /// does anything.
     fn close(&self, cause: &ClientError) {
-        let waiting = {
+        let wakers: Vec<Waker> = {
             let mut waiters = self.waiters();
             if !waiters.open {
                 return;
             }
             waiters.open = false;
             self.open.store(false, Ordering::Release);
-            std::mem::take(&mut waiters.by_id)
+            waiters.by_id.values_mut().filter_map(|waiting| waiting.complete(Err(cause.for_waiter()))).collect()
         };
         self.permits.close();
         self.sweeper.notify_one();
-        for (_, waiting) in waiting {
-            let _ = waiting.waiter.send(Err(cause.for_waiter()));
-        }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
-/// A request's entry in the waiting map; removes it when the request gives up before its answer.
+/// A request's entry in the waiting map, owned by the request: the request takes its answer out of it,
+/// and an entry whose request gives up first is removed when this is dropped.
 struct Registration<'a> {
     state: &'a State,
     id: u64,
@@ -264,15 +323,14 @@ struct Registration<'a> {
 }
 
 impl<'a> Registration<'a> {
-    /// Registers `waiting` under `id`, waking the sweeper if it must look earlier than it meant to;
-    /// `None` if the connection is already closed.
-    fn new(state: &'a State, id: u64, waiting: Waiting) -> Option<Self> {
-        let deadline = waiting.deadline;
+    /// Registers a request under `id` that waits until `deadline` and is woken through `waker`, waking
+    /// the sweeper if it must look earlier than it meant to; `None` if the connection is already closed.
+    fn new(state: &'a State, id: u64, deadline: Instant, waker: &Waker) -> Option<Self> {
         let mut waiters = state.waiters();
         if !waiters.open {
             return None;
         }
-        waiters.by_id.insert(id, waiting);
+        waiters.by_id.insert(id, Waiting::new(deadline, waker));
         let sooner = waiters.next_sweep.is_none_or(|next| deadline < next);
         if sooner {
             waiters.next_sweep = Some(deadline);
@@ -284,9 +342,29 @@ impl<'a> Registration<'a> {
         Some(Registration { state, id, waiting: true })
     }
 
-    /// The answer arrived, so the reader (or the sweeper, or `close`) has already removed the entry.
-    fn completed(&mut self) {
-        self.waiting = false;
+    /// The outcome once the reader, the sweeper or `close` has stored it (the entry is then removed);
+    /// until then, remembers the caller's waker.
+    fn poll_outcome(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let mut waiters = self.state.waiters();
+        let Some(waiting) = waiters.by_id.get_mut(&self.id) else {
+            // Only this registration removes its entry, so this cannot happen; failing is the safe answer.
+            self.waiting = false;
+            return Poll::Ready(Err(ClientError::Closed));
+        };
+        match &mut waiting.state {
+            WaitState::Pending(Some(waker)) if waker.will_wake(cx.waker()) => Poll::Pending,
+            WaitState::Pending(waker) => {
+                *waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+            WaitState::Done(_) => {
+                let Some(Waiting { state: WaitState::Done(outcome), .. }) = waiters.by_id.remove(&self.id) else {
+                    unreachable!("the entry was just seen done");
+                };
+                self.waiting = false;
+                Poll::Ready(outcome)
+            }
+        }
     }
 }
 
@@ -357,13 +435,21 @@ async fn read_exact_or_closed(stream: &mut UnixStream, buf: &mut [u8]) -> Result
     }
 }
 
-/// The writer task: sends queued frames until the connection is dropped or a write fails.
-async fn write_requests(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedReceiver<Vec<u8>>, state: Arc<State>) {
+/// The writer task: sends queued frames until the connection is dropped or a write fails, and gives their
+/// buffers back to `frames` once they are copied into a write.
+async fn write_requests(
+    mut writer: OwnedWriteHalf,
+    mut queued: mpsc::UnboundedReceiver<Vec<u8>>,
+    state: Arc<State>,
+    frames: Arc<FramePool>,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
+    let mut written = Vec::new();
     while let Some(frame) = queued.recv().await {
         // Under load many callers queue a frame between two wake-ups of this task; one write for all of
         // them instead of one per frame is most of what pipelining saves.
         batch.extend_from_slice(&frame);
+        written.push(frame);
         if state.others_in_flight() {
             // A burst of replies wakes many callers at once, and the first frame one of them queues wakes
             // this task, which the scheduler then runs next, before the rest of the burst: without this
@@ -372,10 +458,14 @@ async fn write_requests(mut writer: OwnedWriteHalf, mut queued: mpsc::UnboundedR
         }
         while batch.len() < WRITE_BATCH {
             match queued.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
+                Ok(frame) => {
+                    batch.extend_from_slice(&frame);
+                    written.push(frame);
+                }
                 Err(_) => break,
             }
         }
+        frames.give_back(&mut written);
         if let Err(error) = writer.write_all(&batch).await {
             state.close(&ClientError::Io(error));
             return;
@@ -390,8 +480,9 @@ async fn read_replies(mut reader: OwnedReadHalf, state: Arc<State>) {
     // waiting for a reply that can no longer come.
     let _closer = CloseOnExit(Arc::clone(&state));
     let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut batch = Batch::default();
     let cause = loop {
-        if let Err(cause) = dispatch_frames(&mut buf, &state) {
+        if let Err(cause) = batch.dispatch(&mut buf, &state) {
             break cause;
         }
         if buf.is_empty() && buf.capacity() > KEEP_READ_BUFFER {
@@ -408,16 +499,35 @@ async fn read_replies(mut reader: OwnedReadHalf, state: Arc<State>) {
     state.close(&cause);
 }
 
-/// Answers every complete frame at the start of `buf` and removes them from it.
-fn dispatch_frames(buf: &mut Vec<u8>, state: &State) -> Result<(), ClientError> {
-    let mut start = 0;
-    while let Some(total) = frame::next_frame_len(&buf[start..], MAX_REPLY).map_err(ClientError::Frame)? {
-        let (id, answer) = wire::decode_reply(&buf[start + HEADER_LEN..start + total])?;
-        state.answer(id, answer);
-        start += total;
+/// The reader's scratch space for the answers of one read, kept between reads so that dispatching
+/// allocates nothing.
+#[derive(Default)]
+struct Batch {
+    answers: Vec<(u64, Answer)>,
+    wakers: Vec<Waker>,
+}
+
+impl Batch {
+    /// Answers every complete frame at the start of `buf` and removes them from it. The answers decoded
+    /// before a frame that breaks the connection are still handed over.
+    fn dispatch(&mut self, buf: &mut Vec<u8>, state: &State) -> Result<(), ClientError> {
+        let mut start = 0;
+        let decoded = loop {
+            let total = match frame::next_frame_len(&buf[start..], MAX_REPLY) {
+                Ok(Some(total)) => total,
+                Ok(None) => break Ok(()),
+                Err(error) => break Err(ClientError::Frame(error)),
+            };
+            match wire::decode_reply(&buf[start + HEADER_LEN..start + total]) {
+                Ok(answer) => self.answers.push(answer),
+                Err(error) => break Err(error),
+            }
+            start += total;
+        };
+        state.answer(&mut self.answers, &mut self.wakers);
+        buf.drain(..start);
+        decoded
     }
-    buf.drain(..start);
-    Ok(())
 }
 
 struct CloseOnExit(Arc<State>);
@@ -430,9 +540,53 @@ impl Drop for CloseOnExit {
 
 #[cfg(test)]
 mod tests {
-    use keyward_protocol::{codec, ErrorCode, ErrorReply, HelloReply};
+    use keyward_protocol::{codec, ErrorCode, ErrorReply, HelloReply, Reply};
 
     use super::*;
+
+    fn pong() -> Vec<(u64, Answer)> {
+        vec![(7, Answer::Other(Box::new(Reply::Pong)))]
+    }
+
+    fn poll(registration: &mut Registration<'_>) -> Poll<Outcome> {
+        registration.poll_outcome(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn an_answer_waits_in_its_entry_until_the_request_takes_it() {
+        let state = State::new(4, Duration::from_secs(5));
+        let mut registration = Registration::new(&state, 7, Instant::now() + state.timeout, Waker::noop()).unwrap();
+        assert!(poll(&mut registration).is_pending());
+        state.answer(&mut pong(), &mut Vec::new());
+        assert_eq!(state.waiters().by_id.len(), 1, "the answer is held for the request");
+        assert!(matches!(poll(&mut registration), Poll::Ready(Ok(Answer::Other(reply))) if *reply == Reply::Pong));
+        assert!(state.waiters().by_id.is_empty(), "taking the answer removes the entry");
+    }
+
+    #[test]
+    fn a_request_that_gives_up_leaves_no_entry_and_its_late_answer_is_dropped() {
+        let state = State::new(4, Duration::from_secs(5));
+        let registration = Registration::new(&state, 7, Instant::now() + state.timeout, Waker::noop()).unwrap();
+        drop(registration);
+        assert!(state.waiters().by_id.is_empty());
+        state.answer(&mut pong(), &mut Vec::new());
+        assert!(state.waiters().by_id.is_empty(), "a late answer creates no entry");
+    }
+
+    #[test]
+    fn overdue_and_closed_requests_fail_and_a_closed_connection_takes_no_more() {
+        let state = State::new(4, Duration::from_secs(5));
+        let now = Instant::now();
+        let mut overdue = Registration::new(&state, 1, now, Waker::noop()).unwrap();
+        let mut later = Registration::new(&state, 2, now + state.timeout, Waker::noop()).unwrap();
+        assert!(matches!(state.fail_overdue(now), NextSweep::At(at) if at == now + state.timeout));
+        assert!(matches!(poll(&mut overdue), Poll::Ready(Err(ClientError::Timeout(_)))));
+        assert!(poll(&mut later).is_pending());
+        state.close(&ClientError::Closed);
+        assert!(matches!(poll(&mut later), Poll::Ready(Err(ClientError::Closed))));
+        assert!(Registration::new(&state, 3, now, Waker::noop()).is_none());
+        assert!(state.waiters().by_id.is_empty());
+    }
 
     #[tokio::test]
     async fn a_refusal_sent_before_the_hello_is_reported_not_the_broken_pipe() {

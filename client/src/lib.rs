@@ -42,6 +42,7 @@ mod connection;
 mod error;
 #[cfg(test)]
 mod fixtures;
+mod frames;
 #[cfg(feature = "http")]
 pub mod http;
 mod listing;

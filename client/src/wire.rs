@@ -3,8 +3,8 @@
 //!
 //! Both clients go through these functions, so there is one place where a request becomes bytes. The
 //! framing and the encoding themselves belong to `keyward_protocol` ([`frame`], [`codec`]); this module
-//! only applies them. A request frame is built in a single buffer (header placeholder, payload encoded
-//! after it, length patched in), which is the one allocation a request costs before it is sent. Requests
+//! only applies them. A request frame is built in a single buffer the caller provides (header placeholder,
+//! payload encoded after it, length patched in); the async client reuses those buffers. Requests
 //! are encoded from references ([`RequestFrame`]'s fields, a verify as the `Verify` variant of
 //! [`Request`]), so building a frame moves nothing; replies decode into an [`Answer`].
 
@@ -42,18 +42,19 @@ pub(crate) fn may_hold_rejection(error: &std::io::Error) -> bool {
     matches!(error.kind(), std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
 }
 
-/// The frame for `request` under `id`, header included, in one buffer.
-pub(crate) fn request_frame(id: u64, request: &Request) -> Result<Vec<u8>, ClientError> {
-    frame_of(&FrameRef { id, request })
+/// The frame for `request` under `id`, header included, in `out` (emptied first).
+pub(crate) fn request_frame(id: u64, request: &Request, out: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    frame_of(&FrameRef { id, request }, out)
 }
 
 /// The frame for a verify under `id`: the same bytes as [`request_frame`] of `Request::Verify(request)`.
-pub(crate) fn verify_frame(id: u64, request: &VerifyRequest) -> Result<Vec<u8>, ClientError> {
-    frame_of(&FrameRef { id, request: &VerifyRef(request) })
+pub(crate) fn verify_frame(id: u64, request: &VerifyRequest, out: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    frame_of(&FrameRef { id, request: &VerifyRef(request) }, out)
 }
 
-fn frame_of(frame: &impl Serialize) -> Result<Vec<u8>, ClientError> {
-    let mut out = Vec::with_capacity(REQUEST_CAPACITY);
+fn frame_of(frame: &impl Serialize, mut out: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    out.clear();
+    out.reserve(REQUEST_CAPACITY);
     out.extend_from_slice(&[0; HEADER_LEN]);
     let len = codec::encode_into(frame, &mut out)?;
     let len = u32::try_from(len).expect("a request is far below 4 GiB");
@@ -96,7 +97,7 @@ mod tests {
             scope: Some("read:tables".into()),
             ..VerifyRequest::new(Secret::new("kw_live_example"))
         });
-        let bytes = request_frame(42, &request).unwrap();
+        let bytes = request_frame(42, &request, vec![9; 3]).unwrap();
         let total = frame::next_frame_len(&bytes, frame::DEFAULT_MAX_REQUEST).unwrap();
         assert_eq!(total, Some(bytes.len()));
         let decoded: RequestFrame = codec::decode_request(&bytes[HEADER_LEN..]).unwrap();
@@ -111,8 +112,8 @@ mod tests {
             ..VerifyRequest::new(Secret::new("kw_live_example"))
         };
         let expected = codec::encode(&RequestFrame { id: 300, request: Request::Verify(verify.clone()) }).unwrap();
-        assert_eq!(verify_frame(300, &verify).unwrap()[HEADER_LEN..], expected);
-        assert_eq!(request_frame(300, &Request::Verify(verify)).unwrap()[HEADER_LEN..], expected);
+        assert_eq!(verify_frame(300, &verify, Vec::new()).unwrap()[HEADER_LEN..], expected);
+        assert_eq!(request_frame(300, &Request::Verify(verify), Vec::new()).unwrap()[HEADER_LEN..], expected);
     }
 
     #[test]
