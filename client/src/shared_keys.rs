@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use keyward_protocol::{Environment, Role, VerifiedKey};
-use serde::de::{MapAccess, Visitor};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// Keys remembered per thread; an entry is chosen by the key id's hash.
@@ -76,7 +76,7 @@ struct KeyFields<'a> {
     name: Text<'a>,
     env: Environment,
     #[serde(borrow)]
-    scopes: Vec<Text<'a>>,
+    scopes: Few<Text<'a>>,
     expires_at: Option<i64>,
     role: Role,
     #[serde(borrow)]
@@ -155,7 +155,7 @@ impl<'de> Visitor<'de> for TextVisitor {
 }
 
 /// The metadata map's entries in encoded (sorted) order, without building a map.
-struct Pairs<'a>(Vec<(Text<'a>, Text<'a>)>);
+struct Pairs<'a>(Few<(Text<'a>, Text<'a>)>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Pairs<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -173,12 +173,84 @@ impl<'de> Visitor<'de> for PairsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        // The hint comes from the frame, so it is capped like any length a peer announces.
-        let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+        let mut pairs = Few::default();
         while let Some(pair) = map.next_entry()? {
             pairs.push(pair);
         }
         Ok(Pairs(pairs))
+    }
+}
+
+/// Items kept in place up to [`FEW`] of them, on the heap beyond: a key's scopes and metadata entries are
+/// read into one of these only to be compared, and are nearly always that few, so comparing an unchanged
+/// key allocates nothing.
+enum Few<T> {
+    Inline([Option<T>; FEW], usize),
+    Heap(Vec<T>),
+}
+
+/// How many items a [`Few`] holds in place.
+const FEW: usize = 8;
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few::Inline(std::array::from_fn(|_| None), 0)
+    }
+}
+
+impl<T> Few<T> {
+    fn push(&mut self, item: T) {
+        match self {
+            Few::Inline(items, len) if *len < FEW => {
+                items[*len] = Some(item);
+                *len += 1;
+            }
+            Few::Inline(items, _) => {
+                let mut spilled: Vec<T> = items.iter_mut().filter_map(Option::take).collect();
+                spilled.push(item);
+                *self = Few::Heap(spilled);
+            }
+            Few::Heap(items) => items.push(item),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Few::Inline(_, len) => *len,
+            Few::Heap(items) => items.len(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        let (inline, heap) = match self {
+            Few::Inline(items, len) => (&items[..*len], &[][..]),
+            Few::Heap(items) => (&[][..], items.as_slice()),
+        };
+        inline.iter().flatten().chain(heap)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Few<Text<'a>> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(TextsVisitor)
+    }
+}
+
+struct TextsVisitor;
+
+impl<'de> Visitor<'de> for TextsVisitor {
+    type Value = Few<Text<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of strings")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut texts = Few::default();
+        while let Some(text) = seq.next_element()? {
+            texts.push(text);
+        }
+        Ok(texts)
     }
 }
 
@@ -219,8 +291,17 @@ mod tests {
     fn a_key_decodes_to_the_same_value() {
         let plain = key("CI deploy");
         assert_eq!(*decode(&plain), plain);
-        let bare = VerifiedKey { metadata: BTreeMap::new(), scopes: vec![], account: None, ..plain };
+        let bare = VerifiedKey { metadata: BTreeMap::new(), scopes: vec![], account: None, ..plain.clone() };
         assert_eq!(*decode(&bare), bare);
+        // More scopes and metadata entries than are kept in place.
+        let many = VerifiedKey {
+            scopes: (0..=FEW).map(|i| format!("read:t{i}")).collect(),
+            metadata: (0..=FEW).map(|i| (format!("k{i}"), format!("v{i}"))).collect(),
+            ..plain
+        };
+        let decoded = decode(&many);
+        assert_eq!(*decoded, many);
+        assert!(Arc::ptr_eq(&decoded, &decode(&many)), "a long key is shared too");
     }
 
     #[test]
