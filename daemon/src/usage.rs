@@ -1,12 +1,12 @@
 //! Usage counters: verifications per key by outcome code.
 //!
-//! Each key that has been verified gets a small array of atomic counters (one per code, allocated on
-//! first use, so keys nobody uses cost one pointer). The flusher drains them into the store's hourly and
+//! Each key in use carries a small array of atomic counters, one per code, in place (only keys in use
+//! have an [`Activity`](crate::activity::Activity), so nothing is saved by allocating it on first use).
+//! The flusher drains them into the store's hourly and
 //! daily buckets ([`crate::store::Store::add_usage`]); a query adds what is still pending, so reports are
 //! exact. A count lands in the bucket of the time it was drained, at most one flush interval late.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
 
 use keyward_protocol::VerifyCode;
 
@@ -20,36 +20,32 @@ pub fn slot(code: VerifyCode) -> usize {
 
 /// One key's pending counts.
 #[derive(Debug, Default)]
-pub struct UsageCell(OnceLock<Box<[AtomicU32; CODES]>>);
+pub struct UsageCell([AtomicU32; CODES]);
 
 impl UsageCell {
     /// Counts one verification answered with `code`.
     pub fn count(&self, code: VerifyCode) {
-        let counters = self.0.get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU32::new(0))));
-        counters[slot(code)].fetch_add(1, Ordering::Relaxed);
+        self.0[slot(code)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes the pending counts, leaving zeros; `None` when there were none.
     pub fn drain(&self) -> Option<[u64; CODES]> {
-        let counters = self.0.get()?;
-        let drained: [u64; CODES] = std::array::from_fn(|i| u64::from(counters[i].swap(0, Ordering::Relaxed)));
+        if self.0.iter().all(|counter| counter.load(Ordering::Relaxed) == 0) {
+            return None;
+        }
+        let drained: [u64; CODES] = std::array::from_fn(|i| u64::from(self.0[i].swap(0, Ordering::Relaxed)));
         drained.iter().any(|&n| n > 0).then_some(drained)
     }
 
     /// The pending counts, without taking them.
     pub fn pending(&self) -> [u64; CODES] {
-        match self.0.get() {
-            Some(counters) => std::array::from_fn(|i| u64::from(counters[i].load(Ordering::Relaxed))),
-            None => [0; CODES],
-        }
+        std::array::from_fn(|i| u64::from(self.0[i].load(Ordering::Relaxed)))
     }
 
     /// Puts counts back after a failed write, so nothing is lost.
     pub fn restore(&self, counts: &[u64; CODES]) {
-        if let Some(counters) = self.0.get() {
-            for (counter, &n) in counters.iter().zip(counts) {
-                counter.fetch_add(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
-            }
+        for (counter, &n) in self.0.iter().zip(counts) {
+            counter.fetch_add(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
         }
     }
 }
