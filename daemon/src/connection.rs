@@ -20,6 +20,7 @@ use std::io;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use keyward_protocol::codec::CodecError;
 use keyward_protocol::frame::{self, HEADER_LEN};
 use keyward_protocol::{
     codec, Actor, ErrorCode, ErrorReply, Hello, HelloReply, Reply, ReplyFrame, RequestFrame, PROTOCOL_VERSION,
@@ -32,6 +33,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{Handled, Service, SocketRole};
+use crate::verify::Verdict;
 
 /// Per-connection limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,6 +285,7 @@ impl Connection {
         };
         match self.service.handle(request, self.role, &self.actor) {
             Handled::Now(reply) => put_reply(&mut self.out, &ReplyFrame { id, reply }),
+            Handled::Verified(verdict) => put_verdict(&mut self.out, id, &verdict),
             Handled::Later(work) => {
                 self.pending.spawn(async move { ReplyFrame { id, reply: work.await } });
             }
@@ -305,11 +308,24 @@ fn put_reply(out: &mut Vec<u8>, frame: &ReplyFrame) {
     }
 }
 
+/// Appends the framed reply to request `id` for a verify answered from memory.
+fn put_verdict(out: &mut Vec<u8>, id: u64, verdict: &Verdict) {
+    if !put_encoded(out, |out| verdict.encode_reply(id, out)) {
+        put_error(out, id, ErrorCode::Internal, "the reply could not be encoded");
+    }
+}
+
 /// Appends one framed message; `false` (and nothing appended) if it cannot be encoded.
 fn put_message<T: serde::Serialize>(out: &mut Vec<u8>, message: &T) -> bool {
+    put_encoded(out, |out| codec::encode_into(message, out))
+}
+
+/// Appends a frame whose payload `encode` appends (returning its length); `false` (and nothing appended)
+/// if it fails.
+fn put_encoded(out: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>) -> Result<usize, CodecError>) -> bool {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    match codec::encode_into(message, out) {
+    match encode(out) {
         Ok(len) => {
             let len = u32::try_from(len).expect("replies stay far below 4 GiB");
             out[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());

@@ -6,7 +6,7 @@
 //! first verified or changed since startup (the caller reads its record from the store once; see
 //! `Service::hot_key`), and stays: a warm verify finds it here and never touches the disk. A million keys
 //! of which ten thousand are in use cost the directory (~90 bytes a key: the id map at its load factor
-//! and the listing place) plus ten thousand snapshots, instead of a million snapshots of ~1.2 KiB.
+//! and the listing place) plus ten thousand snapshots, instead of a million snapshots of ~1.3 KiB.
 //! Snapshots are never dropped, so the worst case — every key verified (or tried with a wrong secret)
 //! since startup — is a snapshot per key.
 //!
@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use keyward_protocol::token::KEY_ID_LEN;
-use keyward_protocol::{KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
+use keyward_protocol::{codec, KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
 
 use crate::activity::{ActiveKeys, Activity};
 use crate::clock::mono_nanos;
@@ -112,9 +112,25 @@ pub struct HotKey {
     /// Named limits, counted only when a verify names them.
     pub named_limits: Vec<HotLimit>,
     pub credits: Option<Arc<CreditCell>>,
-    /// What a verify answers about the key, built on its first successful verify and shared by every
-    /// answer of this snapshot.
-    verified: OnceLock<Arc<VerifiedKey>>,
+    /// What a verify answers about the key, built on its first verify and shared by every answer of this
+    /// snapshot.
+    answer_key: OnceLock<Arc<AnswerKey>>,
+}
+
+/// What verify answers about a key, made once per snapshot: the key for the protocol's answer, and its
+/// encoding, which the connection splices into every reply frame about the key (so answering a key reads
+/// one buffer, not its strings one by one).
+#[derive(Debug)]
+pub struct AnswerKey {
+    pub key: Arc<VerifiedKey>,
+    pub encoded: Box<[u8]>,
+}
+
+impl AnswerKey {
+    fn of(key: VerifiedKey) -> AnswerKey {
+        let encoded = codec::encode(&key).expect("a key's answer always encodes: strings, integers, a map");
+        AnswerKey { key: Arc::new(key), encoded: encoded.into_boxed_slice() }
+    }
 }
 
 /// Where the main limit's state is carried between snapshots (named limits are lowercase words, so this
@@ -200,13 +216,13 @@ impl HotKey {
             main_limit,
             named_limits,
             credits: cells.credits,
-            verified: OnceLock::new(),
+            answer_key: OnceLock::new(),
         }
     }
 
     /// What a verify answers about the key.
-    pub fn verified(&self) -> Arc<VerifiedKey> {
-        self.verified.get_or_init(|| Arc::new(self.record.verified())).clone()
+    pub fn answer_key(&self) -> Arc<AnswerKey> {
+        self.answer_key.get_or_init(|| Arc::new(AnswerKey::of(self.record.verified()))).clone()
     }
 
     /// The last successful verify, if any.

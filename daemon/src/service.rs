@@ -1,8 +1,8 @@
 //! [`Service`]: the daemon's shared state in one cheap handle, and the dispatch of every request.
 //!
 //! [`Service::handle`] is the single `match` over [`Request`]: it decides what each socket may ask, answers
-//! what memory can answer inline ([`Handled::Now`]) and hands back a future for what must wait for the
-//! hasher or the disk ([`Handled::Later`]). Errors become replies here and nowhere else.
+//! what memory can answer inline ([`Handled::Now`], and a warm verify as [`Handled::Verified`]) and hands
+//! back a future for what must wait for the hasher or the disk ([`Handled::Later`]). Errors become replies here and nowhere else.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use crate::record::KeyRecord;
 use crate::stats::Stats;
 use crate::store::{KeyCounters, Loaded, Store, StoreError};
 use crate::validate;
-use crate::verify::Step;
+use crate::verify::{Step, Verdict};
 
 /// Which socket a connection came in on, and so which requests it may make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum SocketRole {
 #[allow(clippy::large_enum_variant)]
 pub enum Handled {
     Now(Reply),
+    /// A verify answered from memory, encoded by [`Verdict::encode_reply`].
+    Verified(Verdict),
     Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
 }
 
@@ -267,9 +269,9 @@ impl Service {
             (_, Request::Verify(verify)) => {
                 let started = std::time::Instant::now();
                 match self.verify_now(verify, started) {
-                    Ok(Step::Done(answer)) => {
-                        self.stats().verified(answer.code, started.elapsed());
-                        Handled::Now(Reply::Verify(answer))
+                    Ok(Step::Done(verdict)) => {
+                        self.stats().verified(verdict.code(), started.elapsed());
+                        Handled::Verified(verdict)
                     }
                     Ok(step) => self.later(move |s| async move {
                         let answer = s.verify_later(step, started).await;

@@ -1,4 +1,5 @@
-//! Verify: from a presented token to a [`VerifyAnswer`], cheapest check first.
+//! Verify: from a presented token to a [`VerifyAnswer`] (as a [`Verdict`] while it is in the daemon),
+//! cheapest check first.
 //!
 //! Order: token present → format and checksum (no lookup) → lookup by key id, or by lookup digest for an
 //! imported token (a key not used since startup is read from the store first, on the blocking pool) →
@@ -16,6 +17,7 @@
 
 use std::sync::Arc;
 
+use keyward_protocol::codec::{self, CodecError};
 use keyward_protocol::token::Token;
 use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
 use zeroize::Zeroizing;
@@ -23,16 +25,46 @@ use zeroize::Zeroizing;
 use crate::clock::Now;
 use crate::error::DaemonError;
 use crate::hasher::{Digest, PendingVerify};
-use crate::index::{HotKey, HotLimit, HotSecret};
+use crate::index::{AnswerKey, HotKey, HotLimit, HotSecret};
 use crate::limiter::Decision;
 use crate::record::KeyState;
 use crate::service::Service;
 use crate::validate;
 
+/// A verify's answer as the verify path produces it: the protocol's answer, and for an answer about a key,
+/// the key encoded once per snapshot, which [`Verdict::encode_reply`] splices into the reply frame instead
+/// of encoding the key's fields again.
+pub struct Verdict {
+    /// The answer, without its key.
+    answer: VerifyAnswer,
+    key: Option<Arc<AnswerKey>>,
+}
+
+impl Verdict {
+    fn refused(code: VerifyCode) -> Verdict {
+        Verdict { answer: VerifyAnswer::refused(code), key: None }
+    }
+
+    pub fn code(&self) -> VerifyCode {
+        self.answer.code
+    }
+
+    /// The protocol's answer, key included.
+    pub fn into_answer(self) -> VerifyAnswer {
+        VerifyAnswer { key: self.key.map(|key| Arc::clone(&key.key)), ..self.answer }
+    }
+
+    /// Encodes the payload of the reply frame answering request `id` at the end of `out`: the bytes of
+    /// `ReplyFrame { id, reply: Reply::Verify(self.into_answer()) }`. Returns the bytes written.
+    pub fn encode_reply(&self, id: u64, out: &mut Vec<u8>) -> Result<usize, CodecError> {
+        codec::encode_verify_reply_into(out, id, &self.answer, self.key.as_deref().map(|key| &*key.encoded))
+    }
+}
+
 /// Where a verify stands after the in-memory checks.
 pub enum Step {
     /// Answered from memory.
-    Done(VerifyAnswer),
+    Done(Verdict),
     /// The secret may belong to a cold slot: Argon2 must decide.
     Cold(ColdCheck),
     /// The key exists but was not used since startup: its record must be read from the store first (on
@@ -60,7 +92,7 @@ pub struct ColdCheck {
 
 fn refuse(code: VerifyCode) -> Step {
     tracing::trace!(%code, "verify refused without a key");
-    Step::Done(VerifyAnswer::refused(code))
+    Step::Done(Verdict::refused(code))
 }
 
 /// What a presented token names.
@@ -182,12 +214,12 @@ impl Service {
     /// on the blocking pool if it must, then runs Argon2 if it must.
     pub async fn verify_later(&self, step: Step, at: std::time::Instant) -> Result<VerifyAnswer, DaemonError> {
         match step {
-            Step::Done(answer) => Ok(answer),
+            Step::Done(verdict) => Ok(verdict.into_answer()),
             Step::Cold(check) => self.verify_cold(check).await,
             Step::Load(Load { id, request }) => {
                 self.load_key(&id).await?;
                 match self.verify_now(request, at)? {
-                    Step::Done(answer) => Ok(answer),
+                    Step::Done(verdict) => Ok(verdict.into_answer()),
                     Step::Cold(check) => self.verify_cold(check).await,
                     // The store had no record for a key the directory lists: keys are never removed, so this
                     // does not happen; the answer is the one for a key that does not exist.
@@ -227,11 +259,11 @@ impl Service {
             return Ok(not_found);
         };
         slot.warm.set(digest);
-        Ok(self.judge(&current, &request, now))
+        Ok(self.judge(&current, &request, now).into_answer())
     }
 
     /// The state, workspace, scope, rate-limit and credit checks for a key whose secret is right.
-    fn judge(&self, key: &HotKey, request: &VerifyRequest, now: Now) -> VerifyAnswer {
+    fn judge(&self, key: &HotKey, request: &VerifyRequest, now: Now) -> Verdict {
         let record = &key.record;
         let Now { unix, .. } = now;
         let code = if record.revoked_at.is_some() {
@@ -249,7 +281,7 @@ impl Service {
         } else {
             VerifyCode::Valid
         };
-        let mut answer = VerifyAnswer { code, key: Some(key.verified()), ..VerifyAnswer::refused(code) };
+        let mut answer = VerifyAnswer::refused(code);
         if code.is_valid() {
             spend(key, request, now, &mut answer);
         } else {
@@ -261,7 +293,7 @@ impl Service {
         }
         self.index().note_use(key, answer.code);
         tracing::trace!(key = %record.id, code = %answer.code, "verified");
-        answer
+        Verdict { answer, key: Some(key.answer_key()) }
     }
 }
 

@@ -2,10 +2,16 @@
 //! integers, enums as a varint variant index followed by the variant's fields in order).
 //!
 //! This is the only module that names bincode. bincode 2.0.1 is pinned on purpose (3.x is an empty
-//! release); swapping the encoding means replacing the four functions below. Decoding is always bounded:
+//! release); swapping the encoding means replacing the functions below. Decoding is always bounded:
 //! a length inside a payload that claims more memory than the limit is an error, not an allocation.
+//!
+//! The encoding has no framing of its own inside a payload: a struct or tuple is its fields' encodings one
+//! after another, an enum its variant index then its fields, an `Option` a tag byte then the value. That
+//! lets [`encode_verify_reply_into`] splice a key encoded once into every answer about it.
 
 use serde::{de::DeserializeOwned, Serialize};
+
+use crate::message::VerifyAnswer;
 
 /// The payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +35,29 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// Encodes `value` at the end of `out`, returning the number of bytes written.
 pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize, CodecError> {
     bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| CodecError(e.to_string()))
+}
+
+/// The variant index of [`Reply::Verify`](crate::Reply::Verify).
+const VERIFY_REPLY: u32 = 1;
+
+/// Encodes the payload of `ReplyFrame { id, reply: Reply::Verify(answer) }` at the end of `out`, with the
+/// answer's key replaced by `key`: the encoding of a [`VerifiedKey`](crate::VerifiedKey) made once by
+/// [`encode`], so that a key answered many times is not encoded field by field each time (`None`: no
+/// key). The bytes are exactly those of encoding the frame with `answer.key` set to that key. Returns the
+/// bytes written.
+pub fn encode_verify_reply_into(
+    out: &mut Vec<u8>,
+    id: u64,
+    answer: &VerifyAnswer,
+    key: Option<&[u8]>,
+) -> Result<usize, CodecError> {
+    let VerifyAnswer { code, key: _, retry_after_ms, ratelimit, credits } = answer;
+    let start = out.len();
+    // The frame's id, the reply's variant, the answer's code, and the key's `Option` tag.
+    encode_into(&(id, VERIFY_REPLY, code, u8::from(key.is_some())), out)?;
+    out.extend_from_slice(key.unwrap_or_default());
+    encode_into(&(retry_after_ms, ratelimit, credits), out)?;
+    Ok(out.len() - start)
 }
 
 /// Decodes a request-sized payload (tight memory claim limit). Trailing bytes are an error.
@@ -55,5 +84,69 @@ fn finish<T>(result: Result<(T, usize), bincode::error::DecodeError>, len: usize
         Ok((value, used)) if used == len => Ok(value),
         Ok((_, used)) => Err(CodecError(format!("{} unexpected bytes after the message", len - used))),
         Err(e) => Err(CodecError(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{Environment, RateLimitStatus, Reply, ReplyFrame, Role, VerifiedKey, VerifyCode};
+
+    fn key() -> VerifiedKey {
+        VerifiedKey {
+            id: "AbCdEf012345".into(),
+            workspace: "acme".into(),
+            name: "CI deploy".into(),
+            env: Environment::Live,
+            scopes: vec!["read:tables".into(), "write:forms".into()],
+            expires_at: Some(1_900_000_000),
+            role: Role::default(),
+            metadata: BTreeMap::from([("plan".into(), "pro".into())]),
+            account: None,
+        }
+    }
+
+    fn limit(policy: &str) -> RateLimitStatus {
+        RateLimitStatus {
+            policy: policy.into(),
+            limit: 1000,
+            remaining: 999,
+            reset_at_ms: 1_700_000_000_000,
+            window_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn a_verify_reply_with_a_key_encoded_once_is_the_frame_encoded_whole() {
+        let encoded_key = encode(&key()).unwrap();
+        let answers = [
+            VerifyAnswer { key: Some(Arc::new(key())), ..VerifyAnswer::refused(VerifyCode::Valid) },
+            VerifyAnswer {
+                code: VerifyCode::RateLimited,
+                key: Some(Arc::new(key())),
+                retry_after_ms: Some(1_500),
+                ratelimit: vec![limit("paid"), limit("burst")],
+                credits: Some(u64::MAX),
+            },
+            VerifyAnswer {
+                key: Some(Arc::new(key())),
+                ratelimit: vec![limit("free")],
+                credits: Some(0),
+                ..VerifyAnswer::refused(VerifyCode::InsufficientScope)
+            },
+            VerifyAnswer::refused(VerifyCode::NotFound),
+        ];
+        for (n, answer) in answers.into_iter().enumerate() {
+            let id = 300 * n as u64 + 7;
+            let mut spliced = vec![9, 9];
+            let key = answer.key.is_some().then_some(&encoded_key[..]);
+            let written = encode_verify_reply_into(&mut spliced, id, &answer, key).unwrap();
+            let whole = encode(&ReplyFrame { id, reply: Reply::Verify(answer) }).unwrap();
+            assert_eq!(spliced[2..], whole, "answer {n}");
+            assert_eq!(written, whole.len());
+        }
     }
 }
