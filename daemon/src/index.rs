@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 use keyward_protocol::token::KEY_ID_LEN;
-use keyward_protocol::{codec, KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
+use keyward_protocol::{answer_key, KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
 
 use crate::activity::{ActiveKeys, Activity};
 use crate::clock::mono_nanos;
@@ -128,7 +128,7 @@ pub struct AnswerKey {
 
 impl AnswerKey {
     fn of(key: VerifiedKey) -> AnswerKey {
-        let encoded = codec::encode(&key).expect("a key's answer always encodes: strings, integers, a map");
+        let encoded = answer_key::wire_form(&key).expect("a key's answer always encodes: strings, integers, a map");
         AnswerKey { key: Arc::new(key), encoded: encoded.into_boxed_slice() }
     }
 }

@@ -41,9 +41,9 @@ pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize, 
 const VERIFY_REPLY: u32 = 1;
 
 /// Encodes the payload of `ReplyFrame { id, reply: Reply::Verify(answer) }` at the end of `out`, with the
-/// answer's key replaced by `key`: the encoding of a [`VerifiedKey`](crate::VerifiedKey) made once by
-/// [`encode`], so that a key answered many times is not encoded field by field each time (`None`: no
-/// key). The bytes are exactly those of encoding the frame with `answer.key` set to that key. Returns the
+/// answer's key replaced by `key`: a [`VerifiedKey`](crate::VerifiedKey)'s wire form made once by
+/// [`answer_key::wire_form`](crate::answer_key::wire_form), so that a key answered many times is not
+/// encoded each time (`None`: no key). The bytes are exactly those of encoding the frame with `answer.key` set to that key. Returns the
 /// bytes written.
 pub fn encode_verify_reply_into(
     out: &mut Vec<u8>,
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_verify_reply_with_a_key_encoded_once_is_the_frame_encoded_whole() {
-        let encoded_key = encode(&key()).unwrap();
+        let encoded_key = crate::answer_key::wire_form(&key()).unwrap();
         let answers = [
             VerifyAnswer { key: Some(Arc::new(key())), ..VerifyAnswer::refused(VerifyCode::Valid) },
             VerifyAnswer {

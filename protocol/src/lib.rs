@@ -19,6 +19,7 @@
 //! - [`frame`]: the 4-byte length header, its limits, and blocking read/write helpers.
 //! - [`codec`]: the payload encoding; the one place bincode is named.
 //! - [`message`]: handshake, request and reply types.
+//! - [`answer_key`]: the wire form of the key in a verify answer (the bytes of its encoding).
 //! - [`lifecycle`]: roles, edits, imports and legacy accounts.
 //! - [`audit`]: audit log entries and queries.
 //! - [`limits`]: rate limits, credits and usage.
@@ -29,6 +30,7 @@
 //! - [`paths`]: default socket and data locations, shared by daemon and CLI.
 //! - [`secret`]: a string that never prints and is wiped on drop.
 
+pub mod answer_key;
 pub mod audit;
 pub mod code;
 pub mod codec;
@@ -60,4 +62,4 @@ pub use token::{Environment, KeyId, Token, TokenError};
 
 /// The protocol version this crate speaks. A daemon answers a handshake that names another version with
 /// [`ErrorCode::UnsupportedVersion`] and closes the connection.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;

@@ -186,7 +186,9 @@ pub struct VerifyAnswer {
     pub code: VerifyCode,
     /// The key, when the secret was right (every code but `MISSING`, `MALFORMED` and `NOT_FOUND`); `None`
     /// otherwise, so a wrong secret learns nothing about the key. Shared: the daemon builds it once per
-    /// version of the key, not once per verify (the wire form is the same as a plain `VerifiedKey`).
+    /// version of the key, not once per verify. On the wire it is the byte string of the key's encoding
+    /// ([`crate::answer_key`]), so that an unchanged key can be recognised by its bytes.
+    #[serde(with = "crate::answer_key")]
     pub key: Option<Arc<VerifiedKey>>,
     /// With `RATE_LIMITED`: when a retry will be allowed, in milliseconds.
     pub retry_after_ms: Option<u64>,
