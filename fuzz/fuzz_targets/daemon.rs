@@ -4,7 +4,8 @@
 //! - nothing panics;
 //! - a VALID answer's key is, right then, neither revoked, nor inactive, nor expired;
 //! - a token replaced by a regenerate (grace 0) never verifies again;
-//! - a listing never contains the secret part of any token.
+//! - a listing never contains the secret part of any token;
+//! - a verify answered from memory writes the same reply frame as its answer encoded whole.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -14,8 +15,8 @@ use keyward_daemon::service::{Handled, Service, SocketRole};
 use keyward_daemon::store::Store;
 use keyward_daemon::Config;
 use keyward_protocol::{
-    codec, Actor, CreateRequest, ExpirySpec, KeyStatus, ListRequest, RatePolicy, Reply, Request, Secret, VerifyCode,
-    VerifyRequest,
+    codec, Actor, CreateRequest, ExpirySpec, KeyStatus, ListRequest, RatePolicy, Reply, ReplyFrame, Request, Secret,
+    VerifyCode, VerifyRequest,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -43,6 +44,14 @@ fn call(request: Request) -> Reply {
     let world = world();
     match world.service.handle(request, SocketRole::Admin, &Actor::default()) {
         Handled::Now(reply) => reply,
+        Handled::Verified(verdict) => {
+            let mut spliced = Vec::new();
+            verdict.encode_reply(7, &mut spliced).unwrap();
+            let reply = Reply::Verify(verdict.into_answer());
+            let whole = codec::encode(&ReplyFrame { id: 7, reply }).unwrap();
+            assert_eq!(spliced, whole, "a verdict's reply frame differs from its answer's");
+            codec::decode::<ReplyFrame>(&spliced).unwrap().reply
+        }
         Handled::Later(work) => world.runtime.block_on(work),
     }
 }
