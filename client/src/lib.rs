@@ -22,8 +22,10 @@
 //!   sweeper that fails them at their deadline.
 //! - `blocking`: the synchronous [`BlockingClient`].
 //! - `wire`: framing the handshake and requests, unframing replies.
+//! - `frames`: the request frame buffers the async client reuses.
 //! - `answer`: what a reply decodes to (a verify answer inline, anything else boxed).
-//! - `shared_keys`: decoding a verify answer's key without rebuilding one that has not changed.
+//! - `shared_keys`: decoding a verify answer's key without rebuilding one that has not changed (recognised
+//!   by its bytes).
 //! - `actor`: which requests carry the caller's actor label (`Request::As`).
 //! - `reply`: which reply each request expects; which requests may be retried.
 //! - `listing`: following a listing's pages to the end.

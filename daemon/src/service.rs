@@ -2,7 +2,8 @@
 //!
 //! [`Service::handle`] is the single `match` over [`Request`]: it decides what each socket may ask, answers
 //! what memory can answer inline ([`Handled::Now`], and a warm verify as [`Handled::Verified`]) and hands
-//! back a future for what must wait for the hasher or the disk ([`Handled::Later`]). Errors become replies here and nowhere else.
+//! back a future for what must wait for the hasher or the disk ([`Handled::Later`]). Errors become replies
+//! here and nowhere else.
 
 use std::future::Future;
 use std::pin::Pin;
