@@ -98,12 +98,9 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use serde::Deserialize;
 
     use super::*;
-    use crate::{Environment, Role};
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct Holder {
@@ -112,17 +109,7 @@ mod tests {
     }
 
     fn key() -> VerifiedKey {
-        VerifiedKey {
-            id: "AbCdEf012345".into(),
-            workspace: "acme".into(),
-            name: "CI deploy".into(),
-            env: Environment::Live,
-            scopes: vec!["read:tables".into()],
-            expires_at: None,
-            role: Role::default(),
-            metadata: BTreeMap::from([("plan".into(), "pro".into())]),
-            account: Some("acct_1".into()),
-        }
+        crate::message::sample_key()
     }
 
     #[test]

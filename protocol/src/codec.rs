@@ -89,24 +89,13 @@ fn finish<T>(result: Result<(T, usize), bincode::error::DecodeError>, len: usize
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::*;
-    use crate::{Environment, RateLimitStatus, Reply, ReplyFrame, Role, VerifiedKey, VerifyCode};
+    use crate::{RateLimitStatus, Reply, ReplyFrame, VerifiedKey, VerifyCode};
 
     fn key() -> VerifiedKey {
-        VerifiedKey {
-            id: "AbCdEf012345".into(),
-            workspace: "acme".into(),
-            name: "CI deploy".into(),
-            env: Environment::Live,
-            scopes: vec!["read:tables".into(), "write:forms".into()],
-            expires_at: Some(1_900_000_000),
-            role: Role::default(),
-            metadata: BTreeMap::from([("plan".into(), "pro".into())]),
-            account: None,
-        }
+        crate::message::sample_key()
     }
 
     fn limit(policy: &str) -> RateLimitStatus {

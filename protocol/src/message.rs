@@ -339,6 +339,22 @@ pub struct KeyView {
     pub limits: Limits,
 }
 
+/// A key as a verify answers it, for the protocol's own tests.
+#[cfg(test)]
+pub(crate) fn sample_key() -> VerifiedKey {
+    VerifiedKey {
+        id: "AbCdEf012345".into(),
+        workspace: "acme".into(),
+        name: "CI deploy".into(),
+        env: crate::Environment::Live,
+        scopes: vec!["read:tables".into(), "write:forms".into()],
+        expires_at: Some(1_900_000_000),
+        role: Role::default(),
+        metadata: BTreeMap::from([("plan".into(), "pro".into())]),
+        account: Some("acct_1".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
