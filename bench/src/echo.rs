@@ -8,8 +8,8 @@
 //!
 //! Two clients measure it:
 //! - [`EchoClient`] mirrors `keyward_client::Client` step for step, minus encoding: a pool of connections
-//!   chosen round-robin per request, a writer task fed by a channel that coalesces queued frames into one
-//!   write, a reader task that marks the waiting requests of each read answered in a mutex-guarded map
+//!   chosen round-robin per request, frames built in pooled buffers, a writer task fed by a channel that
+//!   coalesces queued frames into one write and gives the buffers back, a reader task that marks the waiting requests of each read answered in a mutex-guarded map
 //!   (one lock per read) and wakes them. It is the floor that keyward's figures are divided by.
 //! - [`RawEcho`] and [`raw_pipelined`] talk to the socket directly (write, then read; or a window of
 //!   requests in flight from one task): the transport alone, to show what the client's task design costs.
@@ -146,8 +146,8 @@ impl EchoClient {
         Ok(EchoClient { shared: Arc::new(pool) })
     }
 
-    /// One round trip of a [`PAYLOAD`]-byte request: allocate the frame, register the caller's waker under
-    /// its id, queue it, await the answer.
+    /// One round trip of a [`PAYLOAD`]-byte request: build the frame in a pooled buffer, register the
+    /// caller's waker under its id, queue it, await the answer.
     pub async fn echo(&self) -> bool {
         self.echo_payload(PAYLOAD).await
     }
