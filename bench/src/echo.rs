@@ -9,8 +9,8 @@
 //! Two clients measure it:
 //! - [`EchoClient`] mirrors `keyward_client::Client` step for step, minus encoding: a pool of connections
 //!   chosen round-robin per request, frames built in pooled buffers, a writer task fed by a channel that
-//!   coalesces queued frames into one write and gives the buffers back, a reader task that marks the waiting requests of each read answered in a mutex-guarded map
-//!   (one lock per read) and wakes them. It is the floor that keyward's figures are divided by.
+//!   coalesces queued frames into one write and gives the buffers back, a reader task that marks the
+//!   waiting requests of each read answered in a mutex-guarded map (one lock per read) and wakes them. It is the floor that keyward's figures are divided by.
 //! - [`RawEcho`] and [`raw_pipelined`] talk to the socket directly (write, then read; or a window of
 //!   requests in flight from one task): the transport alone, to show what the client's task design costs.
 
