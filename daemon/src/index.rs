@@ -527,6 +527,7 @@ impl Index {
         keys
     }
 }
+
 /// The listing order of a key.
 pub fn order(record: &KeyRecord) -> (i64, &str) {
     (record.created_at, record.id.as_str())

@@ -175,8 +175,8 @@ impl Service {
 
     /// The snapshot of key `id`, read from the store and added to the index if the key was not in use yet;
     /// `None` for a key that does not exist. Blocks: a key not in use yet costs four reads of the store (its
-    /// record, last-used time, credits and persisted warm digests; no Argon2), paid by the first verify or change of
-    /// the key since startup; later ones find it in memory. Two first uses at once may both read; the
+    /// record, last-used time, credits and persisted warm digests; no Argon2), paid by the first verify or
+    /// change of the key since startup; later ones find it in memory. Two first uses at once may both read; the
     /// first snapshot installed is the one both get.
     pub fn hot_key(&self, id: &str) -> Result<Option<Arc<HotKey>>, StoreError> {
         Ok(self.found(id)?.map(|found| match found {

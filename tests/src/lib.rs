@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
     codec, CreateRequest, CreatedKey, Environment, ExpirySpec, Hello, HelloReply, KeyView, Reply, ReplyFrame, Request,
-    RequestFrame, Role, Secret, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
+    RequestFrame, Role, Secret, StatsReport, VerifyAnswer, VerifyRequest, PROTOCOL_VERSION,
 };
 use serde_json::Value;
 
@@ -378,6 +378,14 @@ impl RawConn {
         match self.request(Request::Revoke { id: id.into() }) {
             Reply::Key(view) => view,
             other => panic!("revoke answered {other:?}"),
+        }
+    }
+
+    /// The daemon's counters (admin socket), as `keyward stats` shows them.
+    pub fn stats(&mut self) -> StatsReport {
+        match self.request(Request::Stats) {
+            Reply::Stats(report) => *report,
+            other => panic!("stats answered {other:?}"),
         }
     }
 

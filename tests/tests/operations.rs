@@ -337,10 +337,7 @@ fn stats_count_connections_verifies_and_cache_hits() {
         assert_eq!(verifier.verify(&made.token, None, None).code, VerifyCode::Valid);
     }
     assert_eq!(verifier.verify(&keyward_protocol::Secret::new("nope"), None, None).code, VerifyCode::Malformed);
-    let report = match admin.request(Request::Stats) {
-        Reply::Stats(report) => report,
-        other => panic!("{other:?}"),
-    };
+    let report = admin.stats();
     assert_eq!(report.verifies.get(&VerifyCode::Valid), Some(&5), "{report:?}");
     assert_eq!(report.verifies[&VerifyCode::Malformed], 1);
     assert_eq!(report.cache_hits, 5, "created keys are warm from the start");

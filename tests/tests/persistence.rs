@@ -89,10 +89,8 @@ fn a_socket_another_daemon_answers_on_is_not_stolen() {
 }
 
 fn cache_counts(daemon: &Daemon) -> (u64, u64) {
-    match daemon.admin().request(keyward_protocol::Request::Stats) {
-        Reply::Stats(report) => (report.cache_hits, report.cache_misses),
-        other => panic!("{other:?}"),
-    }
+    let report = daemon.admin().stats();
+    (report.cache_hits, report.cache_misses)
 }
 
 #[test]
@@ -178,10 +176,7 @@ fn key_view(reply: Reply) -> keyward_protocol::KeyView {
 }
 
 fn census(daemon: &Daemon) -> std::collections::BTreeMap<String, u64> {
-    match daemon.admin().request(keyward_protocol::Request::Stats) {
-        Reply::Stats(report) => report.keys.into_iter().collect(),
-        other => panic!("{other:?}"),
-    }
+    daemon.admin().stats().keys.into_iter().collect()
 }
 
 /// After a restart a key joins the daemon's memory only when it is first verified or changed; until then
