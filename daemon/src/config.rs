@@ -55,6 +55,8 @@ pub struct Config {
     pub admin_socket_mode: u32,
     /// Argon2id cost of new hashes.
     pub hash_cost: HashCost,
+    /// Threads of the runtime that answers both sockets (default: one per core). Changes with a restart.
+    pub runtime_threads: Option<usize>,
     /// Argon2 threads, i.e. computations at once (default: one fewer than the cores, at least one).
     pub hash_workers: usize,
     /// Argon2 computations that may wait for a thread before verifies answer BUSY (default: 32 per thread).
@@ -95,6 +97,7 @@ impl Config {
             verify_socket_mode: 0o660,
             admin_socket_mode: 0o600,
             hash_cost: HashCost::default(),
+            runtime_threads: None,
             hash_workers,
             hash_queue: hasher::default_queue(hash_workers),
             hash_nice: hasher::DEFAULT_NICE,

@@ -18,6 +18,9 @@
 //! level = "info"                         # a tracing filter, e.g. "info,keyward_daemon=debug"
 //! format = "auto"                        # auto | human | journald | json
 //!
+//! [runtime]
+//! threads = 2                            # threads answering both sockets (default: one per core)
+//!
 //! [argon2]
 //! memory_kib = 19456
 //! iterations = 2
@@ -82,6 +85,8 @@ struct File {
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
+    runtime: RuntimeSection,
+    #[serde(default)]
     argon2: Argon2Section,
     #[serde(default)]
     plans: BTreeMap<String, Spanned<String>>,
@@ -101,6 +106,12 @@ enum NameOrId {
 struct LogSection {
     level: Option<Spanned<String>>,
     format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuntimeSection {
+    threads: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +190,9 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
         config.warm_key_file = Some(path);
     }
     apply_log(&file.log, config)?;
+    if let Some(threads) = &file.runtime.threads {
+        config.runtime_threads = Some(positive(threads, "runtime.threads")?);
+    }
     apply_argon2(&file.argon2, config)?;
     for (name, rate) in &file.plans {
         let parsed: Rate = rate.get_ref().parse().map_err(|e| at(rate, format!("plans.{name}: {e}")))?;
@@ -296,7 +310,7 @@ mod tests {
     fn a_full_file_applies() {
         let config = load_text(
             "data_dir = \"/var/lib/keyward\"\nlegacy_sunset = \"2026-06-30T00:00:00Z\"\nadmin_users = [\"deploy\", 1001]\n\
-             [log]\nformat = \"json\"\n[plans]\npaid = \"2000/min\"\ngold = \"10/s\"\n[limits]\nmax_in_flight = 4\nidle_timeout_secs = 60\n",
+             [log]\nformat = \"json\"\n[runtime]\nthreads = 3\n[plans]\npaid = \"2000/min\"\ngold = \"10/s\"\n[limits]\nmax_in_flight = 4\nidle_timeout_secs = 60\n",
         )
         .unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/keyward"));
@@ -308,6 +322,15 @@ mod tests {
         assert_eq!(config.plans["gold"].to_string(), "10/s");
         assert_eq!(config.connection.max_in_flight, 4);
         assert_eq!(config.connection.idle_timeout, Duration::from_secs(60));
+        assert_eq!(config.runtime_threads, Some(3));
+    }
+
+    #[test]
+    fn runtime_threads_default_to_the_cores_and_refuse_zero() {
+        assert_eq!(load_text("").unwrap().runtime_threads, None);
+        let error = load_text("[runtime]\nthreads = 0\n").unwrap_err();
+        assert_eq!(error.line, 2, "{error}");
+        assert!(error.reason.contains("runtime.threads must be greater than 0"), "{error}");
     }
 
     #[test]

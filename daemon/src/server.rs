@@ -195,6 +195,7 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
         ("data_dir", old.data_dir != new.data_dir),
         ("verify_socket", old.verify_socket != new.verify_socket),
         ("admin_socket", old.admin_socket != new.admin_socket),
+        ("runtime.threads", old.runtime_threads != new.runtime_threads),
         ("argon2", old.hash_cost != new.hash_cost || old.hash_pool() != new.hash_pool()),
         ("log.format", old.log_format != new.log_format),
     ];

@@ -174,6 +174,26 @@ fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
 }
 
 #[test]
+fn one_runtime_thread_serves_both_sockets_and_a_reload_says_the_count_needs_a_restart() {
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("keyward.toml");
+    write_config(&config, "[runtime]\nthreads = 1\n");
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
+    let mut verifier = daemon.verifier();
+    for _ in 0..3 {
+        assert_eq!(verifier.verify(&token, Some("read:all"), None).code, VerifyCode::Valid);
+    }
+
+    write_config(&config, "[runtime]\nthreads = 4\n");
+    // SAFETY: kill(2) on the daemon we started.
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
+    wait_until("the restart warning", || daemon.log().contains("changes only with a restart"));
+    assert!(daemon.log().contains("runtime.threads"), "{}", daemon.log());
+    assert_eq!(verifier.verify(&token, Some("read:all"), None).code, VerifyCode::Valid);
+}
+
+#[test]
 fn json_logs_are_one_object_per_line() {
     let config_dir = tempfile::tempdir().unwrap();
     let config = config_dir.path().join("keyward.toml");
