@@ -284,6 +284,12 @@ impl Connection {
     }
 
     fn answer(&mut self, payload: &[u8]) {
+        // A verify is read in place (the token and names borrowed from the frame); anything else whole.
+        if let Some((id, verify)) = codec::decode_verify_request(payload) {
+            let handled = self.service.handle_verify(&verify);
+            self.put_handled(id, handled);
+            return;
+        }
         let RequestFrame { id, request } = match codec::decode_request::<RequestFrame>(payload) {
             Ok(frame) => frame,
             Err(error) => {
@@ -292,7 +298,13 @@ impl Connection {
                 return;
             }
         };
-        match self.service.handle(request, self.role, &self.actor) {
+        let handled = self.service.handle(request, self.role, &self.actor);
+        self.put_handled(id, handled);
+    }
+
+    /// Writes the reply to request `id` now, or queues the work that will produce it.
+    fn put_handled(&mut self, id: u64, handled: Handled) {
+        match handled {
             Handled::Now(reply) => put_reply(&mut self.out, &ReplyFrame { id, reply }),
             Handled::Verified(verdict) => put_verdict(&mut self.out, id, &verdict),
             Handled::Later(work) => {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use keyward_protocol::{Actor, KeyId, Reply, Request};
+use keyward_protocol::{Actor, KeyId, Reply, Request, VerifyRequestRef};
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{Config, Plans};
@@ -263,34 +263,38 @@ impl Service {
         self.account_workspaces(account).is_some_and(|list| list.iter().any(|ws| ws == workspace))
     }
 
+    /// Answers a verify, on either socket: from memory when it can, else as work that waits for the store
+    /// or Argon2. The request is borrowed: read in place from its frame on the hot path.
+    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>) -> Handled {
+        let started = std::time::Instant::now();
+        match self.verify_now(request, started) {
+            Ok(Step::Done(verdict)) => {
+                self.stats().verified(verdict.code(), started.elapsed());
+                Handled::Verified(verdict)
+            }
+            Ok(step) => self.later(move |s| async move {
+                let answer = s.verify_later(step, started).await;
+                match &answer {
+                    Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
+                    Err(DaemonError::Busy) => s.stats().busy_refusal(),
+                    Err(_) => {}
+                }
+                reply_from(answer, Reply::Verify)
+            }),
+            Err(error) => {
+                if matches!(error, DaemonError::Busy) {
+                    self.stats().busy_refusal();
+                }
+                Handled::Now(Reply::Error(error.to_reply()))
+            }
+        }
+    }
+
     /// Answers `request` arriving on a socket of `role` from `actor`.
     pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor) -> Handled {
         match (role, request) {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
-            (_, Request::Verify(verify)) => {
-                let started = std::time::Instant::now();
-                match self.verify_now(verify, started) {
-                    Ok(Step::Done(verdict)) => {
-                        self.stats().verified(verdict.code(), started.elapsed());
-                        Handled::Verified(verdict)
-                    }
-                    Ok(step) => self.later(move |s| async move {
-                        let answer = s.verify_later(step, started).await;
-                        match &answer {
-                            Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
-                            Err(DaemonError::Busy) => s.stats().busy_refusal(),
-                            Err(_) => {}
-                        }
-                        reply_from(answer, Reply::Verify)
-                    }),
-                    Err(error) => {
-                        if matches!(error, DaemonError::Busy) {
-                            self.stats().busy_refusal();
-                        }
-                        Handled::Now(Reply::Error(error.to_reply()))
-                    }
-                }
-            }
+            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed()),
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(
                 DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
             )),

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use keyward_protocol::codec::{self, CodecError};
 use keyward_protocol::token::Token;
-use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest};
+use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest, VerifyRequestRef};
 use zeroize::Zeroizing;
 
 use crate::clock::Now;
@@ -139,18 +139,19 @@ fn warmth<'k>(key: &'k HotKey, digest: &Digest, now: i64) -> Warmth<'k> {
 
 impl Service {
     /// Every check that needs no Argon2, as of `at` (the request's arrival, which the caller has read for its
-    /// latency figures anyway). Errors only for a malformed request (an invalid required scope).
-    pub fn verify_now(&self, request: VerifyRequest, at: std::time::Instant) -> Result<Step, DaemonError> {
-        if let Some(required) = &request.scope {
+    /// latency figures anyway). Errors only for a malformed request (an invalid required scope). The request
+    /// is borrowed (from its frame, on the hot path); a verify that must wait keeps an owned copy.
+    pub fn verify_now(&self, request: &VerifyRequestRef<'_>, at: std::time::Instant) -> Result<Step, DaemonError> {
+        if let Some(required) = request.scope {
             scope::validate(required).map_err(|e| DaemonError::InvalidArgument(e.to_string()))?;
         }
-        let text = request.token.expose();
+        let text = request.token;
         if text.is_empty() {
             return Ok(refuse(VerifyCode::Missing));
         }
         let (key, secret) = match self.named(text) {
             Named::Key(key, secret) => (key, secret),
-            Named::Stored(id) => return Ok(Step::Load(Load { id, request })),
+            Named::Stored(id) => return Ok(Step::Load(Load { id, request: request.to_request() })),
             Named::Refused(code) => return Ok(refuse(code)),
         };
         let now = Now::at(at);
@@ -158,7 +159,7 @@ impl Service {
         let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now.unix) {
             Warmth::Known => {
                 self.stats().cache_hit();
-                return Ok(Step::Done(self.judge(&key, &request, now)));
+                return Ok(Step::Done(self.judge(&key, request, now)));
             }
             Warmth::Wrong => {
                 self.stats().cache_hit();
@@ -178,7 +179,7 @@ impl Service {
             self.index().note_use(&key, VerifyCode::NotFound);
             return Ok(refuse(VerifyCode::NotFound));
         }
-        Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request }))
+        Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request: request.to_request() }))
     }
 
     /// The key a presented token names, by its key id or (for an imported token) its lookup digest.
@@ -218,7 +219,7 @@ impl Service {
             Step::Cold(check) => self.verify_cold(check).await,
             Step::Load(Load { id, request }) => {
                 self.load_key(&id).await?;
-                match self.verify_now(request, at)? {
+                match self.verify_now(&request.as_borrowed(), at)? {
                     Step::Done(verdict) => Ok(verdict.into_answer()),
                     Step::Cold(check) => self.verify_cold(check).await,
                     // The store had no record for a key the directory lists: keys are never removed, so this
@@ -259,11 +260,11 @@ impl Service {
             return Ok(not_found);
         };
         slot.warm.set(digest);
-        Ok(self.judge(&current, &request, now).into_answer())
+        Ok(self.judge(&current, &request.as_borrowed(), now).into_answer())
     }
 
     /// The state, workspace, scope, rate-limit and credit checks for a key whose secret is right.
-    fn judge(&self, key: &HotKey, request: &VerifyRequest, now: Now) -> Verdict {
+    fn judge(&self, key: &HotKey, request: &VerifyRequestRef<'_>, now: Now) -> Verdict {
         let record = &key.record;
         let Now { unix, .. } = now;
         let code = if record.revoked_at.is_some() {
@@ -274,9 +275,9 @@ impl Service {
             VerifyCode::LegacySunset
         } else if record.is_expired(unix) {
             VerifyCode::Expired
-        } else if request.workspace.as_deref().is_some_and(|ws| !self.may_act_on(record, ws)) {
+        } else if request.workspace.is_some_and(|ws| !self.may_act_on(record, ws)) {
             VerifyCode::WrongWorkspace
-        } else if request.scope.as_deref().is_some_and(|s| !key.scopes.grants(s).unwrap_or(false)) {
+        } else if request.scope.is_some_and(|s| !key.scopes.grants(s).unwrap_or(false)) {
             VerifyCode::InsufficientScope
         } else {
             VerifyCode::Valid
@@ -299,14 +300,14 @@ impl Service {
 
 /// The limits a request counts against: the key's main limit, then the named limits it asks for (names
 /// the key does not have are ignored).
-fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequest) -> impl Iterator<Item = &'a HotLimit> + 'a {
+fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequestRef<'_>) -> impl Iterator<Item = &'a HotLimit> + 'a {
     let named = key.named_limits.iter().filter(|limit| request.limits.iter().any(|name| **name == *limit.policy));
     key.main_limit.iter().chain(named)
 }
 
 /// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`: every limit
 /// that applies is reported, and a refusal's retry time is the longest any refusing limit asks for.
-fn spend(key: &HotKey, request: &VerifyRequest, now: Now, answer: &mut VerifyAnswer) {
+fn spend(key: &HotKey, request: &VerifyRequestRef<'_>, now: Now, answer: &mut VerifyAnswer) {
     let cost = u64::from(request.cost);
     let mono = now.mono;
     let mut reserved = 0;

@@ -9,9 +9,10 @@
 //! after another, an enum its variant index then its fields, an `Option` a tag byte then the value. That
 //! lets [`encode_verify_reply_into`] splice a key encoded once into every answer about it.
 
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::message::VerifyAnswer;
+use crate::verify_ref::VerifyRequestRef;
 
 /// The payload could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +67,33 @@ pub fn decode_request<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError
     finish(bincode::serde::decode_from_slice(bytes, config), bytes.len())
 }
 
+/// A request frame as far as [`decode_verify_request`] reads it: the id, then the request's variant index,
+/// which decodes here only for the variants [`Request`](crate::Request) starts with, `Ping` (0) and
+/// `Verify` (1).
+#[derive(Deserialize)]
+struct VerifyFrame<'a> {
+    id: u64,
+    #[serde(borrow)]
+    request: FirstRequests<'a>,
+}
+
+#[derive(Deserialize)]
+enum FirstRequests<'a> {
+    Ping,
+    Verify(#[serde(borrow)] VerifyRequestRef<'a>),
+}
+
+/// Decodes the payload of a `RequestFrame` carrying a `Request::Verify` in place: its id and the request,
+/// borrowing the token and the names from `bytes`. `None` for any other payload — another request, or
+/// bytes that do not decode — which [`decode_request`] then reads (and reports) as before.
+pub fn decode_verify_request(bytes: &[u8]) -> Option<(u64, VerifyRequestRef<'_>)> {
+    let config = config().with_limit::<REQUEST_CLAIM_LIMIT>();
+    match finish(bincode::serde::borrow_decode_from_slice(bytes, config), bytes.len()) {
+        Ok(VerifyFrame { id, request: FirstRequests::Verify(request) }) => Some((id, request)),
+        _ => None,
+    }
+}
+
 /// Decodes a reply or a stored record (generous but finite claim limit). Trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let config = config().with_limit::<REPLY_CLAIM_LIMIT>();
@@ -92,7 +120,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{RateLimitStatus, Reply, ReplyFrame, VerifiedKey, VerifyCode};
+    use crate::{
+        RateLimitStatus, Reply, ReplyFrame, Request, RequestFrame, Secret, VerifiedKey, VerifyCode, VerifyRequest,
+    };
 
     fn key() -> VerifiedKey {
         crate::message::sample_key()
@@ -136,6 +166,45 @@ mod tests {
             let whole = encode(&ReplyFrame { id, reply: Reply::Verify(answer) }).unwrap();
             assert_eq!(spliced[2..], whole, "answer {n}");
             assert_eq!(written, whole.len());
+        }
+    }
+
+    #[test]
+    fn a_verify_frame_decodes_in_place_to_the_request_it_encodes() {
+        let requests = [
+            VerifyRequest::new(Secret::new("kw_live_token")),
+            VerifyRequest {
+                scope: Some("write:tables".into()),
+                workspace: Some("ws1".into()),
+                cost: 0,
+                limits: vec!["search".into(), "export".into()],
+                ..VerifyRequest::new(Secret::new("kw_test_other"))
+            },
+            VerifyRequest::default(),
+        ];
+        for (n, request) in requests.into_iter().enumerate() {
+            let id = u64::MAX - n as u64;
+            let bytes = encode(&RequestFrame { id, request: Request::Verify(request.clone()) }).unwrap();
+            let (read_id, read) = decode_verify_request(&bytes).unwrap_or_else(|| panic!("request {n}"));
+            assert_eq!((read_id, read), (id, request.as_borrowed()), "request {n}");
+        }
+    }
+
+    #[test]
+    fn any_other_payload_is_left_to_the_whole_decoder() {
+        let verify =
+            encode(&RequestFrame { id: 1, request: Request::Verify(VerifyRequest::new(Secret::new("t"))) }).unwrap();
+        let others = [
+            encode(&RequestFrame { id: 1, request: Request::Ping }).unwrap(),
+            encode(&RequestFrame { id: 1, request: Request::Stats }).unwrap(),
+            encode(&RequestFrame { id: 1, request: Request::Get { id: "k".into() } }).unwrap(),
+            [&verify[..], &[0]].concat(),
+            verify[..verify.len() - 1].to_vec(),
+            vec![0xff; 12],
+            Vec::new(),
+        ];
+        for (n, payload) in others.iter().enumerate() {
+            assert!(decode_verify_request(payload).is_none(), "payload {n}");
         }
     }
 }

@@ -43,6 +43,7 @@ pub mod paths;
 pub mod scope;
 pub mod secret;
 pub mod token;
+pub mod verify_ref;
 
 pub use audit::{Actor, AuditAction, AuditEntry, AuditQuery, FieldChange};
 pub use code::{ErrorCode, VerifyCode};
@@ -59,6 +60,7 @@ pub use message::{
 pub use scope::{Scope, ScopeError, ScopeSet};
 pub use secret::Secret;
 pub use token::{Environment, KeyId, Token, TokenError};
+pub use verify_ref::VerifyRequestRef;
 
 /// The protocol version this crate speaks. A daemon answers a handshake that names another version with
 /// [`ErrorCode::UnsupportedVersion`] and closes the connection.
