@@ -1,14 +1,18 @@
 //! Wall-clock time in Unix seconds: the one way the daemon asks what time it is for expiry and listings;
-//! the monotonic clock rate limits run on; and [`Now`], both read once for a whole verify.
+//! the monotonic clock rate limits run on; and [`Now`], both read once for a whole verify — or for every
+//! verify a connection answers in one pass, which arrived together.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-/// One reading of both clocks, taken once per verify and passed down, so that a verify's checks agree on
-/// the time and the hot path reads the clocks once rather than once per check.
+/// One reading of both clocks, taken once per verify (or per pass of a connection) and passed down, so
+/// that a verify's checks agree on the time and the hot path reads the clocks once rather than once per
+/// check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Now {
+    /// The monotonic reading itself: when the verify started, for its latency.
+    pub at: Instant,
     /// Unix seconds, never earlier than a time already returned ([`unix_now`]).
     pub unix: i64,
     /// Unix milliseconds, as the system clock says (for reset times shown to clients).
@@ -21,7 +25,7 @@ impl Now {
     /// The time at `at` (an `Instant` the caller has already read), plus one wall-clock reading.
     pub fn at(at: Instant) -> Now {
         let unix_ms = unix_millis();
-        Now { unix: never_backwards(unix_ms.div_euclid(1000), &HIGHEST), unix_ms, mono: mono_at(at) }
+        Now { at, unix: never_backwards(unix_ms.div_euclid(1000), &HIGHEST), unix_ms, mono: mono_at(at) }
     }
 
     /// The time now.

@@ -33,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::Now;
 use crate::service::{Handled, Service, SocketRole};
 use crate::verify::Verdict;
 
@@ -257,9 +258,11 @@ impl Connection {
     }
 
     /// Answers the complete frames in the buffer, up to [`REPLIES_PER_WRITE`] of them ([`FIRST_SLICE`] right
-    /// after a read), as long as in-flight work stays under the limit.
+    /// after a read), as long as in-flight work stays under the limit. The verifies of one pass arrived
+    /// together and share one reading of the clocks.
     fn answer_buffered(&mut self) -> Stream {
         let slice = if std::mem::take(&mut self.just_read) { FIRST_SLICE } else { REPLIES_PER_WRITE };
+        let mut now = None;
         for _ in 0..slice {
             if self.pending.len() >= self.limits.max_in_flight {
                 break;
@@ -273,7 +276,7 @@ impl Connection {
                 }
             };
             let frame = self.inbuf.split_to(total);
-            self.answer(&frame[HEADER_LEN..]);
+            self.answer(&frame[HEADER_LEN..], &mut now);
         }
         Stream::Open
     }
@@ -283,10 +286,11 @@ impl Connection {
         !matches!(frame::next_frame_len(&self.inbuf, self.limits.max_request), Ok(None))
     }
 
-    fn answer(&mut self, payload: &[u8]) {
+    /// Answers one request; `now` is the pass's reading of the clocks, taken by its first verify.
+    fn answer(&mut self, payload: &[u8], now: &mut Option<Now>) {
         // A verify is read in place (the token and names borrowed from the frame); anything else whole.
         if let Some((id, verify)) = codec::decode_verify_request(payload) {
-            let handled = self.service.handle_verify(&verify);
+            let handled = self.service.handle_verify(&verify, *now.get_or_insert_with(Now::read));
             self.put_handled(id, handled);
             return;
         }

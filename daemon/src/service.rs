@@ -14,6 +14,7 @@ use dashmap::DashMap;
 use keyward_protocol::{Actor, KeyId, Reply, Request, VerifyRequestRef};
 use tokio::sync::{Mutex, MutexGuard};
 
+use crate::clock::Now;
 use crate::config::{Config, Plans};
 use crate::error::DaemonError;
 use crate::hasher::Hasher;
@@ -263,17 +264,17 @@ impl Service {
         self.account_workspaces(account).is_some_and(|list| list.iter().any(|ws| ws == workspace))
     }
 
-    /// Answers a verify, on either socket: from memory when it can, else as work that waits for the store
-    /// or Argon2. The request is borrowed: read in place from its frame on the hot path.
-    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>) -> Handled {
-        let started = std::time::Instant::now();
-        match self.verify_now(request, started) {
+    /// Answers a verify that arrived at `now`, on either socket: from memory when it can, else as work that
+    /// waits for the store or Argon2. The request is borrowed: read in place from its frame on the hot path.
+    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>, now: Now) -> Handled {
+        let started = now.at;
+        match self.verify_now(request, now) {
             Ok(Step::Done(verdict)) => {
                 self.stats().verified(verdict.code(), started.elapsed());
                 Handled::Verified(verdict)
             }
             Ok(step) => self.later(move |s| async move {
-                let answer = s.verify_later(step, started).await;
+                let answer = s.verify_later(step).await;
                 match &answer {
                     Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
                     Err(DaemonError::Busy) => s.stats().busy_refusal(),
@@ -294,7 +295,7 @@ impl Service {
     pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor) -> Handled {
         match (role, request) {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
-            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed()),
+            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed(), Now::read()),
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(
                 DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
             )),

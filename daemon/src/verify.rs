@@ -138,10 +138,10 @@ fn warmth<'k>(key: &'k HotKey, digest: &Digest, now: i64) -> Warmth<'k> {
 }
 
 impl Service {
-    /// Every check that needs no Argon2, as of `at` (the request's arrival, which the caller has read for its
-    /// latency figures anyway). Errors only for a malformed request (an invalid required scope). The request
-    /// is borrowed (from its frame, on the hot path); a verify that must wait keeps an owned copy.
-    pub fn verify_now(&self, request: &VerifyRequestRef<'_>, at: std::time::Instant) -> Result<Step, DaemonError> {
+    /// Every check that needs no Argon2, as of `now` (the request's arrival, which the caller has read for
+    /// its latency figures anyway). Errors only for a malformed request (an invalid required scope). The
+    /// request is borrowed (from its frame, on the hot path); a verify that must wait keeps an owned copy.
+    pub fn verify_now(&self, request: &VerifyRequestRef<'_>, now: Now) -> Result<Step, DaemonError> {
         if let Some(required) = request.scope {
             scope::validate(required).map_err(|e| DaemonError::InvalidArgument(e.to_string()))?;
         }
@@ -154,7 +154,6 @@ impl Service {
             Named::Stored(id) => return Ok(Step::Load(Load { id, request: request.to_request() })),
             Named::Refused(code) => return Ok(refuse(code)),
         };
-        let now = Now::at(at);
         let digest = self.hasher().digest(secret);
         let candidates: Vec<Arc<str>> = match warmth(&key, &digest, now.unix) {
             Warmth::Known => {
@@ -213,13 +212,13 @@ impl Service {
 
     /// Finishes a verify [`Service::verify_now`] could not answer from memory: reads the key from the store
     /// on the blocking pool if it must, then runs Argon2 if it must.
-    pub async fn verify_later(&self, step: Step, at: std::time::Instant) -> Result<VerifyAnswer, DaemonError> {
+    pub async fn verify_later(&self, step: Step) -> Result<VerifyAnswer, DaemonError> {
         match step {
             Step::Done(verdict) => Ok(verdict.into_answer()),
             Step::Cold(check) => self.verify_cold(check).await,
             Step::Load(Load { id, request }) => {
                 self.load_key(&id).await?;
-                match self.verify_now(&request.as_borrowed(), at)? {
+                match self.verify_now(&request.as_borrowed(), Now::read())? {
                     Step::Done(verdict) => Ok(verdict.into_answer()),
                     Step::Cold(check) => self.verify_cold(check).await,
                     // The store had no record for a key the directory lists: keys are never removed, so this
