@@ -135,6 +135,16 @@ fn write_config(path: &Path, text: &str) {
     file.sync_all().unwrap();
 }
 
+/// A daemon started with a configuration file holding `text`, the file's directory (kept for the test's
+/// life) and its path, for a test that rewrites it and reloads.
+fn daemon_with_config(text: &str) -> (Daemon, tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("keyward.toml");
+    write_config(&config, text);
+    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    (daemon, dir, config)
+}
+
 fn create_with_plan(admin: &mut RawConn, plan: &str) -> Reply {
     let mut request = CreateRequest::new("ws1", "planned key", vec!["read:all".into()]);
     request.limits.rate = RatePolicy::Plan(plan.into());
@@ -151,10 +161,7 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 #[test]
 fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[plans]\nfree = \"100/min\"\n");
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (daemon, _config_dir, config) = daemon_with_config("[plans]\nfree = \"100/min\"\n");
     let mut admin = daemon.admin();
     assert!(matches!(create_with_plan(&mut admin, "gold"), Reply::Error(e) if e.code == ErrorCode::InvalidArgument));
 
@@ -175,10 +182,7 @@ fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
 
 #[test]
 fn one_runtime_thread_serves_both_sockets_and_a_reload_says_the_count_needs_a_restart() {
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[runtime]\nthreads = 1\n");
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (daemon, _config_dir, config) = daemon_with_config("[runtime]\nthreads = 1\n");
     let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
     let mut verifier = daemon.verifier();
     for _ in 0..3 {
@@ -195,10 +199,7 @@ fn one_runtime_thread_serves_both_sockets_and_a_reload_says_the_count_needs_a_re
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[log]\nformat = \"json\"\nlevel = \"debug\"\n");
-    let mut daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (mut daemon, _config_dir, _) = daemon_with_config("[log]\nformat = \"json\"\nlevel = \"debug\"\n");
     daemon.admin().create("ws1", &["read:all"], Default::default());
     daemon.stop();
     let log = daemon.log();
@@ -313,10 +314,8 @@ fn the_admin_socket_refuses_a_peer_that_is_not_allowed() {
 
 #[test]
 fn a_connection_flood_waits_at_the_door_and_a_good_client_is_served() {
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[limits]\nmax_connections = 8\nhandshake_timeout_secs = 1\nidle_timeout_secs = 1\n");
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (daemon, _config_dir, _) =
+        daemon_with_config("[limits]\nmax_connections = 8\nhandshake_timeout_secs = 1\nidle_timeout_secs = 1\n");
     let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
     let mut good = daemon.verifier();
     // 40 connections that never say a word: the rest of the permits are taken, the others wait in the
@@ -333,10 +332,7 @@ fn a_connection_flood_waits_at_the_door_and_a_good_client_is_served() {
 
 #[test]
 fn a_slow_loris_frame_is_cut_off_while_others_are_served() {
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[limits]\nframe_timeout_secs = 1\n");
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
+    let (daemon, _config_dir, _) = daemon_with_config("[limits]\nframe_timeout_secs = 1\n");
     let mut slow = daemon.verifier();
     slow.send_raw(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
     let mut good = daemon.verifier();
