@@ -173,13 +173,7 @@ mod tests {
     fn a_verify_frame_decodes_in_place_to_the_request_it_encodes() {
         let requests = [
             VerifyRequest::new(Secret::new("kw_live_token")),
-            VerifyRequest {
-                scope: Some("write:tables".into()),
-                workspace: Some("ws1".into()),
-                cost: 0,
-                limits: vec!["search".into(), "export".into()],
-                ..VerifyRequest::new(Secret::new("kw_test_other"))
-            },
+            crate::message::sample_verify_request(),
             VerifyRequest::default(),
         ];
         for (n, request) in requests.into_iter().enumerate() {

@@ -339,6 +339,18 @@ pub struct KeyView {
     pub limits: Limits,
 }
 
+/// A verify request with every field set, for the protocol's own tests.
+#[cfg(test)]
+pub(crate) fn sample_verify_request() -> VerifyRequest {
+    VerifyRequest {
+        scope: Some("read:tables".into()),
+        workspace: Some("ws1".into()),
+        cost: 3,
+        limits: vec!["search".into(), "export".into()],
+        ..VerifyRequest::new(Secret::new("kw_live_secret-looking-token"))
+    }
+}
+
 /// A key as a verify answers it, for the protocol's own tests.
 #[cfg(test)]
 pub(crate) fn sample_key() -> VerifiedKey {

@@ -70,16 +70,7 @@ impl std::fmt::Debug for VerifyRequestRef<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request() -> VerifyRequest {
-        VerifyRequest {
-            scope: Some("read:tables".into()),
-            workspace: Some("ws1".into()),
-            cost: 3,
-            limits: vec!["search".into(), "export".into()],
-            ..VerifyRequest::new(Secret::new("kw_live_secret-looking-token"))
-        }
-    }
+    use crate::message::sample_verify_request as request;
 
     #[test]
     fn borrowing_and_copying_back_keep_every_field() {
