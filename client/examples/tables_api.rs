@@ -9,22 +9,8 @@
 //! | `/v1/forms/{id}/submissions` | GET | `read:forms` |
 //!
 //! Every answer is a small JSON document naming the caller's key id and workspace; refusals are the
-//! layer's (401, 403, 429, 503). Run it next to `keywardd`:
-//!
-//! ```text
-//! keywardd --data-dir /tmp/kw/data --socket /tmp/kw/verify.sock --admin-socket /tmp/kw/admin.sock &
-//! KEY=$(keyward --admin-socket /tmp/kw/admin.sock --json create --workspace acme --name "tables demo" \
-//!         --scope write:tables | jq -r .token)
-//! cargo run -p keyward-client --features axum --example tables_api -- \
-//!     --listen 127.0.0.1:8080 --socket /tmp/kw/verify.sock
-//!
-//! curl -i -H "Authorization: Bearer $KEY" http://127.0.0.1:8080/v1/tables               # 200, RateLimit-* headers
-//! curl -i -X POST -H "Authorization: Bearer $KEY" http://127.0.0.1:8080/v1/tables/t1/rows    # 201
-//! curl -i http://127.0.0.1:8080/v1/tables                                                # 401: missing header
-//! curl -i -H "Authorization: Bearer ${KEY:0:20}" http://127.0.0.1:8080/v1/tables         # 401: malformed key
-//! curl -i -X POST -H "Authorization: Bearer $KEY" http://127.0.0.1:8080/v1/workflows/w1/trigger  # 403: write:workflows
-//! curl -i "http://127.0.0.1:8080/v1/tables?api_key=$KEY"                                 # 401 (200 with --allow-query-key)
-//! ```
+//! layer's (401, 403, 429, 503). The README's "For HTTP servers" section runs it next to `keywardd` step
+//! by step, with a `curl` for each answer (`.ci/readme-tour.sh` runs that section as written in CI).
 //!
 //! Options: `--listen ADDR` (port 0 picks a free port; the address is printed as `listening on
 //! http://ADDR`), `--socket PATH` (the verify socket; default `KEYWARD_SOCKET`, then keyward's default

@@ -21,7 +21,7 @@ use keyward_protocol::{
 use crate::answer::Answer;
 use crate::error::ClientError;
 use crate::listing::Listing;
-use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
+use crate::{actor, reply, wire, DaemonUser, DEFAULT_REQUEST_TIMEOUT};
 
 /// The shortest timeout a socket accepts (a zero socket timeout means "none" and is refused by the OS).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
@@ -43,6 +43,7 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 #[derive(Debug)]
 pub struct BlockingClient {
     path: PathBuf,
+    daemon_user: DaemonUser,
     timeout: Duration,
     /// `None` after a failure, until the next call connects again.
     stream: Option<UnixStream>,
@@ -59,10 +60,21 @@ impl BlockingClient {
 
     /// Connects and completes the handshake; `timeout` applies to the handshake and to every request.
     pub fn connect_with_timeout(path: impl AsRef<Path>, timeout: Duration) -> Result<Self, ClientError> {
+        Self::connect_trusting(path, timeout, DaemonUser::default())
+    }
+
+    /// Like [`BlockingClient::connect_with_timeout`], accepting the listener's user `daemon_user` too (besides
+    /// root, this process's user and [`PACKAGED_DAEMON_USER`](crate::PACKAGED_DAEMON_USER)); anyone else's
+    /// socket is refused with [`ClientError::UntrustedDaemon`] before anything is sent.
+    pub fn connect_trusting(
+        path: impl AsRef<Path>,
+        timeout: Duration,
+        daemon_user: DaemonUser,
+    ) -> Result<Self, ClientError> {
         let path = path.as_ref().to_owned();
         let timeout = timeout.max(MIN_TIMEOUT);
-        let stream = open(&path, timeout)?;
-        Ok(BlockingClient { path, timeout, stream: Some(stream), next_id: 1, actor: None })
+        let stream = open(&path, daemon_user, timeout)?;
+        Ok(BlockingClient { path, daemon_user, timeout, stream: Some(stream), next_id: 1, actor: None })
     }
 
     /// The socket this client talks to.
@@ -257,16 +269,17 @@ impl BlockingClient {
             self.stream = None;
         }
         if self.stream.is_none() {
-            self.stream = Some(open(&self.path, self.timeout)?);
+            self.stream = Some(open(&self.path, self.daemon_user, self.timeout)?);
         }
         Ok(self.stream.as_mut().expect("connected just above"))
     }
 }
 
 /// Connects to `path` and completes the handshake.
-fn open(path: &Path, timeout: Duration) -> Result<UnixStream, ClientError> {
+fn open(path: &Path, daemon_user: DaemonUser, timeout: Duration) -> Result<UnixStream, ClientError> {
     let mut stream =
         UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+    daemon_user.check(&stream, path)?;
     set_timeouts(&stream, timeout)?;
     handshake(&mut stream, timeout)?;
     Ok(stream)

@@ -29,12 +29,13 @@ use crate::connection::{Connection, RequestError};
 use crate::error::ClientError;
 use crate::frames::FramePool;
 use crate::listing::Listing;
-use crate::{actor, reply, wire, DEFAULT_REQUEST_TIMEOUT};
+use crate::{actor, reply, wire, DaemonUser, DEFAULT_REQUEST_TIMEOUT};
 
 /// Settings for a [`Client`].
 #[derive(Clone, Debug)]
 pub struct ClientBuilder {
     socket: PathBuf,
+    daemon_user: DaemonUser,
     pool_size: usize,
     request_timeout: Duration,
     max_in_flight: usize,
@@ -51,10 +52,19 @@ impl ClientBuilder {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         ClientBuilder {
             socket: socket.into(),
+            daemon_user: DaemonUser::default(),
             pool_size: Self::DEFAULT_POOL_SIZE,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
         }
+    }
+
+    /// One more user the daemon may run as, besides root, this process's user and
+    /// [`PACKAGED_DAEMON_USER`](crate::PACKAGED_DAEMON_USER): a socket whose listener runs as anyone else is
+    /// refused with [`ClientError::UntrustedDaemon`] before anything is sent.
+    pub fn daemon_user(mut self, user: DaemonUser) -> Self {
+        self.daemon_user = user;
+        self
     }
 
     /// How many connections to spread requests over (at least 1).
@@ -83,6 +93,7 @@ impl ClientBuilder {
             actor: None,
             shared: Arc::new(Shared {
                 socket: self.socket,
+                daemon_user: self.daemon_user,
                 request_timeout: self.request_timeout,
                 max_in_flight: self.max_in_flight,
                 slots,
@@ -131,6 +142,7 @@ pub struct Client {
 
 struct Shared {
     socket: PathBuf,
+    daemon_user: DaemonUser,
     request_timeout: Duration,
     max_in_flight: usize,
     slots: Box<[Slot]>,
@@ -392,7 +404,8 @@ impl Shared {
         }
         let frames = Arc::clone(&self.frames);
         let connection =
-            Arc::new(Connection::open(&self.socket, self.max_in_flight, self.request_timeout, frames).await?);
+            Connection::open(&self.socket, self.daemon_user, self.max_in_flight, self.request_timeout, frames).await?;
+        let connection = Arc::new(connection);
         *slot.current.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&connection));
         Ok(connection)
     }

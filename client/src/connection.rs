@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::answer::Answer;
 use crate::error::ClientError;
 use crate::frames::FramePool;
-use crate::wire;
+use crate::{wire, DaemonUser};
 
 /// Bytes the reader asks the socket for at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -162,12 +162,14 @@ impl Connection {
     /// The writer gives every frame it has written back to `frames`.
     pub(crate) async fn open(
         path: &Path,
+        daemon_user: DaemonUser,
         max_in_flight: usize,
         timeout: Duration,
         frames: Arc<FramePool>,
     ) -> Result<Connection, ClientError> {
         let mut stream =
             UnixStream::connect(path).await.map_err(|source| ClientError::Connect { path: path.to_owned(), source })?;
+        daemon_user.check(&stream, path)?;
         handshake(&mut stream).await?;
         let (reader, writer) = stream.into_split();
         let state = Arc::new(State::new(max_in_flight, timeout));

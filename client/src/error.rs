@@ -12,18 +12,36 @@ use keyward_protocol::codec::CodecError;
 use keyward_protocol::frame::FrameError;
 use keyward_protocol::{ErrorCode, ErrorReply};
 
+use crate::trust;
+
 /// Why a request to `keywardd` did not get an answer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The socket could not be connected to: the daemon is not running, or the path is wrong.
-    #[error("cannot reach keywardd at {}: {source}; is the daemon running?", .path.display())]
+    /// The socket could not be connected to: the daemon is not running, the path is wrong, or this user may
+    /// not reach it (the message then says which directory or file, and which group to join).
+    #[error("cannot reach keywardd at {}: {source}; {}", .path.display(), trust::connect_hint(.path, .source))]
     Connect {
         /// The socket that was tried.
         path: PathBuf,
         /// What `connect(2)` said.
         #[source]
         source: io::Error,
+    },
+    /// The process listening on the socket runs as a user the client does not accept as the daemon's: it
+    /// may be another local user's socket put there to collect tokens. Nothing was sent.
+    #[error(
+        "refusing to talk to {}: the process listening there runs as uid {uid}, not as root, this user or the \
+         daemon's user ({}); if keywardd really runs as uid {uid}, say so with KEYWARD_DAEMON_USER={uid} \
+         (keyward --daemon-user, ClientBuilder::daemon_user)",
+        .path.display(),
+        trust::PACKAGED_DAEMON_USER
+    )]
+    UntrustedDaemon {
+        /// The socket that was tried.
+        path: PathBuf,
+        /// Who listens on it.
+        uid: u32,
     },
     /// Reading or writing the connection failed.
     #[error("I/O error talking to keywardd: {0}")]
@@ -63,6 +81,21 @@ impl ClientError {
         match self {
             ClientError::Rejected(reply) | ClientError::Refused(reply) => Some(reply.code),
             _ => None,
+        }
+    }
+
+    /// A stable name for what went wrong, for machine-readable output: the daemon's error code (e.g.
+    /// `KEY_NOT_FOUND`) when it sent one, else `UNREACHABLE`, `UNTRUSTED_DAEMON`, `TIMEOUT`, `CLOSED`, `IO`
+    /// or `PROTOCOL`.
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            ClientError::Rejected(reply) | ClientError::Refused(reply) => reply.code.as_str(),
+            ClientError::Connect { .. } => "UNREACHABLE",
+            ClientError::UntrustedDaemon { .. } => "UNTRUSTED_DAEMON",
+            ClientError::Timeout(_) => "TIMEOUT",
+            ClientError::Closed => "CLOSED",
+            ClientError::Io(_) => "IO",
+            ClientError::Frame(_) | ClientError::Codec(_) | ClientError::UnexpectedReply { .. } => "PROTOCOL",
         }
     }
 

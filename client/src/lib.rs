@@ -29,6 +29,7 @@
 //! - `actor`: which requests carry the caller's actor label (`Request::As`).
 //! - `reply`: which reply each request expects; which requests may be retried.
 //! - `listing`: following a listing's pages to the end.
+//! - `trust`: who a client hands a token to ([`DaemonUser`]), and why a connect was refused.
 //! - `error`: [`ClientError`].
 //! - [`cli`]: the `keyward` command-line tool (the binary only calls [`cli::main`]).
 //! - `http` (feature `http`): a tower layer for axum, hyper and tonic servers that verifies each request's
@@ -50,6 +51,7 @@ pub mod http;
 mod listing;
 mod reply;
 mod shared_keys;
+mod trust;
 mod wire;
 
 use std::time::Duration;
@@ -63,6 +65,7 @@ pub use keyward_protocol::{
     ExpirySpec, ImportRequest, KeyChanges, KeyPage, KeyStatus, KeyUsage, KeyView, ListRequest, Reply, Request, Role,
     Secret, StatsReport, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode, VerifyRequest,
 };
+pub use trust::{DaemonUser, PACKAGED_DAEMON_USER};
 
 /// How long a request may take unless a client is told otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

@@ -112,7 +112,9 @@ fn an_unreachable_daemon_is_exit_2_with_one_line_naming_the_socket() {
     let verify_socket = dir.path().join("verify.sock");
     let output = keyward(&["--json", "--socket", verify_socket.to_str().unwrap(), "verify", "kw_live_x"]);
     assert!(failure(&output).contains(verify_socket.to_str().unwrap()));
-    assert!(output.stdout.is_empty(), "no JSON on failure");
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    assert_eq!(printed["error"]["code"], "UNREACHABLE", "{printed}");
+    assert!(printed["error"]["message"].as_str().unwrap().contains(verify_socket.to_str().unwrap()), "{printed}");
 }
 
 #[test]

@@ -51,6 +51,8 @@ pub struct Config {
     pub admin_socket: PathBuf,
     /// Mode of the verify socket; the group decides which app servers may connect.
     pub verify_socket_mode: u32,
+    /// The group the verify socket is given when the daemon binds it (default: the daemon's own group).
+    pub verify_socket_group: Option<Principal>,
     /// Mode of the admin socket.
     pub admin_socket_mode: u32,
     /// Argon2id cost of new hashes.
@@ -59,12 +61,15 @@ pub struct Config {
     pub runtime_threads: Option<usize>,
     /// Argon2 threads, i.e. computations at once (default: one fewer than the cores, at least one).
     pub hash_workers: usize,
-    /// Argon2 computations that may wait for a thread before verifies answer BUSY (default: 32 per thread).
+    /// Argon2 computations that may wait for a thread before verifies answer BUSY (default: 96 per thread).
     pub hash_queue: usize,
     /// How many nice steps below the rest of the daemon the Argon2 threads run (0..=19, default 10).
     pub hash_nice: u8,
-    /// Open connections across both sockets; further clients wait in the kernel's accept queue.
+    /// Open connections on the verify socket; past that, the connection idle the longest makes room for a
+    /// newcomer, or the newcomer waits.
     pub max_connections: usize,
+    /// Open connections on the admin socket: its own reserve, which verify connections cannot take.
+    pub max_admin_connections: usize,
     pub connection: ConnectionLimits,
     /// How long a stop signal waits for in-flight requests before closing anyway.
     pub drain_deadline: Duration,
@@ -95,6 +100,7 @@ impl Config {
             verify_socket,
             admin_socket,
             verify_socket_mode: 0o660,
+            verify_socket_group: None,
             admin_socket_mode: 0o600,
             hash_cost: HashCost::default(),
             runtime_threads: None,
@@ -102,6 +108,7 @@ impl Config {
             hash_queue: hasher::default_queue(hash_workers),
             hash_nice: hasher::DEFAULT_NICE,
             max_connections: 1024,
+            max_admin_connections: 16,
             connection: ConnectionLimits {
                 max_request: DEFAULT_MAX_REQUEST,
                 max_in_flight: 128,

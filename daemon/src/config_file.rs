@@ -12,6 +12,7 @@
 //! admin_users = ["deploy", 1001]        # names or uids, besides root and the daemon's own uid
 //! admin_groups = ["keyward-admin"]
 //! verify_groups = ["www-data"]           # optional: only these groups may use the verify socket
+//! verify_socket_group = "keyward-clients" # the verify socket's group (default: the daemon's)
 //! warm_key_file = "/etc/keyward/warm.key" # default: warm.key in the data directory
 //!
 //! [log]
@@ -34,7 +35,8 @@
 //! paid = "1000/min"
 //!
 //! [limits]
-//! max_connections = 1024
+//! max_connections = 1024                # verify socket; the one idle longest makes room for a newcomer
+//! max_admin_connections = 16             # the admin socket's own reserve
 //! max_frame_bytes = 65536
 //! max_in_flight = 128                    # per connection
 //! idle_timeout_secs = 300                # a connection with nothing to do is closed
@@ -81,6 +83,7 @@ struct File {
     #[serde(default)]
     admin_groups: Vec<Spanned<NameOrId>>,
     verify_groups: Option<Vec<Spanned<NameOrId>>>,
+    verify_socket_group: Option<Spanned<NameOrId>>,
     warm_key_file: Option<PathBuf>,
     #[serde(default)]
     log: LogSection,
@@ -129,6 +132,7 @@ struct Argon2Section {
 #[serde(deny_unknown_fields)]
 struct LimitsSection {
     max_connections: Option<Spanned<usize>>,
+    max_admin_connections: Option<Spanned<usize>>,
     max_frame_bytes: Option<Spanned<u32>>,
     max_in_flight: Option<Spanned<usize>>,
     idle_timeout_secs: Option<Spanned<u64>>,
@@ -186,6 +190,13 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     config.admin_users = principals(&file.admin_users);
     config.admin_groups = principals(&file.admin_groups);
     config.verify_groups = file.verify_groups.as_deref().map(principals);
+    if let Some(group) = &file.verify_socket_group {
+        let principal = principal(group);
+        if crate::peer::group(&principal).is_none() {
+            return Err(at(group, "verify_socket_group: no such group"));
+        }
+        config.verify_socket_group = Some(principal);
+    }
     if let Some(path) = file.warm_key_file {
         config.warm_key_file = Some(path);
     }
@@ -202,12 +213,14 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
 }
 
 fn principals(list: &[Spanned<NameOrId>]) -> Vec<Principal> {
-    list.iter()
-        .map(|entry| match entry.get_ref() {
-            NameOrId::Id(id) => Principal::Id(*id),
-            NameOrId::Name(name) => Principal::Name(name.clone()),
-        })
-        .collect()
+    list.iter().map(principal).collect()
+}
+
+fn principal(entry: &Spanned<NameOrId>) -> Principal {
+    match entry.get_ref() {
+        NameOrId::Id(id) => Principal::Id(*id),
+        NameOrId::Name(name) => Principal::Name(name.clone()),
+    }
 }
 
 fn apply_log(log: &LogSection, config: &mut Config) -> Result<(), Located> {
@@ -265,6 +278,9 @@ fn apply_limits(limits: &LimitsSection, config: &mut Config) -> Result<(), Locat
     let secs = |value: &Spanned<u64>, name: &str| positive(value, name).map(Duration::from_secs);
     if let Some(n) = &limits.max_connections {
         config.max_connections = positive(n, "limits.max_connections")?;
+    }
+    if let Some(n) = &limits.max_admin_connections {
+        config.max_admin_connections = positive(n, "limits.max_admin_connections")?;
     }
     if let Some(bytes) = &limits.max_frame_bytes {
         let bytes_value = positive(bytes, "limits.max_frame_bytes")?;

@@ -34,6 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Now;
+use crate::hasher::Caller;
+use crate::roster::Membership;
 use crate::service::{Handled, Service, SocketRole};
 use crate::verify::Verdict;
 
@@ -54,6 +56,9 @@ pub struct ConnectionLimits {
 
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The answer to a request from a peer the access rules stopped admitting while it was connected.
+const WITHDRAWN: &str = "a configuration reload withdrew this user's access to this socket; closing the connection";
+
 /// Frames answered per pass before the replies are written (see the module docs).
 const REPLIES_PER_WRITE: usize = 8;
 
@@ -67,6 +72,7 @@ pub async fn serve(
     role: SocketRole,
     service: Service,
     limits: ConnectionLimits,
+    membership: Option<Membership>,
     shutdown: CancellationToken,
 ) {
     let actor = match stream.peer_cred() {
@@ -82,7 +88,9 @@ pub async fn serve(
     let (reader, writer) = stream.into_split();
     let mut connection = Connection {
         actor,
+        caller: Caller::next(),
         forbidden: None,
+        gate_seen: service.gate_generation(),
         reader,
         writer,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -92,6 +100,7 @@ pub async fn serve(
         role,
         service,
         limits,
+        membership,
     };
     if !counted.gate().admits(role, &connection.actor) {
         counted.stats().connection_forbidden();
@@ -112,8 +121,12 @@ pub async fn serve(
 struct Connection {
     /// The peer's credentials (SO_PEERCRED), for the audit log.
     actor: Actor,
+    /// This connection, as the Argon2 pool tells its callers apart (each waits its own turn per hash).
+    caller: Caller,
     /// Why this peer is refused, when it is.
     forbidden: Option<&'static str>,
+    /// The access rules' generation this peer was last checked against ([`Service::gate_generation`]).
+    gate_seen: u64,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     inbuf: BytesMut,
@@ -124,11 +137,14 @@ struct Connection {
     role: SocketRole,
     service: Service,
     limits: ConnectionLimits,
+    /// The verify socket's roster entry, through which the door may ask an idle connection to make room.
+    membership: Option<Membership>,
 }
 
 /// What the frame parser concluded about the stream.
 enum Stream {
-    Open,
+    /// `answered` frames were taken from the buffer.
+    Open { answered: usize },
     /// Unrecoverable framing error: the reply is queued, close after writing it.
     Broken,
 }
@@ -146,12 +162,21 @@ impl Connection {
         let timer = tokio::time::sleep_until(last_activity + self.limits.idle_timeout);
         tokio::pin!(timer);
         loop {
-            if reading && matches!(self.answer_buffered(), Stream::Broken) {
-                reading = false;
-            }
+            let answered = match reading.then(|| self.answer_buffered()) {
+                Some(Stream::Open { answered }) => answered,
+                Some(Stream::Broken) => {
+                    reading = false;
+                    0
+                }
+                None => 0,
+            };
+            // The frame clock runs from when the frame now at the head of the buffer began to wait: a client
+            // whose writes do not line up with frame boundaries always leaves part of a frame behind, and is
+            // not cut off while its frames keep completing.
             frame_started = match (self.inbuf.is_empty(), frame_started) {
                 (true, _) => None,
                 (false, None) => Some(Instant::now()),
+                (false, Some(_)) if answered > 0 => Some(Instant::now()),
                 (false, started) => started,
             };
             self.flush_replies().await?;
@@ -188,9 +213,21 @@ impl Connection {
                     Err(error) => tracing::error!(%error, "a request task failed"),
                 },
                 _ = shutdown.cancelled(), if reading => reading = false,
+                () = asked_to_leave(&self.membership), if reading => {
+                    if self.pending.is_empty() && self.inbuf.is_empty() {
+                        tracing::debug!(role = ?self.role, uid = self.actor.uid, "closing an idle connection to make room for a new one");
+                        reading = false;
+                    } else if let Some(membership) = &self.membership {
+                        // Busy after all: the next choice falls on another connection.
+                        membership.heard(Instant::now());
+                    }
+                },
                 read = read_more(&mut self.reader, &mut self.inbuf), if may_read => {
                     self.just_read = true;
                     last_activity = Instant::now();
+                    if let Some(membership) = &self.membership {
+                        membership.heard(last_activity);
+                    }
                     if read? == 0 {
                         reading = false;
                         if !self.inbuf.is_empty() {
@@ -263,7 +300,8 @@ impl Connection {
     fn answer_buffered(&mut self) -> Stream {
         let slice = if std::mem::take(&mut self.just_read) { FIRST_SLICE } else { REPLIES_PER_WRITE };
         let mut now = None;
-        for _ in 0..slice {
+        let mut answered = 0;
+        while answered < slice {
             if self.pending.len() >= self.limits.max_in_flight {
                 break;
             }
@@ -276,9 +314,30 @@ impl Connection {
                 }
             };
             let frame = self.inbuf.split_to(total);
+            if !self.still_admitted() {
+                let id = codec::peek::<u64>(&frame[HEADER_LEN..]).unwrap_or(0);
+                put_error(&mut self.out, id, ErrorCode::Forbidden, WITHDRAWN);
+                return Stream::Broken;
+            }
             self.answer(&frame[HEADER_LEN..], &mut now);
+            answered += 1;
         }
-        Stream::Open
+        Stream::Open { answered }
+    }
+
+    /// Whether the access rules in force still admit this peer: checked again (and a refusal logged) only
+    /// when a reload has changed them since the last check, so a request costs one atomic load here.
+    fn still_admitted(&mut self) -> bool {
+        let generation = self.service.gate_generation();
+        if generation != self.gate_seen {
+            self.gate_seen = generation;
+            if self.forbidden.is_none() && !self.service.gate().admits(self.role, &self.actor) {
+                let (role, uid, pid) = (self.role, self.actor.uid, self.actor.pid);
+                tracing::warn!(?role, uid, pid, "peer no longer allowed after a reload; closing its connection");
+                self.forbidden = Some(WITHDRAWN);
+            }
+        }
+        self.forbidden.is_none()
     }
 
     /// Whether the buffer holds a whole frame (or a broken one, which must be answered too).
@@ -290,7 +349,7 @@ impl Connection {
     fn answer(&mut self, payload: &[u8], now: &mut Option<Now>) {
         // A verify is read in place (the token and names borrowed from the frame); anything else whole.
         if let Some((id, verify)) = codec::decode_verify_request(payload) {
-            let handled = self.service.handle_verify(&verify, *now.get_or_insert_with(Now::read));
+            let handled = self.service.handle_verify(&verify, *now.get_or_insert_with(Now::read), self.caller);
             self.put_handled(id, handled);
             return;
         }
@@ -302,7 +361,7 @@ impl Connection {
                 return;
             }
         };
-        let handled = self.service.handle(request, self.role, &self.actor);
+        let handled = self.service.handle(request, self.role, &self.actor, self.caller);
         self.put_handled(id, handled);
     }
 
@@ -315,6 +374,14 @@ impl Connection {
                 self.pending.spawn(async move { ReplyFrame { id, reply: work.await } });
             }
         }
+    }
+}
+
+/// Completes when the door asks this connection to make room; never for a connection off the roster.
+async fn asked_to_leave(membership: &Option<Membership>) {
+    match membership {
+        Some(membership) => membership.asked_to_leave().await,
+        None => std::future::pending().await,
     }
 }
 

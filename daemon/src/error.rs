@@ -52,6 +52,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("socket {}: {reason}", path.display())]
     Socket { path: std::path::PathBuf, reason: String },
+    #[error("socket directory {}: {reason}", path.display())]
+    UnsafeSocketDir { path: std::path::PathBuf, reason: String },
     #[error("socket {} is in use: another keywardd is listening there", path.display())]
     SocketInUse { path: std::path::PathBuf },
     #[error("{0}")]

@@ -12,9 +12,16 @@
 //! CPU) is dropped unrun and answers BUSY too. A verify whose callers have all gone (their connection closed)
 //! is skipped rather than computed.
 //!
-//! Three rules keep a few valid key ids from owning the pool:
-//! - per stored hash, at most [`PER_HASH_LIMIT`] Argon2 verifies are queued or running at once; one more
-//!   answers BUSY, so one known key id holds two slots, not the pool;
+//! Four rules keep a few valid key ids from owning the pool, and a flood for one key id from locking out
+//! its holder:
+//! - per stored hash, at most [`PER_HASH_LIMIT`] Argon2 verifies are queued or running at once, so one
+//!   known key id holds two slots, not the pool;
+//! - past that, verifies of the hash wait their turn in arrival order, each [`Caller`] (a connection)
+//!   holding at most one waiting place per hash; one more from a caller already waiting answers BUSY at
+//!   once. Since nobody holds two places, arrival order is a round robin over the callers: a flood of
+//!   wrong secrets for a public key id on some connections delays the holder's verify on another by at
+//!   most one computation per flooding connection, never shuts it out (at most [`MAX_WAITING_PER_HASH`]
+//!   places per hash, and a place that waited [`MAX_QUEUE_WAIT`] answers BUSY);
 //! - identical verifies (same stored hash, same secret) in flight at once share one computation and its
 //!   answer, so a burst of first verifies of one key costs one Argon2 run and no BUSY;
 //! - the failure cache remembers the last [`FAILURE_CACHE_ENTRIES`] (hash, secret) pairs Argon2 refuted, as
@@ -48,8 +55,11 @@ use zeroize::Zeroizing;
 use crate::error::DaemonError;
 use crate::mint;
 
-/// Argon2 verifies of one stored hash that may be queued or running at once; one more answers BUSY.
+/// Argon2 verifies of one stored hash that may be queued or running at once; more wait their turn.
 pub const PER_HASH_LIMIT: usize = 2;
+/// Verifies that may wait for a turn on one stored hash (one per caller); past that, BUSY. Each holds the
+/// presented secret (at most 512 bytes) until its turn.
+pub const MAX_WAITING_PER_HASH: usize = 256;
 /// Refuted (hash, secret) pairs the failure cache holds; the oldest is forgotten first. An entry is 48 bytes
 /// (a 16-byte hash fingerprint and a 32-byte keyed digest), kept in a set and a queue.
 pub const FAILURE_CACHE_ENTRIES: usize = 4096;
@@ -154,8 +164,6 @@ pub struct Hasher {
 }
 
 struct Inner {
-    /// The Argon2 threads' queue; dropping it (with the last clone) ends the threads.
-    jobs: SyncSender<Job>,
     shared: Arc<Shared>,
     /// HMAC-SHA256 states already keyed with the warm and lookup keys: cloning one skips re-deriving the
     /// key pads (two SHA-256 blocks) on every verify. They live as long as the process, like the keys.
@@ -178,6 +186,9 @@ struct Job {
 
 /// What the callers and the Argon2 threads share.
 struct Shared {
+    /// The Argon2 threads' queue: the last clone of the [`Hasher`] takes it away, which ends the threads once
+    /// the jobs already queued are done. A finished verify queues the next waiting one of its hash here.
+    jobs: Mutex<Option<SyncSender<Job>>>,
     argon: Argon2<'static>,
     /// Jobs an Argon2 thread is running.
     running: AtomicUsize,
@@ -206,7 +217,9 @@ impl Hasher {
     fn build(cost: HashCost, pool: PoolSettings, keys: DigestKeys, max_wait: Duration) -> Result<Self, String> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+        let (jobs, queue) = mpsc::sync_channel(pool.queue);
         let shared = Arc::new(Shared {
+            jobs: Mutex::new(Some(jobs)),
             argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params),
             running: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
@@ -215,12 +228,10 @@ impl Hasher {
             claims: Mutex::new(Claims::default()),
             failures: Mutex::new(Failures::new(FAILURE_CACHE_ENTRIES)),
         });
-        let (jobs, queue) = mpsc::sync_channel(pool.queue);
         let threads = start_threads(pool, queue, &shared)?;
         tracing::debug!(workers = threads.len(), queue = pool.queue, nice = pool.nice, "Argon2 threads started");
         Ok(Hasher {
             inner: Arc::new(Inner {
-                jobs,
                 shared,
                 warm_mac: keyed(&keys.warm),
                 lookup_mac: keyed(&keys.lookup),
@@ -256,47 +267,53 @@ impl Hasher {
     pub async fn hash(&self, secret: Zeroizing<Vec<u8>>) -> Result<String, DaemonError> {
         let (answer, hashed) = oneshot::channel();
         let shared = self.inner.shared.clone();
-        self.inner.submit(Box::new(move || {
+        let work = Box::new(move || {
             if !answer.is_closed() {
                 let _ = answer.send(shared.hash_new(&secret));
             }
-        }))?;
+        });
+        self.inner.shared.submit(Job { work, queued_at: Instant::now() })?;
         // No answer: the job waited too long and was dropped, or it failed (and was logged).
         hashed.await.map_err(|_| DaemonError::Busy)?
     }
 
-    /// Whether `secret` matches the PHC string `phc` (using the cost stored in it). A pair refuted lately is
-    /// answered from the failure cache; one already being verified is waited for, not computed again. BUSY
-    /// when the hash has [`PER_HASH_LIMIT`] computations under way, the queue is full, or the computation
-    /// waited longer than [`MAX_QUEUE_WAIT`].
-    pub async fn verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>) -> Result<bool, DaemonError> {
-        self.start_verify(secret, phc)?.answer().await
+    /// Whether `secret` matches the PHC string `phc` (using the cost stored in it), asked by `caller`. A pair
+    /// refuted lately is answered from the failure cache; one already being verified is waited for, not
+    /// computed again; past the hash's [`PER_HASH_LIMIT`], it waits its turn. BUSY when `caller` already
+    /// waits for a turn on this hash, the queue is full, or the computation waited longer than
+    /// [`MAX_QUEUE_WAIT`].
+    pub async fn verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>, caller: Caller) -> Result<bool, DaemonError> {
+        self.start_verify(secret, phc, caller)?.answer().await
     }
 
     /// [`Hasher::verify`] in two steps: everything that needs no waiting happens now (the failure cache, the
     /// hash's limit, a place in the queue), so a caller can answer a refusal inline; the Argon2 answer is
     /// awaited from the returned [`PendingVerify`].
-    pub fn start_verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>) -> Result<PendingVerify, DaemonError> {
+    pub fn start_verify(
+        &self,
+        secret: Zeroizing<Vec<u8>>,
+        phc: Arc<str>,
+        caller: Caller,
+    ) -> Result<PendingVerify, DaemonError> {
         let digest = self.digest(&secret);
-        self.start_verify_digested(secret, phc, &digest)
+        self.start_verify_digested(Verification { secret, phc, caller }, &digest)
     }
 
     /// [`Hasher::start_verify`] for a caller that already holds the secret's keyed [`Hasher::digest`] (the
     /// verify path computes it to compare with the warm cells), so it is not computed twice.
     pub fn start_verify_digested(
         &self,
-        secret: Zeroizing<Vec<u8>>,
-        phc: Arc<str>,
+        verification: Verification,
         digest: &Digest,
     ) -> Result<PendingVerify, DaemonError> {
-        let attempt = Attempt { hash: fingerprint(&phc), secret: digest.0 };
+        let attempt = Attempt { hash: fingerprint(&verification.phc), secret: digest.0 };
         if self.inner.shared.failures().knows(&attempt) {
             return Ok(PendingVerify(Pending::Refuted));
         }
-        let answer = match self.inner.shared.claim(attempt)? {
-            Claimed::Joined(answer) => answer,
-            Claimed::New(claim, answer) => {
-                self.inner.submit(Box::new(move || claim.run(&secret, &phc)))?;
+        let answer = match self.inner.shared.claim(attempt, verification)? {
+            Claimed::Joined(answer) | Claimed::Waiting(answer) => answer,
+            Claimed::New(claim, verification, answer) => {
+                self.inner.shared.submit(claim.into_job(verification, Instant::now()))?;
                 answer
             }
         };
@@ -329,23 +346,38 @@ impl PendingVerify {
     }
 }
 
-impl Inner {
-    /// Queues `work` for an Argon2 thread, or refuses at once when the queue is full.
-    fn submit(&self, work: Work) -> Result<(), DaemonError> {
-        let waiting = &self.shared.waiting;
-        waiting.fetch_add(1, Ordering::AcqRel);
-        // A refused job is dropped here, which releases whatever it holds.
-        let refusal = match self.jobs.try_send(Job { work, queued_at: Instant::now() }) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(_)) => DaemonError::Busy,
-            Err(TrySendError::Disconnected(_)) => DaemonError::Internal("the Argon2 threads have stopped".into()),
-        };
-        waiting.fetch_sub(1, Ordering::AcqRel);
-        Err(refusal)
+impl Drop for Inner {
+    /// The last clone is gone: no more jobs, so the threads end once the queue is empty.
+    fn drop(&mut self) {
+        self.shared.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 }
 
 impl Shared {
+    /// Queues `job` for an Argon2 thread, or refuses at once when the queue is full.
+    fn submit(&self, job: Job) -> Result<(), DaemonError> {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        let sent = match &*self.jobs.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(jobs) => jobs.try_send(job).map_err(|error| match error {
+                TrySendError::Full(job) => (DaemonError::Busy, job),
+                TrySendError::Disconnected(job) => (stopped(), job),
+            }),
+            None => Err((stopped(), job)),
+        };
+        let Err((refusal, job)) = sent else { return Ok(()) };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Dropped outside the lock: a refused verify's claim, released, may queue the next waiting one.
+        drop(job);
+        Err(refusal)
+    }
+
+    /// Queues the computation of a verify whose turn has come; when it cannot be queued, its callers answer
+    /// BUSY (dropping it passes the turn on).
+    fn start(self: &Arc<Self>, turn: Waiter) {
+        let claim = Claim { shared: self.clone(), attempt: turn.attempt, answer: turn.answer };
+        let _ = self.submit(claim.into_job(turn.verification, turn.queued_at));
+    }
+
     /// Argon2id of `secret` with a fresh random salt, as a PHC string.
     fn hash_new(&self, secret: &[u8]) -> Result<String, DaemonError> {
         let salt_bytes = mint::key_material();
@@ -367,22 +399,30 @@ impl Shared {
         self.argon.verify_password(secret, &parsed).is_ok()
     }
 
-    /// Joins the verify of `attempt` already in flight, or claims a computation for it within the hash's
-    /// limit.
-    fn claim(self: &Arc<Self>, attempt: Attempt) -> Result<Claimed, DaemonError> {
+    /// Joins the verify of `attempt` already in flight or waiting, claims a computation for it within the
+    /// hash's limit, or gives it a waiting place, the caller's only one on this hash.
+    fn claim(self: &Arc<Self>, attempt: Attempt, verification: Verification) -> Result<Claimed, DaemonError> {
         let mut claims = self.claims();
         if let Some(answer) = claims.in_flight.get(&attempt) {
             return Ok(Claimed::Joined(answer.subscribe()));
         }
-        let under_way = claims.per_hash.entry(attempt.hash).or_default();
-        if *under_way >= PER_HASH_LIMIT {
+        let lane = claims.per_hash.entry(attempt.hash).or_default();
+        let may_start = lane.under_way < PER_HASH_LIMIT && lane.waiting.is_empty();
+        if !may_start && (lane.waiting.len() >= MAX_WAITING_PER_HASH || lane.holds_a_place(verification.caller)) {
             return Err(DaemonError::Busy);
         }
-        *under_way += 1;
         let (answer, receiver) = watch::channel(None);
         let answer = Arc::new(answer);
+        if may_start {
+            lane.under_way += 1;
+        } else {
+            let queued_at = Instant::now();
+            lane.waiting.push_back(Waiter { attempt, answer: answer.clone(), verification, queued_at });
+            claims.in_flight.insert(attempt, answer);
+            return Ok(Claimed::Waiting(receiver));
+        }
         claims.in_flight.insert(attempt, answer.clone());
-        Ok(Claimed::New(Claim { shared: self.clone(), attempt, answer }, receiver))
+        Ok(Claimed::New(Claim { shared: self.clone(), attempt, answer }, verification, receiver))
     }
 
     fn claims(&self) -> MutexGuard<'_, Claims> {
@@ -405,13 +445,56 @@ struct Attempt {
 /// Where the answer of one Argon2 verify appears: `None` until it is computed.
 type Answer = Arc<watch::Sender<Option<bool>>>;
 
-/// The Argon2 verifies under way.
+/// Who asks for a verify: one connection. Each holds at most one waiting place per stored hash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Caller(u64);
+
+impl Caller {
+    /// A caller no other has been or will be.
+    pub fn next() -> Caller {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Caller(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One Argon2 verify to run: the presented secret, the stored hash, and who asks.
+pub struct Verification {
+    pub secret: Zeroizing<Vec<u8>>,
+    pub phc: Arc<str>,
+    pub caller: Caller,
+}
+
+/// The Argon2 verifies under way and waiting.
 #[derive(Default)]
 struct Claims {
-    /// Computations queued or running, per stored hash (fingerprint); absent when none.
-    per_hash: HashMap<[u8; 16], usize>,
-    /// The computation of each attempt under way, which identical verifies join.
+    /// Per stored hash (fingerprint): its computations and the verifies waiting for a turn; absent when none.
+    per_hash: HashMap<[u8; 16], Lane>,
+    /// The computation of each attempt under way or waiting, which identical verifies join.
     in_flight: HashMap<Attempt, Answer>,
+}
+
+/// One stored hash's computations.
+#[derive(Default)]
+struct Lane {
+    /// Computations queued or running, at most [`PER_HASH_LIMIT`].
+    under_way: usize,
+    /// Verifies waiting for a turn, in arrival order, at most one per caller.
+    waiting: VecDeque<Waiter>,
+}
+
+impl Lane {
+    /// Whether `caller` already waits for a turn here (a place whose callers all left does not count).
+    fn holds_a_place(&self, caller: Caller) -> bool {
+        self.waiting.iter().any(|waiter| waiter.verification.caller == caller && !waiter.answer.is_closed())
+    }
+}
+
+/// A verify waiting for a turn on its hash.
+struct Waiter {
+    attempt: Attempt,
+    answer: Answer,
+    verification: Verification,
+    queued_at: Instant,
 }
 
 impl Claims {
@@ -422,24 +505,42 @@ impl Claims {
         }
     }
 
-    /// Ends one computation of `attempt`.
-    fn release(&mut self, attempt: &Attempt, answer: &Answer) {
+    /// Ends one computation of `attempt`, and hands its turn to the first waiting verify someone still
+    /// waits for and that has not waited too long (the others are dropped: their callers answer BUSY).
+    fn release(&mut self, attempt: &Attempt, answer: &Answer, max_wait: Duration) -> Option<Waiter> {
         self.close(attempt, answer);
-        if let Entry::Occupied(mut under_way) = self.per_hash.entry(attempt.hash) {
-            *under_way.get_mut() -= 1;
-            if *under_way.get() == 0 {
-                under_way.remove();
+        let Entry::Occupied(mut lane) = self.per_hash.entry(attempt.hash) else { return None };
+        let mut next = None;
+        let mut dropped = Vec::new();
+        while let Some(waiter) = lane.get_mut().waiting.pop_front() {
+            if waiter.answer.is_closed() || waiter.queued_at.elapsed() >= max_wait {
+                dropped.push(waiter);
+            } else {
+                next = Some(waiter);
+                break;
             }
         }
+        if next.is_none() {
+            lane.get_mut().under_way -= 1;
+            if lane.get().under_way == 0 && lane.get().waiting.is_empty() {
+                lane.remove();
+            }
+        }
+        for waiter in dropped {
+            self.close(&waiter.attempt, &waiter.answer);
+        }
+        next
     }
 }
 
 /// What [`Shared::claim`] gave a verify.
 enum Claimed {
-    /// The same attempt is being computed: wait for its answer.
+    /// The same attempt is being computed or waits: wait for its answer.
     Joined(watch::Receiver<Option<bool>>),
     /// A computation to queue, and where its answer will appear.
-    New(Claim, watch::Receiver<Option<bool>>),
+    New(Claim, Verification, watch::Receiver<Option<bool>>),
+    /// A place in the hash's line; the computation is queued when its turn comes.
+    Waiting(watch::Receiver<Option<bool>>),
 }
 
 /// One Argon2 verify's hold on its stored hash's limit. Dropping it (answered, refused by a full queue, or
@@ -451,6 +552,12 @@ struct Claim {
 }
 
 impl Claim {
+    /// The Argon2 job that computes this claim's verification.
+    fn into_job(self, verification: Verification, queued_at: Instant) -> Job {
+        let Verification { secret, phc, .. } = verification;
+        Job { work: Box::new(move || self.run(&secret, &phc)), queued_at }
+    }
+
     /// On an Argon2 thread: computes the verdict, remembers a refutation, and publishes the answer.
     fn run(self, secret: &[u8], phc: &str) {
         if self.abandoned() {
@@ -481,8 +588,15 @@ impl Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.shared.claims().release(&self.attempt, &self.answer);
+        let next = self.shared.claims().release(&self.attempt, &self.answer, self.shared.max_wait);
+        if let Some(turn) = next {
+            self.shared.start(turn);
+        }
     }
+}
+
+fn stopped() -> DaemonError {
+    DaemonError::Internal("the Argon2 threads have stopped".into())
 }
 
 /// Waits for an Argon2 verify's answer; BUSY when its computation was refused or failed before answering.
@@ -654,6 +768,13 @@ mod tests {
         hasher.hash(secret(text)).await.unwrap().into()
     }
 
+    /// The caller the tests verify as, unless they need several.
+    const ONE: Caller = Caller(0);
+
+    fn submit(hasher: &Hasher, work: Work) -> Result<(), DaemonError> {
+        hasher.inner.shared.submit(Job { work, queued_at: Instant::now() })
+    }
+
     fn computations(hasher: &Hasher) -> u64 {
         hasher.inner.shared.computations.load(Ordering::Relaxed)
     }
@@ -676,7 +797,7 @@ mod tests {
             started.send(()).unwrap();
             let _ = released.recv();
         };
-        hasher.inner.submit(Box::new(job)).unwrap();
+        submit(hasher, Box::new(job)).unwrap();
         has_started.recv().unwrap();
         release
     }
@@ -688,8 +809,8 @@ mod tests {
         assert!(phc.starts_with("$argon2id$"));
         assert!(!phc.contains("right"));
         let phc: Arc<str> = phc.into();
-        assert!(hasher.verify(Zeroizing::new(b"right".to_vec()), phc.clone()).await.unwrap());
-        assert!(!hasher.verify(Zeroizing::new(b"wrong".to_vec()), phc).await.unwrap());
+        assert!(hasher.verify(Zeroizing::new(b"right".to_vec()), phc.clone(), ONE).await.unwrap());
+        assert!(!hasher.verify(Zeroizing::new(b"wrong".to_vec()), phc, ONE).await.unwrap());
         assert_eq!(computations(&hasher), 3, "the hash and both verifies ran Argon2");
         assert!(holds_no_claims(&hasher));
     }
@@ -708,38 +829,83 @@ mod tests {
         let phc = stored(&hasher, "right").await;
         let release = occupy_a_thread(&hasher);
         let (done, queued_job_done) = mpsc::channel();
-        hasher.inner.submit(Box::new(move || done.send(()).unwrap())).unwrap();
+        submit(&hasher, Box::new(move || done.send(()).unwrap())).unwrap();
         assert_eq!(hasher.load(), (1, 1));
 
-        assert!(matches!(hasher.start_verify(secret("right"), phc.clone()), Err(DaemonError::Busy)));
+        assert!(matches!(hasher.start_verify(secret("right"), phc.clone(), ONE), Err(DaemonError::Busy)));
         assert!(matches!(poll_once(&mut Box::pin(hasher.hash(secret("new")))), Poll::Ready(Err(DaemonError::Busy))));
         assert!(holds_no_claims(&hasher), "a refused verify holds nothing");
         assert_eq!(hasher.load(), (1, 1));
 
         drop(release);
         queued_job_done.recv().unwrap();
-        assert!(hasher.verify(secret("right"), phc).await.unwrap(), "served once the queue drains");
+        assert!(hasher.verify(secret("right"), phc, ONE).await.unwrap(), "served once the queue drains");
     }
 
     #[tokio::test]
-    async fn a_third_concurrent_verify_of_one_hash_is_busy_while_another_hash_gets_through() {
+    async fn past_two_computations_of_one_hash_a_caller_waits_in_one_place_while_another_hash_gets_through() {
         let hasher = pool(1, 8);
         let (a, b) = (stored(&hasher, "secret a").await, stored(&hasher, "secret b").await);
         let release = occupy_a_thread(&hasher);
-        let first = hasher.start_verify(secret("wrong 1"), a.clone()).unwrap();
-        let second = hasher.start_verify(secret("wrong 2"), a.clone()).unwrap();
+        let first = hasher.start_verify(secret("wrong 1"), a.clone(), ONE).unwrap();
+        let second = hasher.start_verify(secret("wrong 2"), a.clone(), ONE).unwrap();
 
-        let third = hasher.start_verify(secret("secret a"), a.clone());
-        assert!(matches!(third, Err(DaemonError::Busy)), "two computations of this hash are under way");
-        let other_hash = hasher.start_verify(secret("secret b"), b).expect("another hash still gets a place");
-        assert_eq!(hasher.load(), (1, 3));
+        let third = hasher.start_verify(secret("secret a"), a.clone(), ONE).expect("waits for a turn");
+        let fourth = hasher.start_verify(secret("wrong 4"), a.clone(), ONE);
+        assert!(matches!(fourth, Err(DaemonError::Busy)), "this caller already waits for a turn on this hash");
+        let other_hash = hasher.start_verify(secret("secret b"), b, ONE).expect("another hash still gets a place");
+        assert_eq!(hasher.load(), (1, 3), "the waiting verify is not queued until its turn");
 
         drop(release);
         assert!(!first.answer().await.unwrap());
         assert!(!second.answer().await.unwrap());
+        assert!(third.answer().await.unwrap(), "its turn came when one of the first two finished");
         assert!(other_hash.answer().await.unwrap());
         assert!(holds_no_claims(&hasher), "an answered verify has released its hash");
-        assert!(hasher.verify(secret("secret a"), a).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_flood_for_one_hash_on_one_connection_cannot_shut_out_another() {
+        let hasher = pool(1, 64);
+        let phc = stored(&hasher, "right").await;
+        let (flood, holder) = (Caller(1), Caller(2));
+        let release = occupy_a_thread(&hasher);
+        let mut flooded: Vec<_> = (0..3)
+            .map(|n| {
+                hasher.start_verify(secret(&format!("wrong {n}")), phc.clone(), flood).expect("two run, one waits")
+            })
+            .collect();
+        let held = hasher.start_verify(secret("right"), phc.clone(), holder).expect("the holder waits its turn");
+        for n in 3..50 {
+            let refused = hasher.start_verify(secret(&format!("wrong {n}")), phc.clone(), flood);
+            assert!(matches!(refused, Err(DaemonError::Busy)), "the flood holds one waiting place, not the line");
+        }
+        drop(release);
+        assert!(held.answer().await.unwrap(), "the holder is served after at most the flood's one waiting verify");
+        for verify in flooded.drain(..) {
+            assert!(!verify.answer().await.unwrap());
+        }
+        assert!(holds_no_claims(&hasher));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_verify_nobody_waits_for_any_more_passes_its_turn_on() {
+        let hasher = pool(1, 8);
+        let phc = stored(&hasher, "right").await;
+        let before = computations(&hasher);
+        let release = occupy_a_thread(&hasher);
+        let running: Vec<_> =
+            (0..2).map(|n| hasher.start_verify(secret(&format!("w{n}")), phc.clone(), ONE).unwrap()).collect();
+        drop(hasher.start_verify(secret("gone"), phc.clone(), Caller(7)).unwrap());
+        let next =
+            hasher.start_verify(secret("right"), phc.clone(), Caller(7)).expect("a place left by its callers is free");
+        drop(release);
+        for verify in running {
+            assert!(!verify.answer().await.unwrap());
+        }
+        assert!(next.answer().await.unwrap());
+        assert_eq!(computations(&hasher), before + 3, "the abandoned one was never computed");
+        assert!(holds_no_claims(&hasher));
     }
 
     #[tokio::test]
@@ -748,8 +914,9 @@ mod tests {
         let phc = stored(&hasher, "right").await;
         let before = computations(&hasher);
         let release = occupy_a_thread(&hasher);
-        let verifies: Vec<_> =
-            (0..5).map(|_| hasher.start_verify(secret("right"), phc.clone()).expect("joins, never BUSY")).collect();
+        let verifies: Vec<_> = (0..5)
+            .map(|_| hasher.start_verify(secret("right"), phc.clone(), ONE).expect("joins, never BUSY"))
+            .collect();
         assert_eq!(hasher.load(), (1, 1), "one computation queued for all five");
 
         drop(release);
@@ -764,14 +931,14 @@ mod tests {
         let hasher = cheap();
         let (a, b) = (stored(&hasher, "secret a").await, stored(&hasher, "secret b").await);
         let before = computations(&hasher);
-        assert!(!hasher.verify(secret("wrong"), a.clone()).await.unwrap());
+        assert!(!hasher.verify(secret("wrong"), a.clone(), ONE).await.unwrap());
         assert_eq!(computations(&hasher), before + 1);
 
-        assert!(!hasher.verify(secret("wrong"), a.clone()).await.unwrap());
+        assert!(!hasher.verify(secret("wrong"), a.clone(), ONE).await.unwrap());
         assert_eq!(computations(&hasher), before + 1, "answered from the failure cache");
-        assert!(!hasher.verify(secret("wrong"), b).await.unwrap());
+        assert!(!hasher.verify(secret("wrong"), b, ONE).await.unwrap());
         assert_eq!(computations(&hasher), before + 2, "the cache is per hash");
-        assert!(hasher.verify(secret("secret a"), a).await.unwrap());
+        assert!(hasher.verify(secret("secret a"), a, ONE).await.unwrap());
         assert_eq!(computations(&hasher), before + 3, "a right secret is never in the cache");
     }
 
@@ -794,11 +961,11 @@ mod tests {
         let phc = stored(&hasher, "right").await;
         let before = computations(&hasher);
         let release = occupy_a_thread(&hasher);
-        let gone = hasher.start_verify(secret("wrong"), phc.clone()).unwrap();
+        let gone = hasher.start_verify(secret("wrong"), phc.clone(), ONE).unwrap();
         drop(gone);
 
         drop(release);
-        assert!(hasher.verify(secret("right"), phc).await.unwrap());
+        assert!(hasher.verify(secret("right"), phc, ONE).await.unwrap());
         assert_eq!(computations(&hasher), before + 1, "only the verify still awaited ran Argon2");
         assert!(holds_no_claims(&hasher));
     }
@@ -811,7 +978,7 @@ mod tests {
         let clone = hasher.clone();
         drop(hasher);
         let phc = stored(&clone, "right").await;
-        assert!(clone.verify(secret("right"), phc).await.unwrap(), "a clone keeps the threads");
+        assert!(clone.verify(secret("right"), phc, ONE).await.unwrap(), "a clone keeps the threads");
 
         drop(clone);
         let (ended, all_ended) = mpsc::channel();
@@ -828,7 +995,7 @@ mod tests {
         let hasher = Hasher::build(CHEAP, settings, DigestKeys::ephemeral(), Duration::ZERO).unwrap();
         assert!(matches!(hasher.hash(secret("new")).await, Err(DaemonError::Busy)));
         let phc = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
-        assert!(matches!(hasher.verify(secret("any"), phc.into()).await, Err(DaemonError::Busy)));
+        assert!(matches!(hasher.verify(secret("any"), phc.into(), ONE).await, Err(DaemonError::Busy)));
         assert_eq!(computations(&hasher), 0);
         assert!(holds_no_claims(&hasher));
     }
@@ -842,7 +1009,7 @@ mod tests {
         let job = move || {
             let _ = report.send((own_priority().unwrap(), std::thread::current().name().map(str::to_owned)));
         };
-        hasher.inner.submit(Box::new(job)).unwrap();
+        submit(&hasher, Box::new(job)).unwrap();
         let (priority, name) = reported.recv().unwrap();
         let ours = own_priority().unwrap();
         assert_eq!(priority, (ours + 3).min(i32::from(MAX_NICE)));

@@ -28,6 +28,7 @@
 //! - [`stats`]: operational counters and the verify latency histogram.
 //! - [`systemd`]: readiness notifications, the watchdog, socket activation.
 //! - [`peer`]: who may use which socket, from the peer's credentials.
+//! - [`roster`]: the open verify connections, so the one idle longest can make room for a newcomer.
 //! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
 //! - [`logging`]: log formats and the reloadable filter.
 //! - [`config`], [`config_file`]: settings and the TOML file they may come from.
@@ -52,6 +53,7 @@ pub mod mint;
 pub mod parallel;
 pub mod peer;
 pub mod record;
+pub mod roster;
 pub mod server;
 pub mod service;
 pub mod signals;

@@ -6,9 +6,8 @@
 //! to ids when the configuration is loaded; a name that does not exist is logged and ignored.
 
 use std::collections::HashSet;
-use std::ffi::{CStr, CString};
 
-use keyward_protocol::Actor;
+use keyward_protocol::{users, Actor};
 
 use crate::config::{Config, Principal};
 use crate::service::SocketRole;
@@ -26,8 +25,7 @@ impl Gate {
     /// The rules of `config`, with names resolved now.
     pub fn new(config: &Config) -> Gate {
         Gate {
-            // SAFETY: getuid has no preconditions.
-            own_uid: unsafe { libc::getuid() },
+            own_uid: users::own_uid(),
             admin_uids: config.admin_users.iter().filter_map(|p| resolve(p, Kind::User)).collect(),
             admin_gids: config.admin_groups.iter().filter_map(|p| resolve(p, Kind::Group)).collect(),
             verify_gids: config
@@ -65,71 +63,27 @@ fn resolve(principal: &Principal, kind: Kind) -> Option<u32> {
         Principal::Id(id) => return Some(*id),
         Principal::Name(name) => name,
     };
-    let id = CString::new(name.as_str()).ok().and_then(|c_name| match kind {
-        Kind::User => user_id(&c_name),
-        Kind::Group => group_id(&c_name),
-    });
+    let id = match kind {
+        Kind::User => users::user_id(name),
+        Kind::Group => users::group_id(name),
+    };
     if id.is_none() {
         tracing::warn!(name, "unknown user or group in the configuration; ignored");
     }
     id
 }
 
-/// Scratch space for the reentrant passwd/group lookups.
-const LOOKUP_BUFFER: usize = 16 * 1024;
-
-fn user_id(name: &CStr) -> Option<u32> {
-    let mut entry = std::mem::MaybeUninit::<libc::passwd>::zeroed();
-    let mut buffer = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    let mut found = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `found` is non-null only when `entry` was filled.
-    let status =
-        unsafe { libc::getpwnam_r(name.as_ptr(), entry.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut found) };
-    // SAFETY: checked that the lookup filled `entry`.
-    (status == 0 && !found.is_null()).then(|| unsafe { entry.assume_init() }.pw_uid)
-}
-
-fn group_id(name: &CStr) -> Option<u32> {
-    let mut entry = std::mem::MaybeUninit::<libc::group>::zeroed();
-    let mut buffer = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    let mut found = std::ptr::null_mut();
-    // SAFETY: as in `user_id`.
-    let status =
-        unsafe { libc::getgrnam_r(name.as_ptr(), entry.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut found) };
-    // SAFETY: checked that the lookup filled `entry`.
-    (status == 0 && !found.is_null()).then(|| unsafe { entry.assume_init() }.gr_gid)
+/// The gid of a group named in the configuration, or `None` if there is no such group.
+pub fn group(principal: &Principal) -> Option<u32> {
+    match principal {
+        Principal::Id(id) => Some(*id),
+        Principal::Name(name) => users::group_id(name),
+    }
 }
 
 /// Whether the peer's primary group or any supplementary group of its user is in `gids`.
 fn in_any_group(peer: &Actor, gids: &HashSet<u32>) -> bool {
-    gids.contains(&peer.gid) || supplementary_groups(peer.uid, peer.gid).iter().any(|g| gids.contains(g))
-}
-
-fn supplementary_groups(uid: u32, primary: u32) -> Vec<u32> {
-    let mut entry = std::mem::MaybeUninit::<libc::passwd>::zeroed();
-    let mut buffer = vec![0 as libc::c_char; LOOKUP_BUFFER];
-    let mut found = std::ptr::null_mut();
-    // SAFETY: as in `user_id`.
-    let status = unsafe { libc::getpwuid_r(uid, entry.as_mut_ptr(), buffer.as_mut_ptr(), buffer.len(), &mut found) };
-    if status != 0 || found.is_null() {
-        return Vec::new();
-    }
-    // SAFETY: checked that the lookup filled `entry`; its name points into `buffer`, still alive.
-    let name = unsafe { entry.assume_init() }.pw_name;
-    let mut groups = vec![0 as libc::gid_t; 64];
-    loop {
-        let mut count = groups.len() as libc::c_int;
-        // SAFETY: `name` is a valid C string and `groups` holds `count` entries.
-        let status = unsafe { libc::getgrouplist(name, primary, groups.as_mut_ptr(), &mut count) };
-        if status >= 0 {
-            groups.truncate(count as usize);
-            return groups;
-        }
-        if groups.len() >= 65_536 {
-            return Vec::new();
-        }
-        groups.resize((count as usize).max(groups.len() * 2), 0);
-    }
+    gids.contains(&peer.gid) || users::supplementary_groups(peer.uid, peer.gid).iter().any(|g| gids.contains(g))
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! Running the daemon: take the data directory, load the index, bind (or adopt) both sockets, tell systemd
 //! it is ready, accept connections, reload on request, and on shutdown drain, flush and clean up.
 //!
-//! Back-pressure starts at the door: a connection permit is taken *before* `accept()`, so past
-//! `max_connections` new clients wait in the kernel's backlog instead of being accepted and starved.
+//! Back-pressure starts at the door, and each socket has its own permits: `max_connections` for the verify
+//! socket and `max_admin_connections` for the admin socket, so app servers (or anyone allowed on the verify
+//! socket) holding every verify connection cannot keep an operator from `keyward revoke` during an incident.
+//! An admin permit is taken *before* `accept()`, so past the limit operators wait in the kernel's backlog.
+//! When every verify permit is taken, one more verify client is accepted and waits while the connection
+//! idle the longest is asked to make room ([`crate::roster`]); with none idle it waits for one to close.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::net::UnixListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,8 +24,9 @@ use crate::connection::{self, ConnectionLimits};
 use crate::error::StartError;
 use crate::hasher::{DigestKeys, Hasher};
 use crate::peer::Gate;
+use crate::roster::Roster;
 use crate::service::{Service, SocketRole};
-use crate::socket::SocketFile;
+use crate::socket::{SocketFile, SocketMode};
 use crate::store::{HighWater, Store};
 use crate::systemd::{self, Activated};
 use crate::{flusher, keyfile, lockfile, socket};
@@ -85,8 +90,11 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }
 
-    let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, config.verify_socket_mode)?;
-    let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, config.admin_socket_mode)?;
+    let verify_group = config.verify_socket_group.as_ref().and_then(crate::peer::group);
+    let verify_mode = SocketMode { mode: config.verify_socket_mode, group: verify_group };
+    let admin_mode = SocketMode { mode: config.admin_socket_mode, group: None };
+    let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, verify_mode)?;
+    let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, admin_mode)?;
     let keys = service.index().len();
     tracing::info!(
         keys,
@@ -102,7 +110,9 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let door = Door {
         service: service.clone(),
         limits: Arc::new(RwLock::new(config.connection)),
-        permits: Arc::new(Semaphore::new(config.max_connections)),
+        verify_permits: Arc::new(Semaphore::new(config.max_connections)),
+        admin_permits: Arc::new(Semaphore::new(config.max_admin_connections)),
+        roster: Roster::new(),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };
@@ -147,7 +157,7 @@ fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
 fn listener(
     passed: Option<std::os::fd::OwnedFd>,
     path: &Path,
-    mode: u32,
+    mode: SocketMode,
 ) -> Result<(UnixListener, Option<SocketFile>), StartError> {
     let Some(fd) = passed else {
         let (listener, file) = socket::bind(path, mode)?;
@@ -190,11 +200,13 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
     service.set_legacy_sunset(new.legacy_sunset);
     service.set_gate(Gate::new(new));
     *door.limits.write().unwrap_or_else(|p| p.into_inner()) = new.connection;
-    resize(&door.permits, old.max_connections, new.max_connections);
+    resize(&door.verify_permits, old.max_connections, new.max_connections);
+    resize(&door.admin_permits, old.max_admin_connections, new.max_admin_connections);
     let restart_only = [
         ("data_dir", old.data_dir != new.data_dir),
         ("verify_socket", old.verify_socket != new.verify_socket),
         ("admin_socket", old.admin_socket != new.admin_socket),
+        ("verify_socket_group", old.verify_socket_group != new.verify_socket_group),
         ("runtime.threads", old.runtime_threads != new.runtime_threads),
         ("argon2", old.hash_cost != new.hash_cost || old.hash_pool() != new.hash_pool()),
         ("log.format", old.log_format != new.log_format),
@@ -228,41 +240,80 @@ struct Door {
     service: Service,
     /// Read once per new connection, so a reload applies to connections opened after it.
     limits: Arc<RwLock<ConnectionLimits>>,
-    permits: Arc<Semaphore>,
+    verify_permits: Arc<Semaphore>,
+    admin_permits: Arc<Semaphore>,
+    /// The open verify connections, one of which may be asked to make room.
+    roster: Arc<Roster>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
+
+/// How often a verify newcomer that found no idle connection to replace looks again.
+const MAKE_ROOM_RETRY: Duration = Duration::from_millis(250);
 
 impl Door {
     /// Accepts connections on `listener` until shutdown.
     async fn accept(self, listener: UnixListener, role: SocketRole) {
         let mut backoff = Duration::from_millis(10);
         loop {
-            let permit = tokio::select! {
-                permit = self.permits.clone().acquire_owned() => permit.expect("the permit semaphore is never closed"),
-                _ = self.shutdown.cancelled() => return,
+            // Operators wait in the backlog for an admin permit; a verify newcomer is let in to make room.
+            let early = match role {
+                SocketRole::Admin => match self.cancellable(self.admin_permits.clone().acquire_owned()).await {
+                    Some(permit) => Some(permit.expect("the permit semaphores are never closed")),
+                    None => return,
+                },
+                SocketRole::Verify => self.verify_permits.clone().try_acquire_owned().ok(),
             };
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = self.shutdown.cancelled() => return,
-            };
-            match accepted {
-                Ok((stream, _)) => {
-                    backoff = Duration::from_millis(10);
-                    let limits = *self.limits.read().unwrap_or_else(|p| p.into_inner());
-                    let (service, shutdown) = (self.service.clone(), self.shutdown.clone());
-                    self.tracker.spawn(async move {
-                        connection::serve(stream, role, service, limits, shutdown).await;
-                        drop(permit);
-                    });
-                }
+            let Some(accepted) = self.cancellable(listener.accept()).await else { return };
+            let stream = match accepted {
+                Ok((stream, _)) => stream,
                 Err(error) => {
                     // Typically EMFILE: wait for descriptors to free up rather than spin or die.
                     tracing::warn!(%error, ?role, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
                 }
+            };
+            backoff = Duration::from_millis(10);
+            let permit = match early {
+                Some(permit) => permit,
+                None => match self.make_room().await {
+                    Some(permit) => permit,
+                    None => return,
+                },
+            };
+            let membership = (role == SocketRole::Verify).then(|| self.roster.join());
+            let limits = *self.limits.read().unwrap_or_else(|p| p.into_inner());
+            let (service, shutdown) = (self.service.clone(), self.shutdown.clone());
+            self.tracker.spawn(async move {
+                connection::serve(stream, role, service, limits, membership, shutdown).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// A verify permit for a newcomer that found them all taken: asks the connection idle the longest to
+    /// close, and looks again while none qualifies. `None` at shutdown.
+    async fn make_room(&self) -> Option<OwnedSemaphorePermit> {
+        loop {
+            if self.roster.ask_longest_idle_to_leave() {
+                tracing::info!("every verify connection is taken; asked the one idle longest to make room");
             }
+            let permit = self.verify_permits.clone().acquire_owned();
+            tokio::select! {
+                permit = permit => return Some(permit.expect("the permit semaphores are never closed")),
+                () = tokio::time::sleep(MAKE_ROOM_RETRY) => {}
+                () = self.shutdown.cancelled() => return None,
+            }
+        }
+    }
+
+    /// `future`'s output, or `None` if shutdown comes first.
+    async fn cancellable<T>(&self, future: impl std::future::Future<Output = T>) -> Option<T> {
+        tokio::select! {
+            output = future => Some(output),
+            () = self.shutdown.cancelled() => None,
         }
     }
 }

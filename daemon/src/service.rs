@@ -17,7 +17,7 @@ use tokio::sync::{Mutex, MutexGuard};
 use crate::clock::Now;
 use crate::config::{Config, Plans};
 use crate::error::DaemonError;
-use crate::hasher::Hasher;
+use crate::hasher::{Caller, Hasher};
 use crate::index::{HotKey, Index};
 use crate::peer::Gate;
 use crate::record::KeyRecord;
@@ -86,8 +86,10 @@ struct Inner {
     next_audit_seq: AtomicU64,
     /// Rate plans by name; read when snapshots are built, never on the verify path.
     plans: std::sync::RwLock<Arc<Plans>>,
-    /// Who may use which socket; read once per connection.
+    /// Who may use which socket; read once per connection, and again by each open connection after a reload.
     gate: std::sync::RwLock<Arc<Gate>>,
+    /// Bumped after each change of `gate`, so that an open connection notices one with an atomic load.
+    gate_generation: AtomicU64,
     stats: Stats,
 }
 
@@ -136,6 +138,7 @@ impl Service {
                 next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
                 plans: std::sync::RwLock::new(Arc::new(plans)),
                 gate: std::sync::RwLock::new(Arc::new(Gate::new(config))),
+                gate_generation: AtomicU64::new(0),
                 stats: Stats::default(),
             }),
         })
@@ -211,8 +214,15 @@ impl Service {
         read(&self.inner.gate)
     }
 
+    /// Replaces the access rules; open connections check their peer against them at their next request.
     pub fn set_gate(&self, gate: Gate) {
         write(&self.inner.gate, gate);
+        self.inner.gate_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every [`Service::set_gate`]: a connection that saw another value re-checks its peer.
+    pub fn gate_generation(&self) -> u64 {
+        self.inner.gate_generation.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> &Stats {
@@ -266,9 +276,10 @@ impl Service {
 
     /// Answers a verify that arrived at `now`, on either socket: from memory when it can, else as work that
     /// waits for the store or Argon2. The request is borrowed: read in place from its frame on the hot path.
-    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>, now: Now) -> Handled {
+    /// `caller` is the connection, which waits its own turn if Argon2 must decide.
+    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>, now: Now, caller: Caller) -> Handled {
         let started = now.at;
-        match self.verify_now(request, now) {
+        match self.verify_now(request, now, caller) {
             Ok(Step::Done(verdict)) => {
                 self.stats().verified(verdict.code(), started.elapsed());
                 Handled::Verified(verdict)
@@ -291,27 +302,27 @@ impl Service {
         }
     }
 
-    /// Answers `request` arriving on a socket of `role` from `actor`.
-    pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor) -> Handled {
+    /// Answers `request` arriving on a socket of `role` from `actor` over the connection `caller`.
+    pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor, caller: Caller) -> Handled {
         match (role, request) {
             (_, Request::Ping) => Handled::Now(Reply::Pong),
-            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed(), Now::read()),
+            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed(), Now::read(), caller),
             (SocketRole::Verify, _) => Handled::Now(Reply::Error(
                 DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
             )),
-            (SocketRole::Admin, request) => self.manage(request, actor.clone()),
+            (SocketRole::Admin, request) => self.manage(request, actor.clone(), caller),
         }
     }
 
-    fn manage(&self, request: Request, actor: Actor) -> Handled {
+    fn manage(&self, request: Request, actor: Actor, caller: Caller) -> Handled {
         match request {
-            Request::Ping | Request::Verify(_) => self.handle(request, SocketRole::Admin, &actor),
+            Request::Ping | Request::Verify(_) => self.handle(request, SocketRole::Admin, &actor, caller),
             Request::As { actor: label, request } => match (validate::actor(&label), *request) {
                 (Err(error), _) => Handled::Now(Reply::Error(error.to_reply())),
                 (Ok(_), Request::As { .. }) => Handled::Now(Reply::Error(
                     DaemonError::InvalidArgument("`As` requests cannot be nested".into()).to_reply(),
                 )),
-                (Ok(label), inner) => self.manage(inner, Actor { label: Some(label), ..actor }),
+                (Ok(label), inner) => self.manage(inner, Actor { label: Some(label), ..actor }, caller),
             },
             Request::List(list) => self.blocking(move |s| s.list(&list), Reply::Keys),
             Request::Get { id } => self.blocking(move |s| s.get(&id), Reply::Key),

@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::clock::Now;
 use crate::error::DaemonError;
-use crate::hasher::{Digest, PendingVerify};
+use crate::hasher::{Caller, Digest, PendingVerify, Verification};
 use crate::index::{AnswerKey, HotKey, HotLimit, HotSecret};
 use crate::limiter::Decision;
 use crate::record::KeyState;
@@ -76,6 +76,7 @@ pub enum Step {
 pub struct Load {
     id: KeyId,
     request: VerifyRequest,
+    caller: Caller,
 }
 
 /// A verify waiting for Argon2.
@@ -88,6 +89,7 @@ pub struct ColdCheck {
     secret: Zeroizing<Vec<u8>>,
     digest: Digest,
     request: VerifyRequest,
+    caller: Caller,
 }
 
 fn refuse(code: VerifyCode) -> Step {
@@ -141,7 +143,8 @@ impl Service {
     /// Every check that needs no Argon2, as of `now` (the request's arrival, which the caller has read for
     /// its latency figures anyway). Errors only for a malformed request (an invalid required scope). The
     /// request is borrowed (from its frame, on the hot path); a verify that must wait keeps an owned copy.
-    pub fn verify_now(&self, request: &VerifyRequestRef<'_>, now: Now) -> Result<Step, DaemonError> {
+    /// `caller` (the connection) waits its own turn if Argon2 must decide.
+    pub fn verify_now(&self, request: &VerifyRequestRef<'_>, now: Now, caller: Caller) -> Result<Step, DaemonError> {
         if let Some(required) = request.scope {
             scope::validate(required).map_err(|e| DaemonError::InvalidArgument(e.to_string()))?;
         }
@@ -151,7 +154,7 @@ impl Service {
         }
         let (key, secret) = match self.named(text) {
             Named::Key(key, secret) => (key, secret),
-            Named::Stored(id) => return Ok(Step::Load(Load { id, request: request.to_request() })),
+            Named::Stored(id) => return Ok(Step::Load(Load { id, request: request.to_request(), caller })),
             Named::Refused(code) => return Ok(refuse(code)),
         };
         let digest = self.hasher().digest(secret);
@@ -173,12 +176,29 @@ impl Service {
         // Queued now, so that a full queue (BUSY) or a secret the failure cache knows to be wrong is answered
         // inline, without a task per attempt: a flood of wrong secrets must not crowd the async workers.
         let secret = Zeroizing::new(secret.to_vec());
-        let first = self.hasher().start_verify_digested(secret.clone(), candidates[0].clone(), &digest)?;
+        let first =
+            self.argon2(&key, Verification { secret: secret.clone(), phc: candidates[0].clone(), caller }, &digest)?;
         if first.is_refuted() && candidates.len() == 1 {
             self.index().note_use(&key, VerifyCode::NotFound);
             return Ok(refuse(VerifyCode::NotFound));
         }
-        Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request: request.to_request() }))
+        let request = request.to_request();
+        Ok(Step::Cold(ColdCheck { key, first, candidates, secret, digest, request, caller }))
+    }
+
+    /// Starts the Argon2 check of `verification` against `key`; a BUSY refusal is counted in the key's usage,
+    /// where its holder's operator sees a flood against it.
+    fn argon2(&self, key: &HotKey, verification: Verification, digest: &Digest) -> Result<PendingVerify, DaemonError> {
+        let started = self.hasher().start_verify_digested(verification, digest);
+        self.busy_noted(key, started)
+    }
+
+    /// `result`, with a BUSY refusal counted in `key`'s usage.
+    fn busy_noted<T>(&self, key: &HotKey, result: Result<T, DaemonError>) -> Result<T, DaemonError> {
+        if matches!(result, Err(DaemonError::Busy)) {
+            self.index().note_use(key, VerifyCode::Busy);
+        }
+        result
     }
 
     /// The key a presented token names, by its key id or (for an imported token) its lookup digest.
@@ -186,6 +206,12 @@ impl Service {
         let parsed = Token::parse(text);
         if let Ok(token) = &parsed {
             if let Some(key) = self.index().get(token.key_id()) {
+                // The environment is part of what was issued: a live key's secret under a test prefix (with
+                // its checksum recomputed) is not the key's token.
+                if key.record.env != token.env() {
+                    self.index().note_use(&key, VerifyCode::NotFound);
+                    return Named::Refused(VerifyCode::NotFound);
+                }
                 return Named::Key(key, token.secret());
             }
             if self.index().contains(token.key_id()) {
@@ -216,9 +242,9 @@ impl Service {
         match step {
             Step::Done(verdict) => Ok(verdict.into_answer()),
             Step::Cold(check) => self.verify_cold(check).await,
-            Step::Load(Load { id, request }) => {
+            Step::Load(Load { id, request, caller }) => {
                 self.load_key(&id).await?;
-                match self.verify_now(&request.as_borrowed(), Now::read())? {
+                match self.verify_now(&request.as_borrowed(), Now::read(), caller)? {
                     Step::Done(verdict) => Ok(verdict.into_answer()),
                     Step::Cold(check) => self.verify_cold(check).await,
                     // The store had no record for a key the directory lists: keys are never removed, so this
@@ -231,14 +257,17 @@ impl Service {
 
     /// Finishes a verify of a cold slot: Argon2, then the state checks on the current snapshot.
     pub async fn verify_cold(&self, check: ColdCheck) -> Result<VerifyAnswer, DaemonError> {
-        let ColdCheck { key, first, candidates, secret, digest, request } = check;
+        let ColdCheck { key, first, candidates, secret, digest, request, caller } = check;
         let mut matched = None;
         let mut first = Some(first);
         for phc in candidates {
-            let right = match first.take() {
-                Some(first) => first.answer().await?,
-                None => self.hasher().start_verify_digested(secret.clone(), phc.clone(), &digest)?.answer().await?,
+            let pending = match first.take() {
+                Some(first) => first,
+                None => {
+                    self.argon2(&key, Verification { secret: secret.clone(), phc: phc.clone(), caller }, &digest)?
+                }
             };
+            let right = self.busy_noted(&key, pending.answer().await)?;
             if right {
                 matched = Some(phc);
                 break;

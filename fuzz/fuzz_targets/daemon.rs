@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use keyward_daemon::hasher::{DigestKeys, HashCost, Hasher};
+use keyward_daemon::hasher::{Caller, DigestKeys, HashCost, Hasher};
 use keyward_daemon::service::{Handled, Service, SocketRole};
 use keyward_daemon::store::Store;
 use keyward_daemon::Config;
@@ -42,7 +42,7 @@ fn world() -> &'static World {
 
 fn call(request: Request) -> Reply {
     let world = world();
-    match world.service.handle(request, SocketRole::Admin, &Actor::default()) {
+    match world.service.handle(request, SocketRole::Admin, &Actor::default(), Caller::default()) {
         Handled::Now(reply) => reply,
         Handled::Verified(verdict) => {
             let mut spliced = Vec::new();

@@ -34,11 +34,14 @@ pub enum VerifyCode {
     RateLimited,
     /// The key's credits are used up. Nothing was spent.
     UsageExceeded,
+    /// Never in a verify answer: a verify refused with [`ErrorCode::Busy`] (the Argon2 pool could not take
+    /// it) is counted under this code in the key's usage, so that a flood against a key shows where it hit.
+    Busy,
 }
 
 impl VerifyCode {
     /// Every code, in wire order.
-    pub const ALL: [VerifyCode; 12] = [
+    pub const ALL: [VerifyCode; 13] = [
         VerifyCode::Valid,
         VerifyCode::Missing,
         VerifyCode::Malformed,
@@ -51,6 +54,7 @@ impl VerifyCode {
         VerifyCode::LegacySunset,
         VerifyCode::RateLimited,
         VerifyCode::UsageExceeded,
+        VerifyCode::Busy,
     ];
 
     /// The stable name, e.g. `INSUFFICIENT_SCOPE`.
@@ -68,6 +72,7 @@ impl VerifyCode {
             VerifyCode::LegacySunset => "LEGACY_SUNSET",
             VerifyCode::RateLimited => "RATE_LIMITED",
             VerifyCode::UsageExceeded => "USAGE_EXCEEDED",
+            VerifyCode::Busy => "BUSY",
         }
     }
 

@@ -29,6 +29,7 @@
 //! - [`expiry`]: expiry presets accepted at creation.
 //! - [`paths`]: default socket and data locations, shared by daemon and CLI.
 //! - [`secret`]: a string that never prints and is wiped on drop.
+//! - [`users`]: users and groups by name and id, for the daemon's access rules and the clients' checks.
 
 pub mod answer_key;
 pub mod audit;
@@ -43,6 +44,7 @@ pub mod paths;
 pub mod scope;
 pub mod secret;
 pub mod token;
+pub mod users;
 pub mod verify_ref;
 
 pub use audit::{Actor, AuditAction, AuditEntry, AuditQuery, FieldChange};

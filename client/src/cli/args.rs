@@ -10,6 +10,8 @@ use std::convert::Infallible;
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::DaemonUser;
 use keyward_protocol::expiry::DEFAULT_EXPIRY;
 use keyward_protocol::limits::{self, LimitSyntaxError};
 use keyward_protocol::scope::{self, ScopeError};
@@ -34,6 +36,12 @@ pub struct Cli {
     /// Print exactly one JSON value on stdout instead of text
     #[arg(long, global = true, help_heading = "Global options")]
     pub json: bool,
+
+    /// The user keywardd runs as, if not root, you or `keyward`: the CLI sends nothing to a socket whose
+    /// listener runs as anyone else (a user name or a uid)
+    #[arg(long, global = true, value_name = "USER", env = "KEYWARD_DAEMON_USER", value_parser = DaemonUser::parse,
+          help_heading = "Global options")]
+    pub daemon_user: Option<DaemonUser>,
 
     /// Who is acting, recorded in the audit log with every change next to your uid and pid (e.g. the
     /// person or job behind a script); not verified

@@ -85,6 +85,7 @@ pub enum CliError {
 /// returns the exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let format = if cli.json { Format::Json } else { Format::Text };
     let mut stdout = io::stdout().lock();
     match run(cli, &mut stdout) {
         Ok(outcome) => outcome.into(),
@@ -92,7 +93,32 @@ pub fn main() -> ExitCode {
         Err(CliError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("keyward: {error}");
+            if format == Format::Json {
+                // A script reading stdout gets one JSON value whatever happened; nothing more can be done
+                // about stdout failing here.
+                let _ = output::failed(&mut stdout, error.code(), &error.message());
+            }
             ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+impl CliError {
+    /// The stable code of a failure, for `--json`: the daemon's error code, or what went wrong on this side.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CliError::Client(error) => error.code_name(),
+            CliError::Stdin(_) => "STDIN",
+            CliError::Output(_) => "OUTPUT",
+            CliError::Usage(_) => "USAGE",
+        }
+    }
+
+    /// What went wrong, without the code [`CliError::code`] gives.
+    pub fn message(&self) -> String {
+        match self {
+            CliError::Client(ClientError::Refused(reply) | ClientError::Rejected(reply)) => reply.message.clone(),
+            other => other.to_string(),
         }
     }
 }
@@ -194,8 +220,8 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
         }
         Command::Ping => {
             let (verify_socket, admin_socket) = (cli.verify_socket(), cli.admin_socket());
-            BlockingClient::connect(&verify_socket)?.ping()?;
-            BlockingClient::connect(&admin_socket)?.ping()?;
+            connect(&cli, &verify_socket)?.ping()?;
+            connect(&cli, &admin_socket)?.ping()?;
             output::pinged(out, format, &verify_socket, &admin_socket)?;
         }
     }
@@ -205,9 +231,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
 
 /// A connection to the admin socket that sends every request on behalf of `--actor`, if given.
 fn admin(cli: &Cli) -> Result<BlockingClient, ClientError> {
-    let mut client = BlockingClient::connect(cli.admin_socket())?;
+    let mut client = connect(cli, &cli.admin_socket())?;
     client.set_actor(cli.actor.clone());
     Ok(client)
+}
+
+/// A connection to `socket`, if its listener runs as a user the CLI trusts (`--daemon-user`).
+fn connect(cli: &Cli, socket: &std::path::Path) -> Result<BlockingClient, ClientError> {
+    BlockingClient::connect_trusting(socket, crate::DEFAULT_REQUEST_TIMEOUT, cli.daemon_user.unwrap_or_default())
 }
 
 fn create_request(args: &CreateArgs) -> CreateRequest {
@@ -248,7 +279,7 @@ fn verify(cli: &Cli, args: &VerifyArgs, format: Format, out: &mut dyn Write) -> 
         limits: args.limits.clone(),
         ..VerifyRequest::new(token(&args.token)?)
     };
-    let answer = BlockingClient::connect(cli.verify_socket())?.verify(request)?;
+    let answer = connect(cli, &cli.verify_socket())?.verify(request)?;
     output::verified(out, format, &answer)?;
     out.flush()?;
     Ok(if answer.code.is_valid() { Outcome::Success } else { Outcome::NotValid })

@@ -946,6 +946,21 @@ pub(crate) fn pinged(out: &mut dyn Write, format: Format, verify: &Path, admin: 
     writeln!(out, "admin socket  {}: ok", admin.display())
 }
 
+/// A failed command, with `--json`: `{"error": {"code": "KEY_NOT_FOUND", "message": "..."}}`.
+pub(crate) fn failed(out: &mut dyn Write, code: &str, message: &str) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Failure<'a> {
+        code: &'a str,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    struct FailureJson<'a> {
+        error: Failure<'a>,
+    }
+    write_json(out, &FailureJson { error: Failure { code, message } })?;
+    out.flush()
+}
+
 fn write_json(out: &mut dyn Write, value: &impl Serialize) -> io::Result<()> {
     serde_json::to_writer_pretty(&mut *out, value)?;
     writeln!(out)

@@ -157,6 +157,8 @@ impl Refusal {
                 challenge: None,
                 retry_after: None,
             },
+            // The daemon answers BUSY as an error, never as a verify code; mapped as that error is.
+            VerifyCode::Busy => Refusal::unavailable(),
             // A VALID answer is never a refusal; reaching here means the daemon contradicted itself.
             VerifyCode::Valid => Refusal::internal(),
         }

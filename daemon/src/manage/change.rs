@@ -158,7 +158,9 @@ impl Service {
                 return Err(conflict(format!("key {} is already revoked", old.id)));
             }
             let changes = vec![field("revoked_at", None, Some(rfc3339(now)))];
-            Ok(Outcome::new(KeyRecord { revoked_at: Some(now), previous: None, ..old.clone() }, changes))
+            // The previous token keeps its grace window so that, until it ends, it answers REVOKED like the
+            // current one rather than NOT_FOUND: its holder learns what happened.
+            Ok(Outcome::new(KeyRecord { revoked_at: Some(now), ..old.clone() }, changes))
         })
         .await
     }
