@@ -6,9 +6,10 @@
 //! and `--json` errors that were not JSON. Then the probe's passing checks, so that they keep passing.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,8 +21,9 @@ use keyward_protocol::{
     Secret, Token, VerifyCode, VerifyRequest,
 };
 use keyward_tests::{
-    describe, hello_frame, keyward, keywardd, mode_of, random_base62, request_frame, require_root, run_with_stdin,
-    set_mode, start_refused, wait_until, ConfigFile, Daemon, FakeListener, RawConn, Relay, NOBODY,
+    as_uid, bin, describe, hello_frame, keyward, keywardd, mode_of, random_base62, request_frame, require_root,
+    run_with_stdin, set_mode, start_refused, wait_until, ChildGuard, ConfigFile, Daemon, FakeListener, RawConn, Relay,
+    NOBODY,
 };
 use serde_json::Value;
 
@@ -166,6 +168,45 @@ fn a_missing_socket_directory_is_created_0750() {
     let daemon = Daemon::start();
     let dir = daemon.verify_socket().parent().unwrap().to_owned();
     assert_eq!(format!("{:04o}", mode_of(&dir)), "0750", "the socket directory {dir:?} the daemon created");
+}
+
+/// A uid that is in no group but its own (65533, with gid 65533), unlike [`NOBODY`] in `nogroup`.
+const OUTSIDER: u32 = 65533;
+
+/// The set-up "put app servers in the socket's group" without systemd: `verify_socket_group` gives the verify
+/// socket and the directory the daemon creates for it that group (0750 / 0660), so a member connects, and a
+/// user outside it is told which directory keeps it out and which group to join (not "is the daemon
+/// running?").
+#[test]
+fn app_servers_in_the_verify_socket_group_connect_and_others_are_told_why_not() {
+    if !require_root("connect as other uids") {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    set_mode(scratch.path(), 0o755);
+    let socket_dir = scratch.path().join("run");
+    let config = ConfigFile::new(&format!("verify_socket_group = {NOBODY}\n"));
+    let mut command = keywardd_in(scratch.path(), &socket_dir);
+    let _daemon = ChildGuard(command.arg("--config").arg(config.path()).stderr(Stdio::null()).spawn().unwrap());
+    let socket = socket_dir.join("verify.sock");
+    wait_until("the daemon to answer", || RawConn::connect(&socket).is_ok());
+    let group = |path: &Path| std::fs::metadata(path).unwrap().gid();
+    assert_eq!((mode_of(&socket_dir), group(&socket_dir)), (0o750, NOBODY), "the socket directory");
+    assert_eq!((mode_of(&socket), group(&socket)), (0o660, NOBODY), "the verify socket");
+
+    let verify_as = |uid: u32| {
+        let mut command = as_uid(uid, bin("keyward"));
+        command.arg("--socket").arg(&socket).args(["verify", "-"]);
+        run_with_stdin(command, &format!("{}\n", real_looking_token().expose()))
+    };
+    let member = verify_as(NOBODY);
+    assert_eq!(member.status.code(), Some(1), "a member connects (and the token is unknown): {}", describe(&member));
+    let outsider = verify_as(OUTSIDER);
+    let stderr = String::from_utf8_lossy(&outsider.stderr);
+    let group_name = keyward_protocol::users::group_name(NOBODY).unwrap_or_else(|| NOBODY.to_string());
+    let explained = stderr.contains(&format!("may not enter {}", socket_dir.display()))
+        && stderr.contains(&format!("to be in group {group_name}"));
+    assert!(outsider.status.code() == Some(2) && explained, "{}", describe(&outsider));
 }
 
 // 2. The CLI checks who listens on the socket before it sends anything.

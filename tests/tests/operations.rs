@@ -1,14 +1,13 @@
 //! Operating keywardd: systemd units, socket activation and readiness, configuration files and SIGHUP,
 //! peer authorization, connection limits, and the stats request.
 
-use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_protocol::{CreateRequest, ErrorCode, HelloReply, RatePolicy, Reply, Request, VerifyCode};
-use keyward_tests::{bin, describe, Daemon, RawConn};
+use keyward_tests::{bin, describe, wait_until, ChildGuard, ConfigFile, Daemon, RawConn};
 
 /// The repository's `systemd/` folder.
 fn units_dir() -> PathBuf {
@@ -129,48 +128,25 @@ fn socket_activation_and_readiness() {
     assert!(status.success(), "exit {status}");
 }
 
-fn write_config(path: &Path, text: &str) {
-    let mut file = std::fs::File::create(path).unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    file.sync_all().unwrap();
-}
-
-/// A daemon started with a configuration file holding `text`, the file's directory (kept for the test's
-/// life) and its path, for a test that rewrites it and reloads.
-fn daemon_with_config(text: &str) -> (Daemon, tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("keyward.toml");
-    write_config(&config, text);
-    let daemon = Daemon::start_with(&["--config", config.to_str().unwrap()]);
-    (daemon, dir, config)
-}
-
 fn create_with_plan(admin: &mut RawConn, plan: &str) -> Reply {
     let mut request = CreateRequest::new("ws1", "planned key", vec!["read:all".into()]);
     request.limits.rate = RatePolicy::Plan(plan.into());
     admin.request(Request::Create(request))
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(30), "{what} did not happen within 30 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
-    let (daemon, _config_dir, config) = daemon_with_config("[plans]\nfree = \"100/min\"\n");
+    let config = ConfigFile::new("[plans]\nfree = \"100/min\"\n");
+    let daemon = Daemon::start_with_config(&config);
     let mut admin = daemon.admin();
     assert!(matches!(create_with_plan(&mut admin, "gold"), Reply::Error(e) if e.code == ErrorCode::InvalidArgument));
 
-    write_config(&config, "[plans]\ngold = \"5/s\"\n");
+    config.rewrite("[plans]\ngold = \"5/s\"\n");
     // SAFETY: kill(2) on the daemon we started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
     wait_until("the reload", || matches!(create_with_plan(&mut admin, "gold"), Reply::Created(_)));
 
-    write_config(&config, "[plans]\ngold = \"5/s\"\n[limits]\nmax_conections = 3\n");
+    config.rewrite("[plans]\ngold = \"5/s\"\n[limits]\nmax_conections = 3\n");
     // SAFETY: as above.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
     wait_until("the rejection to be logged", || daemon.log().contains("configuration rejected"));
@@ -182,14 +158,15 @@ fn sighup_applies_a_good_file_and_keeps_the_old_one_on_a_bad_file() {
 
 #[test]
 fn one_runtime_thread_serves_both_sockets_and_a_reload_says_the_count_needs_a_restart() {
-    let (daemon, _config_dir, config) = daemon_with_config("[runtime]\nthreads = 1\n");
+    let config = ConfigFile::new("[runtime]\nthreads = 1\n");
+    let daemon = Daemon::start_with_config(&config);
     let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
     let mut verifier = daemon.verifier();
     for _ in 0..3 {
         assert_eq!(verifier.verify(&token, Some("read:all"), None).code, VerifyCode::Valid);
     }
 
-    write_config(&config, "[runtime]\nthreads = 4\n");
+    config.rewrite("[runtime]\nthreads = 4\n");
     // SAFETY: kill(2) on the daemon we started.
     unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) };
     wait_until("the restart warning", || daemon.log().contains("changes only with a restart"));
@@ -199,7 +176,8 @@ fn one_runtime_thread_serves_both_sockets_and_a_reload_says_the_count_needs_a_re
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let (mut daemon, _config_dir, _) = daemon_with_config("[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let config = ConfigFile::new("[log]\nformat = \"json\"\nlevel = \"debug\"\n");
+    let mut daemon = Daemon::start_with_config(&config);
     daemon.admin().create("ws1", &["read:all"], Default::default());
     daemon.stop();
     let log = daemon.log();
@@ -218,11 +196,9 @@ fn cold_verifies_beyond_the_argon2_queue_answer_busy() {
     daemon.stop();
     // Without the warm digest key, the persisted digests are ignored and every key restarts cold.
     std::fs::remove_file(daemon.data_dir().join("warm.key")).unwrap();
-    let config_dir = tempfile::tempdir().unwrap();
-    let config = config_dir.path().join("keyward.toml");
-    write_config(&config, "[argon2]\nworkers = 1\nqueue = 1\n");
-    let restarted = daemon.command().arg("--config").arg(&config).stderr(Stdio::null()).spawn().unwrap();
-    let mut restarted = KillOnDrop(restarted);
+    let config = ConfigFile::new("[argon2]\nworkers = 1\nqueue = 1\n");
+    let restarted = daemon.command().arg("--config").arg(config.path()).stderr(Stdio::null()).spawn().unwrap();
+    let mut restarted = ChildGuard(restarted);
     wait_until("the restarted daemon", || RawConn::connect(&daemon.verify_socket()).is_ok());
     // After the restart every key is cold: six first verifies at once need six Argon2 runs.
     let mut conn = daemon.verifier();
@@ -241,26 +217,13 @@ fn cold_verifies_beyond_the_argon2_queue_answer_busy() {
     restarted.0.wait().unwrap();
 }
 
-/// A child process killed when the test ends, passing or failing (a leaked daemon would hold the test's
-/// output open).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_bad_config_file_refuses_to_start_with_file_line_and_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("bad.toml");
-    write_config(&config, "data_dir = \"/tmp/x\"\n\n[argon2]\nworkers = 0\n");
-    let output = Command::new(bin("keywardd")).arg("--config").arg(&config).output().unwrap();
+    let config = ConfigFile::new("data_dir = \"/tmp/x\"\n\n[argon2]\nworkers = 0\n");
+    let output = Command::new(bin("keywardd")).arg("--config").arg(config.path()).output().unwrap();
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.toml:4:") && stderr.contains("argon2.workers"), "{stderr}");
+    assert!(stderr.contains("keyward.toml:4:") && stderr.contains("argon2.workers"), "{stderr}");
 }
 
 #[test]
@@ -314,8 +277,8 @@ fn the_admin_socket_refuses_a_peer_that_is_not_allowed() {
 
 #[test]
 fn a_connection_flood_waits_at_the_door_and_a_good_client_is_served() {
-    let (daemon, _config_dir, _) =
-        daemon_with_config("[limits]\nmax_connections = 8\nhandshake_timeout_secs = 1\nidle_timeout_secs = 1\n");
+    let config = ConfigFile::new("[limits]\nmax_connections = 8\nhandshake_timeout_secs = 1\nidle_timeout_secs = 1\n");
+    let daemon = Daemon::start_with_config(&config);
     let token = daemon.admin().create("ws1", &["read:all"], Default::default()).token;
     let mut good = daemon.verifier();
     // 40 connections that never say a word: the rest of the permits are taken, the others wait in the
@@ -332,7 +295,8 @@ fn a_connection_flood_waits_at_the_door_and_a_good_client_is_served() {
 
 #[test]
 fn a_slow_loris_frame_is_cut_off_while_others_are_served() {
-    let (daemon, _config_dir, _) = daemon_with_config("[limits]\nframe_timeout_secs = 1\n");
+    let config = ConfigFile::new("[limits]\nframe_timeout_secs = 1\n");
+    let daemon = Daemon::start_with_config(&config);
     let mut slow = daemon.verifier();
     slow.send_raw(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
     let mut good = daemon.verifier();
