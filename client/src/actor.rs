@@ -17,28 +17,9 @@ pub(crate) fn on_behalf_of(actor: Option<&str>, request: Request) -> Request {
     }
 }
 
-/// Whether `request` is one an actor label belongs on.
+/// Whether `request` is one an actor label belongs on: a management request that is not already an `As`.
 fn is_management(request: &Request) -> bool {
-    match request {
-        Request::Ping | Request::Verify(_) | Request::As { .. } => false,
-        Request::Create(_)
-        | Request::List(_)
-        | Request::Get { .. }
-        | Request::Revoke { .. }
-        | Request::Edit { .. }
-        | Request::Regenerate { .. }
-        | Request::Deactivate { .. }
-        | Request::Activate { .. }
-        | Request::Import(_)
-        | Request::Audit(_)
-        | Request::SetAccount(_)
-        | Request::GetAccount { .. }
-        | Request::ListLegacy { .. }
-        | Request::Credits { .. }
-        | Request::Usage { .. }
-        | Request::WorkspaceUsage { .. }
-        | Request::Stats => true,
-    }
+    request.is_management() && !matches!(request, Request::As { .. })
 }
 
 #[cfg(test)]

@@ -22,26 +22,9 @@ use crate::error::ClientError;
 /// only a free one (`cost: 0`) counts as a read here.
 pub(crate) fn is_idempotent(request: &Request) -> bool {
     match request {
-        Request::Ping
-        | Request::List(_)
-        | Request::Get { .. }
-        | Request::Audit(_)
-        | Request::GetAccount { .. }
-        | Request::ListLegacy { .. }
-        | Request::Usage { .. }
-        | Request::WorkspaceUsage { .. }
-        | Request::Stats => true,
         Request::Verify(verify) => is_idempotent_verify(verify),
         Request::As { request, .. } => is_idempotent(request),
-        Request::Create(_)
-        | Request::Revoke { .. }
-        | Request::Edit { .. }
-        | Request::Regenerate { .. }
-        | Request::Deactivate { .. }
-        | Request::Activate { .. }
-        | Request::Import(_)
-        | Request::SetAccount(_)
-        | Request::Credits { .. } => false,
+        other => !other.is_write(),
     }
 }
 

@@ -206,6 +206,7 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     }
     apply_argon2(&file.argon2, config)?;
     for (name, rate) in &file.plans {
+        keyward_protocol::limits::check_plan_name(name).map_err(|e| at(rate, format!("plans.{name}: {e}")))?;
         let parsed: Rate = rate.get_ref().parse().map_err(|e| at(rate, format!("plans.{name}: {e}")))?;
         config.plans.insert(name.clone(), parsed);
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use keyward_daemon::config_file::{self, ConfigError};
 use keyward_daemon::{logging, signals, systemd, Config, Launch, Reload};
-use keyward_protocol::{paths, Rate};
+use keyward_protocol::{limits, paths, Rate};
 use tokio_util::sync::CancellationToken;
 
 /// The keyward API-key daemon.
@@ -43,13 +43,9 @@ fn parse_time(text: &str) -> Result<i64, String> {
 }
 
 fn parse_plan(text: &str) -> Result<(String, Rate), String> {
-    let (name, rate) = keyward_protocol::limits::parse_named_limit(text).map_err(|e| e.to_string())?;
-    let word = !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
-    if word {
-        Ok((name, rate))
-    } else {
-        Err(format!("plan name {name:?} must be a lowercase word"))
-    }
+    let (name, rate) = limits::parse_named_limit(text).map_err(|e| e.to_string())?;
+    limits::check_plan_name(&name).map_err(|e| e.to_string())?;
+    Ok((name, rate))
 }
 
 impl Args {

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use keyward_protocol::token::Token;
+use keyward_protocol::token::{self, Token};
 use keyward_protocol::{ExpirySpec, KeyId, Limits, RatePolicy, Refill, Role, ScopeSet};
 
 use crate::config::Plans;
@@ -17,7 +17,6 @@ const DESCRIPTION_MAX_CHARS: usize = 500;
 const WORKSPACE_MAX_LEN: usize = 64;
 const METADATA_MAX_BYTES: usize = 4096;
 const METADATA_KEY_MAX_LEN: usize = 64;
-const IMPORT_LEN: std::ops::RangeInclusive<usize> = 16..=512;
 const ACTOR_MAX_CHARS: usize = 100;
 /// The longest grace window a regenerate may leave the old token working.
 pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
@@ -106,16 +105,9 @@ pub fn metadata(map: &BTreeMap<String, String>) -> Result<(), DaemonError> {
     Ok(())
 }
 
-/// A token that may be imported: 16 to 512 printable ASCII characters, no spaces. Says nothing about
-/// the token's content.
+/// A token that may be imported ([`token::check_importable`]).
 pub fn importable_token(text: &str) -> Result<(), DaemonError> {
-    if !IMPORT_LEN.contains(&text.len()) {
-        return Err(invalid(format!("an imported token must be 16 to 512 characters (got {})", text.len())));
-    }
-    if !text.bytes().all(|c| c.is_ascii_graphic()) {
-        return Err(invalid("an imported token must be printable ASCII without spaces"));
-    }
-    Ok(())
+    token::check_importable(text).map_err(|e| invalid(e.to_string()))
 }
 
 const MAX_NAMED_LIMITS: usize = 16;
@@ -133,12 +125,7 @@ pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
         return Err(invalid("a key may have at most 16 named limits"));
     }
     for name in limits.named.keys() {
-        let ok = name.len() <= 32
-            && name.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
-            && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
-        if !ok {
-            return Err(invalid(format!("limit name {name:?} must be a lowercase word of at most 32 characters")));
-        }
+        keyward_protocol::limits::check_limit_name(name).map_err(|e| invalid(e.to_string()))?;
     }
     let credits = match (limits.credits, limits.refill) {
         (None, Some(Refill::Daily { amount } | Refill::Monthly { amount, .. })) => Some(amount),

@@ -163,6 +163,38 @@ impl fmt::Display for Refill {
     }
 }
 
+/// Why a plan or limit name is refused; the message states the rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NameError(String);
+
+/// The longest name a named limit may have.
+pub const LIMIT_NAME_MAX: usize = 32;
+
+/// A plan's name, wherever it is defined (`keywardd --plan`, `[plans]` in the configuration file): a
+/// lowercase word of letters, digits and `-`.
+pub fn check_plan_name(name: &str) -> Result<(), NameError> {
+    let word = !name.is_empty() && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if word {
+        Ok(())
+    } else {
+        Err(NameError(format!("plan name {name:?} must be a lowercase word (letters, digits and -)")))
+    }
+}
+
+/// A named limit's name: a lowercase letter, then lowercase letters, digits, `-` or `_`, at most
+/// [`LIMIT_NAME_MAX`] characters.
+pub fn check_limit_name(name: &str) -> Result<(), NameError> {
+    let ok = name.len() <= LIMIT_NAME_MAX
+        && name.bytes().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError(format!("limit name {name:?} must be a lowercase word of at most {LIMIT_NAME_MAX} characters")))
+    }
+}
+
 /// Parses a `--limit NAME=N/PERIOD` value.
 pub fn parse_named_limit(text: &str) -> Result<(String, Rate), LimitSyntaxError> {
     let (name, rate) = text

@@ -117,6 +117,42 @@ pub enum Request {
     Stats,
 }
 
+impl Request {
+    /// Whether only the admin socket takes this request: everything but [`Request::Ping`] and
+    /// [`Request::Verify`] (an [`Request::As`] is management whatever it wraps).
+    pub fn is_management(&self) -> bool {
+        !matches!(self, Request::Ping | Request::Verify(_))
+    }
+
+    /// Whether the request changes what the daemon stores (and so is written to the audit log): the
+    /// management writes. Reads, pings and verifies do not; a verify's cost spends rate budget and credits,
+    /// which is the caller's to weigh.
+    pub fn is_write(&self) -> bool {
+        match self {
+            Request::As { request, .. } => request.is_write(),
+            Request::Create(_)
+            | Request::Revoke { .. }
+            | Request::Edit { .. }
+            | Request::Regenerate { .. }
+            | Request::Deactivate { .. }
+            | Request::Activate { .. }
+            | Request::Import(_)
+            | Request::SetAccount(_)
+            | Request::Credits { .. } => true,
+            Request::Ping
+            | Request::Verify(_)
+            | Request::List(_)
+            | Request::Get { .. }
+            | Request::Audit(_)
+            | Request::GetAccount { .. }
+            | Request::ListLegacy { .. }
+            | Request::Usage { .. }
+            | Request::WorkspaceUsage { .. }
+            | Request::Stats => false,
+        }
+    }
+}
+
 /// A reply. Errors are replies too: [`Reply::Error`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Reply {

@@ -120,6 +120,30 @@ impl std::borrow::Borrow<str> for KeyId {
     }
 }
 
+/// How long an imported token (one another system issued, of any format) may be, in characters.
+pub const IMPORTED_LEN: std::ops::RangeInclusive<usize> = 16..=512;
+
+/// Why a string cannot be imported as a token; the message states the rule, never the token.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("an imported token must be {min} to {max} characters (got {0})", min = IMPORTED_LEN.start(), max = IMPORTED_LEN.end())]
+    Length(usize),
+    #[error("an imported token must be printable ASCII without spaces")]
+    NotPrintable,
+}
+
+/// Whether `text` may be imported as a token: [`IMPORTED_LEN`] printable ASCII characters, no spaces. Says
+/// nothing about the token's content.
+pub fn check_importable(text: &str) -> Result<(), ImportError> {
+    if !IMPORTED_LEN.contains(&text.len()) {
+        return Err(ImportError::Length(text.len()));
+    }
+    if !text.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(ImportError::NotPrintable);
+    }
+    Ok(())
+}
+
 /// Why a string is not a well-formed token. Deliberately says nothing about the string's content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
