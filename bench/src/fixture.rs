@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, ensure, Context, Result};
 use keyward_client::{CreateRequest, ExpirySpec, Secret, VerifyCode};
-use keyward_daemon::record::KeyRecord;
+use keyward_daemon::internals::KeyRecord;
 use keyward_protocol::token::{Token, SECRET_LEN};
 use keyward_protocol::RatePolicy;
 use tokio::runtime::Runtime;

@@ -18,10 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use keyward_daemon::hasher::{self, DigestKeys, HashCost, Hasher};
-use keyward_daemon::keyfile;
-use keyward_daemon::record::KeyRecord;
-use keyward_daemon::store::{Change, Store, WarmDigest};
+use keyward_daemon::internals::keyfile;
+use keyward_daemon::internals::KeyRecord;
+use keyward_daemon::internals::{hasher, DigestKeys, HashCost, Hasher};
+use keyward_daemon::internals::{Change, Store, WarmDigest};
 use keyward_protocol::token::{Token, BASE62, KEY_ID_LEN, SECRET_LEN};
 use keyward_protocol::{Actor, AuditAction, AuditEntry, Environment, KeyId, Secret};
 

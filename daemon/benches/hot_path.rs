@@ -5,11 +5,11 @@
 use std::sync::atomic::AtomicU64;
 
 use divan::{black_box, Bencher};
-use keyward_daemon::clock::mono_nanos;
-use keyward_daemon::credits::CreditCell;
-use keyward_daemon::hasher::{DigestKeys, HashCost, Hasher};
-use keyward_daemon::limiter::Gcra;
-use keyward_daemon::usage::UsageCell;
+use keyward_daemon::internals::mono_nanos;
+use keyward_daemon::internals::CreditCell;
+use keyward_daemon::internals::Gcra;
+use keyward_daemon::internals::UsageCell;
+use keyward_daemon::internals::{DigestKeys, HashCost, Hasher};
 use keyward_protocol::{Period, Rate, ScopeSet, VerifyCode};
 
 fn main() {

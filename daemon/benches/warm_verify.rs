@@ -7,10 +7,10 @@
 //! these figures against the echo floor's cost per request.
 
 use divan::{black_box, Bencher};
-use keyward_daemon::clock::Now;
-use keyward_daemon::hasher::{Caller, DigestKeys, HashCost, Hasher};
-use keyward_daemon::service::{Handled, Service, SocketRole};
-use keyward_daemon::store::Store;
+use keyward_daemon::internals::Now;
+use keyward_daemon::internals::Store;
+use keyward_daemon::internals::{handle, handle_verify, Handled, Service, SocketRole};
+use keyward_daemon::internals::{Caller, DigestKeys, HashCost, Hasher};
 use keyward_daemon::Config;
 use keyward_protocol::token::Token;
 use keyward_protocol::{
@@ -56,7 +56,7 @@ impl Warm {
     /// What `Connection::answer` does for a verify answered from memory; the reply frame lands in `out`.
     fn answer(&self, out: &mut Vec<u8>) {
         let (id, request) = codec::decode_verify_request(&self.frame).unwrap();
-        let Handled::Verified(verdict) = self.service.handle_verify(&request, Now::read(), Caller::default()) else {
+        let Handled::Verified(verdict) = handle_verify(&self.service, &request, Now::read(), Caller::default()) else {
             panic!("a warm verify is answered from memory");
         };
         verdict.encode_reply(id, out).unwrap();
@@ -64,7 +64,7 @@ impl Warm {
 }
 
 async fn settle(service: &Service, request: Request) -> Reply {
-    match service.handle(request, SocketRole::Admin, &Actor::default(), Caller::default()) {
+    match handle(service, request, SocketRole::Admin, &Actor::default(), Caller::default()) {
         Handled::Now(reply) => reply,
         Handled::Verified(verdict) => Reply::Verify(verdict.into_answer()),
         Handled::Later(work) => work.await,
@@ -106,7 +106,7 @@ fn request_decode_whole(bencher: Bencher) {
 fn reply_encode(bencher: Bencher) {
     let warm = Warm::new();
     let (_, request) = codec::decode_verify_request(&warm.frame).unwrap();
-    let Handled::Verified(verdict) = warm.service.handle_verify(&request, Now::read(), Caller::default()) else {
+    let Handled::Verified(verdict) = handle_verify(&warm.service, &request, Now::read(), Caller::default()) else {
         panic!("a warm verify is answered from memory");
     };
     let mut out = Vec::with_capacity(1024);

@@ -4,7 +4,7 @@
 
 use keyward_protocol::{ErrorCode, ErrorReply};
 
-use crate::store::StoreError;
+use crate::keys::store::StoreError;
 
 /// Why a request could not be carried out.
 #[derive(Debug, thiserror::Error)]

@@ -3,7 +3,7 @@
 //!
 //! Verify never writes to disk. Every interval (and once more at shutdown) this task writes what moved
 //! since the last pass in one batch and one flush, visiting only the keys verified since then (the
-//! [`crate::activity`] list) and never walking the whole index, so stored values are at most one interval late, and a
+//! [`crate::keys::activity`] list) and never walking the whole index, so stored values are at most one interval late, and a
 //! crash loses at most one interval of them — never a management change, which lives in other trees and is
 //! written before it is acknowledged. Counters are written under the management write lock, so an
 //! operator's `credits --set` can never be overwritten by an older balance.
@@ -13,13 +13,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::unix_now;
-use crate::hasher::fingerprint;
-use crate::index::HotKey;
+use crate::host::clock::unix_now;
+use crate::keys::index::HotKey;
+use crate::keys::store::{HighWater, StoreError};
+use crate::keys::usage::{self, CODES};
 use crate::manage::{USAGE_DAYS, USAGE_HOURS};
+use crate::secrets::hasher::fingerprint;
 use crate::service::Service;
-use crate::store::{HighWater, StoreError};
-use crate::usage::{self, CODES};
 
 /// How often old usage buckets are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -144,7 +144,7 @@ async fn save_warm(service: &Service, keys: &Keys) -> bool {
     .await
 }
 
-/// Records the store's high-water mark (see [`crate::store`]) when it moved.
+/// Records the store's high-water mark (see [`crate::keys::store`]) when it moved.
 async fn save_high_water(service: &Service) {
     let mark = {
         let _writing = service.write_lock().await;

@@ -1,70 +1,67 @@
 //! `keywardd`, the keyward daemon, as a library: everything but argument parsing lives here so that it can
-//! be tested.
+//! be tested. ARCHITECTURE.md at the repository's root walks a verify and a management write through these
+//! folders and says where each invariant is kept.
 //!
-//! A request's path: [`server`] accepts a connection on the verify or admin socket → [`connection`] reads
-//! frames and decodes them → [`service`] dispatches by request type to [`verify`] or [`manage`] →
-//! [`manage`] writes through [`store`] and swaps snapshots in [`index`] → the reply goes back through
-//! [`connection`].
+//! A request's path, top to bottom: [`server`] accepts a connection on the verify or admin socket →
+//! `net::connection` reads and decodes its frames → `dispatch` decides what that socket may ask and hands
+//! the request to `verify` (the hot path) or `manage` (writes and reads for operators) → both work on the
+//! shared state in `service`, which holds the `keys` (index, snapshots, store), the `limits` and the
+//! `secrets` (Argon2, digests) → the reply goes back through `net::connection`.
 //!
-//! # Layout
-//! - [`server`]: startup, accept loops, drain and final flush.
-//! - [`connection`]: handshake, framing, pipelining, per-connection bounds.
-//! - [`service`]: the shared state handle and the one dispatch `match`.
-//! - [`verify`]: the verify decision, cheapest check first.
-//! - [`manage`]: create, import, edit, regenerate, deactivate/activate, revoke, accounts, listings, audit.
-//! - [`validate`]: the rules for every management field.
-//! - [`index`]: the directory of every key, and the in-memory snapshots of the keys in use.
-//! - [`store`]: durable storage (the only module that knows sled).
-//! - [`record`]: the stored key record and its views.
-//! - [`hasher`]: Argon2id hashing off the async workers, and the keyed warm and lookup digests.
-//! - [`limiter`]: GCRA rate limiting, lock-free.
-//! - [`credits`]: credit balances and refills.
-//! - [`usage`]: per-key verification counters.
-//! - [`activity`]: what verify learns per key (last use, usage counts) and the keys the flusher must visit.
-//! - [`keyfile`]: the persistent lookup key for imported tokens.
-//! - [`flusher`]: the batch writer for last-used times, credits and usage counters.
-//! - [`mint`]: new key ids and secrets from the OS CSPRNG.
-//! - [`parallel`]: startup work (decoding every key into the directory) split over the cores.
-//! - [`stats`]: operational counters and the verify latency histogram.
-//! - [`systemd`]: readiness notifications, the watchdog, socket activation.
-//! - [`peer`]: who may use which socket, from the peer's credentials.
-//! - [`roster`]: the open verify connections, so the one idle longest can make room for a newcomer.
-//! - [`socket`], [`lockfile`], [`signals`]: Unix socket files, the data directory lock, stop signals.
-//! - [`logging`]: log formats and the reloadable filter.
-//! - [`config`], [`config_file`]: settings and the TOML file they may come from.
-//! - [`clock`], [`error`].
+//! # Layout (each folder imports only the ones below it)
+//! - [`server`]: startup order, accept loops, SIGHUP reload, drain and final flush.
+//! - `net/`: socket files, who may use which socket, the open verify connections, one connection's
+//!   handshake, framing and pipelining.
+//! - `dispatch`: the one `match` over a request: which socket may ask what, and errors → replies.
+//! - `verify/`: the verify decision, cheapest check first, and spending limits and credits.
+//! - `manage/`: create, import, edit, regenerate, deactivate/activate, revoke, credits, accounts, listings,
+//!   audit and usage, and the rules of every management field.
+//! - `flusher`: the batch writer of last-used times, credits and usage counts.
+//! - `service`: the shared state, one cheap handle; no behaviour of its own.
+//! - `stats`: operational counters and the verify latency histogram.
+//! - [`error`]: the daemon's errors and the one mapping to wire codes.
+//! - [`config`]: settings and the TOML file they may come from.
+//! - `keys/`: records, the store (the only module that knows sled), the index of every key and the
+//!   snapshots of the keys in use, activity and usage counters.
+//! - `limits/`: rate plans, the GCRA limiter, credits.
+//! - `secrets/`: Argon2id on its own threads, the keyed digests, minting, the persistent digest keys.
+//! - `host/`: clocks, logging, signals, the data directory's lock, systemd.
 
-pub mod activity;
-pub mod clock;
 pub mod config;
-pub mod config_file;
-pub mod connection;
-pub mod credits;
+mod dispatch;
 pub mod error;
-pub mod flusher;
-pub mod hasher;
-pub mod index;
-pub mod keyfile;
-pub mod limiter;
-pub mod lockfile;
-pub mod logging;
-pub mod manage;
-pub mod mint;
-pub mod parallel;
-pub mod peer;
-pub mod record;
-pub mod roster;
+mod flusher;
+mod host;
+mod keys;
+mod limits;
+mod manage;
+mod net;
+mod secrets;
 pub mod server;
-pub mod service;
-pub mod signals;
-pub mod socket;
-pub mod stats;
-pub mod store;
-pub mod systemd;
-pub mod usage;
-pub mod validate;
-pub mod verify;
+mod service;
+mod stats;
+mod verify;
 
+pub use config::file::ConfigError;
 pub use config::Config;
 pub use error::{DaemonError, StartError};
+pub use host::{logging, signals, systemd};
 pub use server::{run, run_with, Launch, Reload};
+
+/// What the benchmarks (`daemon/benches`, `bench/`) and fuzz targets (`fuzz/`) drive in-process: the
+/// shared state, the dispatcher and the parts of the hot path they time. Not an API: it changes with the
+/// daemon's insides.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::dispatch::SocketRole;
+    pub use crate::dispatch::{handle, handle_verify, Handled};
+    pub use crate::host::clock::{mono_nanos, Now};
+    pub use crate::keys::record::KeyRecord;
+    pub use crate::keys::store::{Change, Store, WarmDigest};
+    pub use crate::keys::usage::UsageCell;
+    pub use crate::limits::credits::CreditCell;
+    pub use crate::limits::limiter::Gcra;
+    pub use crate::secrets::hasher::{self, Caller, DigestKeys, HashCost, Hasher};
+    pub use crate::secrets::keyfile;
+    pub use crate::service::Service;
+}

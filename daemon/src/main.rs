@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use keyward_daemon::config_file::{self, ConfigError};
+use keyward_daemon::config::file::{self, ConfigError};
 use keyward_daemon::{logging, signals, systemd, Config, Launch, Reload};
 use keyward_protocol::{limits, paths, Rate};
 use tokio_util::sync::CancellationToken;
@@ -53,10 +53,10 @@ impl Args {
     /// comes from `KEYWARD_LOG`, else `RUST_LOG`, else the file, else `info`.
     fn config(&self) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        let default_file = PathBuf::from(config_file::DEFAULT_PATH);
+        let default_file = PathBuf::from(file::DEFAULT_PATH);
         match &self.config {
-            Some(path) => config_file::load(path, &mut config)?,
-            None if default_file.exists() => config_file::load(&default_file, &mut config)?,
+            Some(path) => file::load(path, &mut config)?,
+            None if default_file.exists() => file::load(&default_file, &mut config)?,
             None => {}
         }
         if let Some(dir) = &self.data_dir {

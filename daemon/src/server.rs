@@ -6,7 +6,7 @@
 //! socket) holding every verify connection cannot keep an operator from `keyward revoke` during an incident.
 //! An admin permit is taken *before* `accept()`, so past the limit operators wait in the kernel's backlog.
 //! When every verify permit is taken, one more verify client is accepted and waits while the connection
-//! idle the longest is asked to make room ([`crate::roster`]); with none idle it waits for one to close.
+//! idle the longest is asked to make room ([`crate::net::roster`]); with none idle it waits for one to close.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -18,18 +18,20 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::file::ConfigError;
 use crate::config::Config;
-use crate::config_file::ConfigError;
-use crate::connection::{self, ConnectionLimits};
+use crate::config::ConnectionLimits;
+use crate::dispatch::SocketRole;
 use crate::error::StartError;
-use crate::hasher::{DigestKeys, Hasher};
-use crate::peer::Gate;
-use crate::roster::Roster;
-use crate::service::{Service, SocketRole};
-use crate::socket::{SocketFile, SocketMode};
-use crate::store::{HighWater, Store};
-use crate::systemd::{self, Activated};
-use crate::{flusher, keyfile, lockfile, socket};
+use crate::host::systemd::{self, Activated};
+use crate::keys::store::{HighWater, Store};
+use crate::net::connection;
+use crate::net::peer::Gate;
+use crate::net::roster::Roster;
+use crate::net::socket::{SocketFile, SocketMode};
+use crate::secrets::hasher::{DigestKeys, Hasher};
+use crate::service::Service;
+use crate::{flusher, host::lockfile, net::socket, secrets::keyfile};
 
 /// Builds the configuration anew (file, then flags and environment).
 pub type LoadConfig = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
@@ -90,7 +92,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }
 
-    let verify_group = config.verify_socket_group.as_ref().and_then(crate::peer::group);
+    let verify_group = config.verify_socket_group.as_ref().and_then(crate::net::peer::group);
     let verify_mode = SocketMode { mode: config.verify_socket_mode, group: verify_group };
     let admin_mode = SocketMode { mode: config.admin_socket_mode, group: None };
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, verify_mode)?;

@@ -1,49 +1,24 @@
-//! [`Service`]: the daemon's shared state in one cheap handle, and the dispatch of every request.
-//!
-//! [`Service::handle`] is the single `match` over [`Request`]: it decides what each socket may ask, answers
-//! what memory can answer inline ([`Handled::Now`], and a warm verify as [`Handled::Verified`]) and hands
-//! back a future for what must wait for the hasher or the disk ([`Handled::Later`]). Errors become replies
-//! here and nowhere else.
+//! [`Service`]: the daemon's shared state in one cheap handle — the index of keys, the store, the hasher,
+//! the reloadable settings (plans, access rules, legacy sunset), legacy accounts, the audit sequence and the
+//! counters. It holds state and the reads and swaps of that state; what a request does with it lives in
+//! `verify/` and `manage/`, and which request goes where in `dispatch`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use keyward_protocol::{Actor, KeyId, Reply, Request, VerifyRequestRef};
+use keyward_protocol::KeyId;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::clock::Now;
-use crate::config::{Config, Plans};
+use crate::config::Config;
 use crate::error::DaemonError;
-use crate::hasher::{Caller, Hasher};
-use crate::index::{HotKey, Index};
-use crate::peer::Gate;
-use crate::record::KeyRecord;
+use crate::keys::index::{HotKey, Index};
+use crate::keys::record::KeyRecord;
+use crate::keys::store::{KeyCounters, Loaded, Store, StoreError};
+use crate::limits::Plans;
+use crate::net::peer::Gate;
+use crate::secrets::hasher::Hasher;
 use crate::stats::Stats;
-use crate::store::{KeyCounters, Loaded, Store, StoreError};
-use crate::validate;
-use crate::verify::{Step, Verdict};
-
-/// Which socket a connection came in on, and so which requests it may make.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SocketRole {
-    /// App servers: Ping and Verify.
-    Verify,
-    /// Operators: everything.
-    Admin,
-}
-
-/// A request's answer: ready now, or a future to await off the connection's read path.
-// `Now` is large (a whole reply) but short-lived; boxing it would put an allocation on the warm verify path.
-#[allow(clippy::large_enum_variant)]
-pub enum Handled {
-    Now(Reply),
-    /// A verify answered from memory, encoded by [`Verdict::encode_reply`].
-    Verified(Verdict),
-    Later(Pin<Box<dyn Future<Output = Reply> + Send + 'static>>),
-}
 
 /// A key as management reads it.
 pub enum Found {
@@ -100,13 +75,6 @@ fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
 
 fn write<T>(lock: &std::sync::RwLock<Arc<T>>, value: T) {
     *lock.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(value);
-}
-
-fn reply_from<T>(result: Result<T, DaemonError>, wrap: impl FnOnce(T) -> Reply) -> Reply {
-    match result {
-        Ok(value) => wrap(value),
-        Err(error) => Reply::Error(error.to_reply()),
-    }
 }
 
 impl Service {
@@ -272,117 +240,5 @@ impl Service {
             return false;
         };
         self.account_workspaces(account).is_some_and(|list| list.iter().any(|ws| ws == workspace))
-    }
-
-    /// Answers a verify that arrived at `now`, on either socket: from memory when it can, else as work that
-    /// waits for the store or Argon2. The request is borrowed: read in place from its frame on the hot path.
-    /// `caller` is the connection, which waits its own turn if Argon2 must decide.
-    pub fn handle_verify(&self, request: &VerifyRequestRef<'_>, now: Now, caller: Caller) -> Handled {
-        let started = now.at;
-        match self.verify_now(request, now, caller) {
-            Ok(Step::Done(verdict)) => {
-                self.stats().verified(verdict.code(), started.elapsed());
-                Handled::Verified(verdict)
-            }
-            Ok(step) => self.later(move |s| async move {
-                let answer = s.verify_later(step).await;
-                match &answer {
-                    Ok(answer) => s.stats().verified(answer.code, started.elapsed()),
-                    Err(DaemonError::Busy) => s.stats().busy_refusal(),
-                    Err(_) => {}
-                }
-                reply_from(answer, Reply::Verify)
-            }),
-            Err(error) => {
-                if matches!(error, DaemonError::Busy) {
-                    self.stats().busy_refusal();
-                }
-                Handled::Now(Reply::Error(error.to_reply()))
-            }
-        }
-    }
-
-    /// Answers `request` arriving on a socket of `role` from `actor` over the connection `caller`.
-    pub fn handle(&self, request: Request, role: SocketRole, actor: &Actor, caller: Caller) -> Handled {
-        match (role, request) {
-            (_, Request::Ping) => Handled::Now(Reply::Pong),
-            (_, Request::Verify(verify)) => self.handle_verify(&verify.as_borrowed(), Now::read(), caller),
-            (SocketRole::Verify, _) => Handled::Now(Reply::Error(
-                DaemonError::WrongSocket("management requests are only accepted on the admin socket").to_reply(),
-            )),
-            (SocketRole::Admin, request) => self.manage(request, actor.clone(), caller),
-        }
-    }
-
-    fn manage(&self, request: Request, actor: Actor, caller: Caller) -> Handled {
-        match request {
-            Request::Ping | Request::Verify(_) => self.handle(request, SocketRole::Admin, &actor, caller),
-            Request::As { actor: label, request } => match (validate::actor(&label), *request) {
-                (Err(error), _) => Handled::Now(Reply::Error(error.to_reply())),
-                (Ok(_), Request::As { .. }) => Handled::Now(Reply::Error(
-                    DaemonError::InvalidArgument("`As` requests cannot be nested".into()).to_reply(),
-                )),
-                (Ok(label), inner) => self.manage(inner, Actor { label: Some(label), ..actor }, caller),
-            },
-            Request::List(list) => self.blocking(move |s| s.list(&list), Reply::Keys),
-            Request::Get { id } => self.blocking(move |s| s.get(&id), Reply::Key),
-            Request::ListLegacy { account } => self.blocking(move |s| s.list_legacy(account.as_deref()), Reply::Keys),
-            Request::GetAccount { account } => Handled::Now(reply_from(self.get_account(&account), Reply::Account)),
-            Request::Stats => Handled::Now(Reply::Stats(Box::new(self.report()))),
-            Request::Usage { id } => self.later(|s| async move { reply_from(s.usage(&id).await, Reply::Usage) }),
-            Request::WorkspaceUsage { workspace } => {
-                self.later(|s| async move { reply_from(s.workspace_usage(&workspace).await, Reply::WorkspaceUsage) })
-            }
-            Request::Credits { id, change } => {
-                self.later(|s| async move { reply_from(s.change_credits(&id, change, &actor).await, Reply::Key) })
-            }
-            Request::Audit(query) => self.later(|s| async move { reply_from(s.audit(query).await, Reply::Audit) }),
-            Request::Create(create) => {
-                self.later(|s| async move { reply_from(s.create(create, &actor).await, Reply::Created) })
-            }
-            Request::Import(import) => {
-                self.later(|s| async move { reply_from(s.import(import, &actor).await, Reply::Key) })
-            }
-            Request::Edit { id, changes } => {
-                self.later(|s| async move { reply_from(s.edit(&id, changes, &actor).await, Reply::Key) })
-            }
-            Request::Regenerate { id, grace_seconds } => self.later(move |s| async move {
-                reply_from(s.regenerate(&id, grace_seconds, &actor).await, Reply::Created)
-            }),
-            Request::Deactivate { id } => {
-                self.later(|s| async move { reply_from(s.set_active(&id, false, &actor).await, Reply::Key) })
-            }
-            Request::Activate { id } => {
-                self.later(|s| async move { reply_from(s.set_active(&id, true, &actor).await, Reply::Key) })
-            }
-            Request::Revoke { id } => {
-                self.later(|s| async move { reply_from(s.revoke(&id, &actor).await, Reply::Key) })
-            }
-            Request::SetAccount(account) => {
-                self.later(|s| async move { reply_from(s.set_account(account, &actor).await, Reply::Account) })
-            }
-        }
-    }
-
-    /// Runs `work` on the blocking pool (it reads the store) and replies with what it returns.
-    fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Service) -> Result<T, DaemonError> + Send + 'static,
-        wrap: impl FnOnce(T) -> Reply + Send + 'static,
-    ) -> Handled {
-        self.later(|s| async move {
-            let result = tokio::task::spawn_blocking(move || work(&s))
-                .await
-                .unwrap_or_else(|e| Err(DaemonError::Internal(format!("storage task failed: {e}"))));
-            reply_from(result, wrap)
-        })
-    }
-
-    fn later<F, Fut>(&self, work: F) -> Handled
-    where
-        F: FnOnce(Service) -> Fut,
-        Fut: Future<Output = Reply> + Send + 'static,
-    {
-        Handled::Later(Box::pin(work(self.clone())))
     }
 }

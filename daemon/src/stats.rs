@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use keyward_protocol::{LatencySummary, StatsReport, VerifyCode};
 
-use crate::usage::{slot, CODES};
+use crate::keys::usage::{slot, CODES};
 
 const SUB_BUCKETS: usize = 8;
 /// Powers of two covered: 2^0 ns up to 2^40 ns (~18 minutes).

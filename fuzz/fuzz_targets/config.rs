@@ -1,7 +1,7 @@
 //! The configuration parser: any text. Errors carry a line within the text; nothing panics.
 #![no_main]
 
-use keyward_daemon::config_file;
+use keyward_daemon::config::file;
 use keyward_daemon::Config;
 use libfuzzer_sys::fuzz_target;
 

@@ -10,9 +10,9 @@
 
 use std::sync::OnceLock;
 
-use keyward_daemon::hasher::{Caller, DigestKeys, HashCost, Hasher};
-use keyward_daemon::service::{Handled, Service, SocketRole};
-use keyward_daemon::store::Store;
+use keyward_daemon::internals::{Caller, DigestKeys, HashCost, Hasher};
+use keyward_daemon::internals::{handle, handle_verify, Handled, Service, SocketRole};
+use keyward_daemon::internals::Store;
 use keyward_daemon::Config;
 use keyward_protocol::{
     codec, Actor, CreateRequest, ExpirySpec, KeyStatus, ListRequest, RatePolicy, Reply, ReplyFrame, Request, Secret,
@@ -42,7 +42,7 @@ fn world() -> &'static World {
 
 fn call(request: Request) -> Reply {
     let world = world();
-    match world.service.handle(request, SocketRole::Admin, &Actor::default(), Caller::default()) {
+    match handle(&world.service, request, SocketRole::Admin, &Actor::default(), Caller::default()) {
         Handled::Now(reply) => reply,
         Handled::Verified(verdict) => {
             let mut spliced = Vec::new();

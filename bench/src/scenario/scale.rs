@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use keyward_client::VerifyCode;
-use keyward_daemon::hasher::{DigestKeys, HashCost, Hasher};
+use keyward_daemon::internals::{DigestKeys, HashCost, Hasher};
 use zeroize::Zeroizing;
 
 use super::warm::{compare_rows, Compared};

@@ -13,15 +13,16 @@
 use keyward_protocol::token::Token;
 use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyView};
 
-use super::{expiry_text, field, Draft};
-use crate::clock::{rfc3339, unix_now};
-use crate::config::Plans;
+use super::create::new_secret;
+use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
-use crate::hasher::Digest;
-use crate::index::HotKey;
-use crate::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
+use crate::host::clock::{rfc3339, unix_now};
+use crate::keys::index::HotKey;
+use crate::keys::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
+use crate::limits::Plans;
+use crate::manage::validate;
+use crate::secrets::hasher::Digest;
 use crate::service::Service;
-use crate::validate;
 
 fn conflict(message: String) -> DaemonError {
     DaemonError::Conflict(message)
@@ -52,118 +53,117 @@ impl Outcome {
     }
 }
 
-impl Service {
-    /// Applies `build` to the current snapshot of key `id` under the write lock, commits it, and makes it
-    /// visible. `warm` (the digest of a secret the daemon just minted) warms the new current secret.
-    pub(super) async fn change_key(
-        &self,
-        id: &str,
-        actor: &Actor,
-        action: AuditAction,
-        warm: Option<Digest>,
-        build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
-    ) -> Result<KeyView, DaemonError> {
-        let id = validate::key_id(id)?;
-        let writing = self.write_lock().await;
-        let current = self.load_key(&id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
-        let now = unix_now();
-        let Outcome { record, changes, credits } = build(&current, now)?;
-        let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
-        let record = self.commit(&writing, actor, draft).await?.record;
-        let next = current.succeed(record.expect("a key was committed"), &self.plans());
-        if let Some(digest) = warm {
-            next.current.warm.set(digest);
-        }
-        if let (Some((balance, refilled_at)), Some(cell)) = (credits, &next.credits) {
-            cell.set(balance);
-            cell.mark_saved(balance, refilled_at);
-        }
-        let view = self.view(&next, now);
-        self.index().put(next);
-        Ok(view)
+/// Applies `build` to the current snapshot of key `id` under the write lock, commits it, and makes it
+/// visible. `warm` (the digest of a secret the daemon just minted) warms the new current secret.
+pub(super) async fn change_key(
+    service: &Service,
+    id: &str,
+    actor: &Actor,
+    action: AuditAction,
+    warm: Option<Digest>,
+    build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
+) -> Result<KeyView, DaemonError> {
+    let id = validate::key_id(id)?;
+    let writing = service.write_lock().await;
+    let current = service.load_key(&id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+    let now = unix_now();
+    let Outcome { record, changes, credits } = build(&current, now)?;
+    let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
+    let record = commit(service, &writing, actor, draft).await?.record;
+    let next = current.succeed(record.expect("a key was committed"), &service.plans());
+    if let Some(digest) = warm {
+        next.current.warm.set(digest);
     }
-
-    /// Changes a key's settings; its token stays the same.
-    pub async fn edit(&self, id: &str, changes: KeyChanges, actor: &Actor) -> Result<KeyView, DaemonError> {
-        if changes.is_empty() {
-            return Err(DaemonError::InvalidArgument("nothing to change: pass at least one setting".into()));
-        }
-        let plans = self.plans();
-        self.change_key(id, actor, AuditAction::Edit, None, |old, now| apply_edit(&old.record, &changes, now, &plans))
-            .await
+    if let (Some((balance, refilled_at)), Some(cell)) = (credits, &next.credits) {
+        cell.set(balance);
+        cell.mark_saved(balance, refilled_at);
     }
+    let view = view(service, &next, now);
+    service.index().put(next);
+    Ok(view)
+}
 
-    /// Gives a key a new token. The old one keeps working for `grace_seconds` (never past the key's expiry).
-    pub async fn regenerate(&self, id: &str, grace_seconds: u64, actor: &Actor) -> Result<CreatedKey, DaemonError> {
-        if grace_seconds > validate::MAX_GRACE_SECONDS {
-            return Err(DaemonError::InvalidArgument("the grace window may be at most 30 days".into()));
-        }
-        let (secret, phc) = self.new_secret().await?;
-        let mut token = None;
-        let warm = self.hasher().digest(&secret[..]);
-        let view = self
-            .change_key(id, actor, AuditAction::Regenerate, Some(warm), |old, now| {
-                let old = &old.record;
-                changeable(old)?;
-                if old.is_expired(now) {
-                    return Err(conflict(format!("key {} has expired; create a new key instead", old.id)));
-                }
-                let new_token = Token::assemble(old.env, &old.id, &secret);
-                let parsed = Token::parse(new_token.expose()).expect("an assembled token parses");
-                let stored = StoredSecret {
-                    phc: phc.as_str().into(),
-                    prefix: parsed.prefix().to_owned(),
-                    tail: parsed.tail().to_owned(),
-                    lookup: None,
-                };
-                token = Some(new_token);
-                let until = now.saturating_add(grace_seconds as i64).min(old.expires_at.unwrap_or(i64::MAX));
-                let previous = (until > now).then(|| Box::new(PreviousSecret { secret: old.secret.clone(), until }));
-                let changes = vec![
-                    field("token", Some(old.secret.prefix.clone()), Some(stored.prefix.clone())),
-                    field("previous_token_until", None, previous.as_ref().map(|p| rfc3339(p.until))),
-                ];
-                let origin = keyward_protocol::KeyOrigin::Generated;
-                Ok(Outcome::new(KeyRecord { secret: stored, previous, origin, ..old.clone() }, changes))
-            })
-            .await?;
-        Ok(CreatedKey { token: token.expect("set when the change succeeded"), key: view })
+/// Changes a key's settings; its token stays the same.
+pub async fn edit(service: &Service, id: &str, changes: KeyChanges, actor: &Actor) -> Result<KeyView, DaemonError> {
+    if changes.is_empty() {
+        return Err(DaemonError::InvalidArgument("nothing to change: pass at least one setting".into()));
     }
+    let plans = service.plans();
+    change_key(service, id, actor, AuditAction::Edit, None, |old, now| apply_edit(&old.record, &changes, now, &plans))
+        .await
+}
 
-    /// Deactivates (`active == false`) or reactivates a key.
-    pub async fn set_active(&self, id: &str, active: bool, actor: &Actor) -> Result<KeyView, DaemonError> {
-        let (action, state) = if active {
-            (AuditAction::Activate, KeyState::Active)
-        } else {
-            (AuditAction::Deactivate, KeyState::Inactive)
+/// Gives a key a new token. The old one keeps working for `grace_seconds` (never past the key's expiry).
+pub async fn regenerate(
+    service: &Service,
+    id: &str,
+    grace_seconds: u64,
+    actor: &Actor,
+) -> Result<CreatedKey, DaemonError> {
+    if grace_seconds > validate::MAX_GRACE_SECONDS {
+        return Err(DaemonError::InvalidArgument("the grace window may be at most 30 days".into()));
+    }
+    let (secret, phc) = new_secret(service).await?;
+    let mut token = None;
+    let warm = service.hasher().digest(&secret[..]);
+    let view = change_key(service, id, actor, AuditAction::Regenerate, Some(warm), |old, now| {
+        let old = &old.record;
+        changeable(old)?;
+        if old.is_expired(now) {
+            return Err(conflict(format!("key {} has expired; create a new key instead", old.id)));
+        }
+        let new_token = Token::assemble(old.env, &old.id, &secret);
+        let parsed = Token::parse(new_token.expose()).expect("an assembled token parses");
+        let stored = StoredSecret {
+            phc: phc.as_str().into(),
+            prefix: parsed.prefix().to_owned(),
+            tail: parsed.tail().to_owned(),
+            lookup: None,
         };
-        self.change_key(id, actor, action, None, |old, _| {
-            let old = &old.record;
-            changeable(old)?;
-            if old.state == state {
-                let word = if active { "active" } else { "inactive" };
-                return Err(conflict(format!("key {} is already {word}", old.id)));
-            }
-            let changes = vec![field("state", Some(state_text(old.state)), Some(state_text(state)))];
-            Ok(Outcome::new(KeyRecord { state, ..old.clone() }, changes))
-        })
-        .await
-    }
+        token = Some(new_token);
+        let until = now.saturating_add(grace_seconds as i64).min(old.expires_at.unwrap_or(i64::MAX));
+        let previous = (until > now).then(|| Box::new(PreviousSecret { secret: old.secret.clone(), until }));
+        let changes = vec![
+            field("token", Some(old.secret.prefix.clone()), Some(stored.prefix.clone())),
+            field("previous_token_until", None, previous.as_ref().map(|p| rfc3339(p.until))),
+        ];
+        let origin = keyward_protocol::KeyOrigin::Generated;
+        Ok(Outcome::new(KeyRecord { secret: stored, previous, origin, ..old.clone() }, changes))
+    })
+    .await?;
+    Ok(CreatedKey { token: token.expect("set when the change succeeded"), key: view })
+}
 
-    /// Revokes a key for good; the next verify of its token answers REVOKED.
-    pub async fn revoke(&self, id: &str, actor: &Actor) -> Result<KeyView, DaemonError> {
-        self.change_key(id, actor, AuditAction::Revoke, None, |old, now| {
-            let old = &old.record;
-            if old.revoked_at.is_some() {
-                return Err(conflict(format!("key {} is already revoked", old.id)));
-            }
-            let changes = vec![field("revoked_at", None, Some(rfc3339(now)))];
-            // The previous token keeps its grace window so that, until it ends, it answers REVOKED like the
-            // current one rather than NOT_FOUND: its holder learns what happened.
-            Ok(Outcome::new(KeyRecord { revoked_at: Some(now), ..old.clone() }, changes))
-        })
-        .await
-    }
+/// Deactivates (`active == false`) or reactivates a key.
+pub async fn set_active(service: &Service, id: &str, active: bool, actor: &Actor) -> Result<KeyView, DaemonError> {
+    let (action, state) =
+        if active { (AuditAction::Activate, KeyState::Active) } else { (AuditAction::Deactivate, KeyState::Inactive) };
+    change_key(service, id, actor, action, None, |old, _| {
+        let old = &old.record;
+        changeable(old)?;
+        if old.state == state {
+            let word = if active { "active" } else { "inactive" };
+            return Err(conflict(format!("key {} is already {word}", old.id)));
+        }
+        let changes = vec![field("state", Some(state_text(old.state)), Some(state_text(state)))];
+        Ok(Outcome::new(KeyRecord { state, ..old.clone() }, changes))
+    })
+    .await
+}
+
+/// Revokes a key for good; the next verify of its token answers REVOKED.
+pub async fn revoke(service: &Service, id: &str, actor: &Actor) -> Result<KeyView, DaemonError> {
+    change_key(service, id, actor, AuditAction::Revoke, None, |old, now| {
+        let old = &old.record;
+        if old.revoked_at.is_some() {
+            return Err(conflict(format!("key {} is already revoked", old.id)));
+        }
+        let changes = vec![field("revoked_at", None, Some(rfc3339(now)))];
+        // The previous token keeps its grace window so that, until it ends, it answers REVOKED like the
+        // current one rather than NOT_FOUND: its holder learns what happened.
+        Ok(Outcome::new(KeyRecord { revoked_at: Some(now), ..old.clone() }, changes))
+    })
+    .await
 }
 
 fn state_text(state: KeyState) -> String {

@@ -7,14 +7,14 @@ use keyward_protocol::{
 };
 use zeroize::Zeroizing;
 
-use super::{expiry_text, field, Draft};
-use crate::clock::unix_now;
+use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
-use crate::index::HotKey;
-use crate::mint;
-use crate::record::{KeyRecord, KeyState, StoredSecret};
+use crate::host::clock::unix_now;
+use crate::keys::index::HotKey;
+use crate::keys::record::{KeyRecord, KeyState, StoredSecret};
+use crate::manage::validate;
+use crate::secrets::mint;
 use crate::service::Service;
-use crate::validate;
 
 /// The settings every new key is made from, validated.
 struct Settings {
@@ -80,7 +80,7 @@ macro_rules! requested {
     };
 }
 
-fn settings(requested: Requested<'_>, now: i64, plans: &crate::config::Plans) -> Result<Settings, DaemonError> {
+fn settings(requested: Requested<'_>, now: i64, plans: &crate::limits::Plans) -> Result<Settings, DaemonError> {
     let scopes = validate::scopes(requested.scopes)?;
     validate::role_allows(requested.role, &scopes)?;
     validate::metadata(requested.metadata)?;
@@ -105,95 +105,93 @@ fn public_ends(token: &str) -> (String, String) {
     (token[..prefix].to_owned(), token[token.len() - tail..].to_owned())
 }
 
-impl Service {
-    /// A fresh key id nobody has. Call under the write lock.
-    fn unused_key_id(&self) -> keyward_protocol::KeyId {
-        loop {
-            let candidate = mint::key_id();
-            if !self.index().contains(candidate.as_str()) {
-                return candidate;
-            }
+/// A fresh key id nobody has. Call under the write lock.
+fn unused_key_id(service: &Service) -> keyward_protocol::KeyId {
+    loop {
+        let candidate = mint::key_id();
+        if !service.index().contains(candidate.as_str()) {
+            return candidate;
         }
     }
+}
 
-    /// Mints a new secret and its hash (Argon2 runs outside the write lock).
-    pub(super) async fn new_secret(&self) -> Result<(Zeroizing<[u8; 32]>, String), DaemonError> {
-        let secret = mint::secret();
-        let phc = self.hasher().hash(Zeroizing::new(secret.to_vec())).await?;
-        Ok((secret, phc))
+/// Mints a new secret and its hash (Argon2 runs outside the write lock).
+pub(super) async fn new_secret(service: &Service) -> Result<(Zeroizing<[u8; 32]>, String), DaemonError> {
+    let secret = mint::secret();
+    let phc = service.hasher().hash(Zeroizing::new(secret.to_vec())).await?;
+    Ok((secret, phc))
+}
+
+/// Creates a key and returns its token: the only time the token exists outside the caller's hands.
+pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) -> Result<CreatedKey, DaemonError> {
+    let now = unix_now();
+    let settings = settings(requested!(request), now, &service.plans())?;
+    let (secret, phc) = new_secret(service).await?;
+    let writing = service.write_lock().await;
+    let id = unused_key_id(service);
+    let token = Token::assemble(request.env, &id, &secret);
+    let parsed = Token::parse(token.expose()).expect("an assembled token parses");
+    let stored = StoredSecret {
+        phc: phc.into(),
+        prefix: parsed.prefix().to_owned(),
+        tail: parsed.tail().to_owned(),
+        lookup: None,
+    };
+    let record = settings.into_record(id, request.env, now, stored);
+    let changes = vec![
+        field("name", None, Some(record.name.clone())),
+        field("scopes", None, Some(record.scopes.join(" "))),
+        field("role", None, Some(record.role.to_string())),
+        field("expires_at", None, expiry_text(record.expires_at)),
+        field("rate", None, Some(record.limits.rate.to_string())),
+    ];
+    let record = commit(service, &writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
+    let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
+    // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
+    key.current.warm.set(service.hasher().digest(&secret[..]));
+    let view = view(service, &key, now);
+    service.index().put(key);
+    Ok(CreatedKey { token, key: view })
+}
+
+/// Takes over a token issued elsewhere: stores its Argon2id hash and a keyed lookup digest, so it
+/// verifies as it is.
+pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) -> Result<KeyView, DaemonError> {
+    let now = unix_now();
+    let text = request.token.expose();
+    validate::importable_token(text)?;
+    let settings = settings(requested!(request), now, &service.plans())?;
+    let account = request.legacy_account.as_deref().map(validate::account).transpose()?;
+    let env = Token::parse(text).map(|t| t.env()).unwrap_or_default();
+    let lookup = service.hasher().lookup_digest(text.as_bytes());
+    let phc = service.hasher().hash(Zeroizing::new(text.as_bytes().to_vec())).await?;
+
+    let writing = service.write_lock().await;
+    if let Some(existing) = service.index().find_imported(&lookup) {
+        return Err(DaemonError::Conflict(format!("this token is already imported as key {existing}")));
     }
-
-    /// Creates a key and returns its token: the only time the token exists outside the caller's hands.
-    pub async fn create(&self, request: CreateRequest, actor: &Actor) -> Result<CreatedKey, DaemonError> {
-        let now = unix_now();
-        let settings = settings(requested!(request), now, &self.plans())?;
-        let (secret, phc) = self.new_secret().await?;
-        let writing = self.write_lock().await;
-        let id = self.unused_key_id();
-        let token = Token::assemble(request.env, &id, &secret);
-        let parsed = Token::parse(token.expose()).expect("an assembled token parses");
-        let stored = StoredSecret {
-            phc: phc.into(),
-            prefix: parsed.prefix().to_owned(),
-            tail: parsed.tail().to_owned(),
-            lookup: None,
-        };
-        let record = settings.into_record(id, request.env, now, stored);
-        let changes = vec![
-            field("name", None, Some(record.name.clone())),
-            field("scopes", None, Some(record.scopes.join(" "))),
-            field("role", None, Some(record.role.to_string())),
-            field("expires_at", None, expiry_text(record.expires_at)),
-            field("rate", None, Some(record.limits.rate.to_string())),
-        ];
-        let record = self.commit(&writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
-        let key = HotKey::new(record.expect("a key was committed"), Default::default(), &self.plans());
-        // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
-        key.current.warm.set(self.hasher().digest(&secret[..]));
-        let view = self.view(&key, now);
-        self.index().put(key);
-        Ok(CreatedKey { token, key: view })
+    if Token::parse(text).is_ok_and(|t| service.index().contains(t.key_id())) {
+        return Err(DaemonError::Conflict("this token belongs to a key keyward already has".into()));
     }
-
-    /// Takes over a token issued elsewhere: stores its Argon2id hash and a keyed lookup digest, so it
-    /// verifies as it is.
-    pub async fn import(&self, request: ImportRequest, actor: &Actor) -> Result<KeyView, DaemonError> {
-        let now = unix_now();
-        let text = request.token.expose();
-        validate::importable_token(text)?;
-        let settings = settings(requested!(request), now, &self.plans())?;
-        let account = request.legacy_account.as_deref().map(validate::account).transpose()?;
-        let env = Token::parse(text).map(|t| t.env()).unwrap_or_default();
-        let lookup = self.hasher().lookup_digest(text.as_bytes());
-        let phc = self.hasher().hash(Zeroizing::new(text.as_bytes().to_vec())).await?;
-
-        let writing = self.write_lock().await;
-        if let Some(existing) = self.index().find_imported(&lookup) {
-            return Err(DaemonError::Conflict(format!("this token is already imported as key {existing}")));
-        }
-        if Token::parse(text).is_ok_and(|t| self.index().contains(t.key_id())) {
-            return Err(DaemonError::Conflict("this token belongs to a key keyward already has".into()));
-        }
-        let (prefix, tail) = public_ends(text);
-        let stored = StoredSecret { phc: phc.into(), prefix, tail, lookup: Some(lookup) };
-        let mut record = settings.into_record(self.unused_key_id(), env, now, stored);
-        record.origin = if account.is_some() { KeyOrigin::Legacy } else { KeyOrigin::Imported };
-        record.account = account;
-        let mut changes = vec![
-            field("name", None, Some(record.name.clone())),
-            field("scopes", None, Some(record.scopes.join(" "))),
-            field("origin", None, Some(record.origin.as_str().to_owned())),
-        ];
-        if let Some(account) = &record.account {
-            changes.push(field("account", None, Some(account.clone())));
-        }
-        let record = self.commit(&writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
-        let key = HotKey::new(record.expect("a key was committed"), Default::default(), &self.plans());
-        key.current.warm.set(self.hasher().digest(text.as_bytes()));
-        let view = self.view(&key, now);
-        self.index().put(key);
-        Ok(view)
+    let (prefix, tail) = public_ends(text);
+    let stored = StoredSecret { phc: phc.into(), prefix, tail, lookup: Some(lookup) };
+    let mut record = settings.into_record(unused_key_id(service), env, now, stored);
+    record.origin = if account.is_some() { KeyOrigin::Legacy } else { KeyOrigin::Imported };
+    record.account = account;
+    let mut changes = vec![
+        field("name", None, Some(record.name.clone())),
+        field("scopes", None, Some(record.scopes.join(" "))),
+        field("origin", None, Some(record.origin.as_str().to_owned())),
+    ];
+    if let Some(account) = &record.account {
+        changes.push(field("account", None, Some(account.clone())));
     }
+    let record = commit(service, &writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
+    let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
+    key.current.warm.set(service.hasher().digest(text.as_bytes()));
+    let view = view(service, &key, now);
+    service.index().put(key);
+    Ok(view)
 }
 
 #[cfg(test)]

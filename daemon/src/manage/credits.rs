@@ -2,34 +2,37 @@
 
 use keyward_protocol::{Actor, AuditAction, CreditChange, KeyView, Limits};
 
-use super::change::{changeable, Outcome};
+use super::change::{change_key, changeable, Outcome};
 use super::field;
 use crate::error::DaemonError;
-use crate::record::KeyRecord;
+use crate::keys::record::KeyRecord;
 use crate::service::Service;
 
-impl Service {
-    /// Sets or adds to a key's credits; `Set` also gives credits to a key that had none.
-    pub async fn change_credits(&self, id: &str, change: CreditChange, actor: &Actor) -> Result<KeyView, DaemonError> {
-        self.change_key(id, actor, AuditAction::Credits, None, |old, now| {
-            changeable(&old.record)?;
-            let live = old.credits.as_ref().map(|cell| (cell.balance(), cell.refilled_at()));
-            let balance = match (change, live) {
-                (CreditChange::Set(n), _) => n,
-                (CreditChange::Add(n), Some((balance, _))) => balance.saturating_add(n),
-                (CreditChange::Add(_), None) => {
-                    return Err(DaemonError::Conflict(format!(
-                        "key {} has no credits; give it a balance with --set first",
-                        old.record.id
-                    )))
-                }
-            };
-            let refilled_at = live.map_or(now, |(_, at)| at);
-            let changes = vec![field("credits", live.map(|(b, _)| b.to_string()), Some(balance.to_string()))];
-            let limits = Limits { credits: Some(balance), ..old.record.limits.clone() };
-            let record = KeyRecord { limits, ..old.record.clone() };
-            Ok(Outcome { credits: Some((balance, refilled_at)), ..Outcome::new(record, changes) })
-        })
-        .await
-    }
+/// Sets or adds to a key's credits; `Set` also gives credits to a key that had none.
+pub async fn change_credits(
+    service: &Service,
+    id: &str,
+    change: CreditChange,
+    actor: &Actor,
+) -> Result<KeyView, DaemonError> {
+    change_key(service, id, actor, AuditAction::Credits, None, |old, now| {
+        changeable(&old.record)?;
+        let live = old.credits.as_ref().map(|cell| (cell.balance(), cell.refilled_at()));
+        let balance = match (change, live) {
+            (CreditChange::Set(n), _) => n,
+            (CreditChange::Add(n), Some((balance, _))) => balance.saturating_add(n),
+            (CreditChange::Add(_), None) => {
+                return Err(DaemonError::Conflict(format!(
+                    "key {} has no credits; give it a balance with --set first",
+                    old.record.id
+                )))
+            }
+        };
+        let refilled_at = live.map_or(now, |(_, at)| at);
+        let changes = vec![field("credits", live.map(|(b, _)| b.to_string()), Some(balance.to_string()))];
+        let limits = Limits { credits: Some(balance), ..old.record.limits.clone() };
+        let record = KeyRecord { limits, ..old.record.clone() };
+        Ok(Outcome { credits: Some((balance, refilled_at)), ..Outcome::new(record, changes) })
+    })
+    .await
 }

@@ -1,14 +1,17 @@
 //! Management requests, one module per family:
 //!
-//! - `create`: new keys — minted ([`Service::create`]) or imported ([`Service::import`]);
+//! - `create`: new keys — minted ([`create()`]) or imported ([`import()`]);
 //! - `change`: edit, regenerate, deactivate/activate, revoke;
 //! - `account`: the account → workspaces mapping of legacy keys;
 //! - `credits`: setting and adding to credit balances;
-//! - `query`: list, show, legacy listing, audit log, usage.
+//! - `query`: list, show, legacy listing, audit log, usage, the daemon's counters;
+//! - [`validate`]: the rules of every management field.
+//!
+//! Each is a function over the shared [`Service`]; `dispatch` calls them.
 //!
 //! Every change follows one sequence, under the service's write lock so that two changes can never
 //! interleave: read the current snapshot → build the new record and its audit entry → write both in one
-//! transaction and flush ([`crate::store::Store::commit`]) → swap the new snapshot into the index → answer.
+//! transaction and flush ([`crate::keys::store::Store::commit`]) → swap the new snapshot into the index → answer.
 //! A failed write changes nothing; a swapped snapshot is visible to the very next verify, before the caller
 //! hears back.
 
@@ -17,18 +20,23 @@ mod change;
 mod create;
 mod credits;
 mod query;
+pub mod validate;
 
-pub use query::{USAGE_DAYS, USAGE_HOURS};
+pub use account::{get_account, set_account};
+pub use change::{edit, regenerate, revoke, set_active};
+pub use create::{create, import};
+pub use credits::change_credits;
+pub use query::{audit, get, list, list_legacy, report, usage, workspace_usage, USAGE_DAYS, USAGE_HOURS};
 
 use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
 use tokio::sync::MutexGuard;
 
-use crate::clock::rfc3339;
 use crate::error::DaemonError;
-use crate::index::HotKey;
-use crate::record::{KeyRecord, Live};
+use crate::host::clock::rfc3339;
+use crate::keys::index::HotKey;
+use crate::keys::record::{KeyRecord, Live};
+use crate::keys::store::Change;
 use crate::service::{Found, Service};
-use crate::store::Change;
 
 /// A change about to be committed.
 struct Draft {
@@ -54,71 +62,69 @@ struct Committed {
     account: Option<AccountView>,
 }
 
-impl Service {
-    /// Writes `draft` and its audit entry durably. The caller holds the write lock (`_writing`) and makes
-    /// the result visible before releasing it.
-    async fn commit(
-        &self,
-        _writing: &MutexGuard<'_, ()>,
-        actor: &Actor,
-        draft: Draft,
-    ) -> Result<Committed, DaemonError> {
-        let Draft { action, record, credits, account, changes, at } = draft;
-        let entry = AuditEntry {
-            seq: self.peek_audit_seq(),
-            at,
-            action,
-            key_id: record.as_ref().map(|r| r.id.to_string()),
-            workspace: record.as_ref().map(|r| r.workspace.clone()),
-            account: record
-                .as_ref()
-                .and_then(|r| r.account.clone())
-                .or_else(|| account.as_ref().map(|a| a.account.clone())),
-            changes,
-            actor: actor.clone(),
-        };
-        let store = self.store().clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            store.commit(&Change { key: record.as_ref(), credits, account: account.as_ref(), audit: &entry })?;
-            Ok::<_, DaemonError>(Committed { record, account })
-        })
-        .await
-        .map_err(|e| DaemonError::Internal(format!("storage task failed: {e}")))??;
-        self.advance_audit_seq();
-        tracing::info!(
-            action = %action,
-            key = committed.record.as_ref().map(|r| r.id.as_str()),
-            uid = actor.uid,
-            pid = actor.pid,
-            actor = actor.label.as_deref(),
-            "management change committed"
-        );
-        Ok(committed)
-    }
+/// Writes `draft` and its audit entry durably. The caller holds the write lock (`_writing`) and makes
+/// the result visible before releasing it.
+async fn commit(
+    service: &Service,
+    _writing: &MutexGuard<'_, ()>,
+    actor: &Actor,
+    draft: Draft,
+) -> Result<Committed, DaemonError> {
+    let Draft { action, record, credits, account, changes, at } = draft;
+    let entry = AuditEntry {
+        seq: service.peek_audit_seq(),
+        at,
+        action,
+        key_id: record.as_ref().map(|r| r.id.to_string()),
+        workspace: record.as_ref().map(|r| r.workspace.clone()),
+        account: record
+            .as_ref()
+            .and_then(|r| r.account.clone())
+            .or_else(|| account.as_ref().map(|a| a.account.clone())),
+        changes,
+        actor: actor.clone(),
+    };
+    let store = service.store().clone();
+    let committed = tokio::task::spawn_blocking(move || {
+        store.commit(&Change { key: record.as_ref(), credits, account: account.as_ref(), audit: &entry })?;
+        Ok::<_, DaemonError>(Committed { record, account })
+    })
+    .await
+    .map_err(|e| DaemonError::Internal(format!("storage task failed: {e}")))??;
+    service.advance_audit_seq();
+    tracing::info!(
+        action = %action,
+        key = committed.record.as_ref().map(|r| r.id.as_str()),
+        uid = actor.uid,
+        pid = actor.pid,
+        actor = actor.label.as_deref(),
+        "management change committed"
+    );
+    Ok(committed)
+}
 
-    /// How listings show `key` at `now`.
-    fn view(&self, key: &HotKey, now: i64) -> KeyView {
-        let credits = key.credits.as_ref().map(|cell| cell.balance());
-        key.record.view(Live { now, sunset: self.legacy_sunset(), last_used_at: key.last_used_at(), credits })
-    }
+/// How listings show `key` at `now`.
+fn view(service: &Service, key: &HotKey, now: i64) -> KeyView {
+    let credits = key.credits.as_ref().map(|cell| cell.balance());
+    key.record.view(Live { now, sunset: service.legacy_sunset(), last_used_at: key.last_used_at(), credits })
+}
 
-    /// How listings show a key as [found](Service::found) at `now`.
-    fn view_found(&self, found: &Found, now: i64) -> KeyView {
-        match found {
-            Found::Hot(key) => self.view(key, now),
-            Found::Stored(record, counters) => {
-                // As its snapshot would show it: the flusher's last balance, else the starting balance.
-                let credits = counters.credits.map(|(balance, _)| balance).or(record.limits.credits);
-                let live = Live { now, sunset: self.legacy_sunset(), last_used_at: counters.last_used, credits };
-                record.view(live)
-            }
+/// How listings show a key as [found](Service::found) at `now`.
+fn view_found(service: &Service, found: &Found, now: i64) -> KeyView {
+    match found {
+        Found::Hot(key) => view(service, key, now),
+        Found::Stored(record, counters) => {
+            // As its snapshot would show it: the flusher's last balance, else the starting balance.
+            let credits = counters.credits.map(|(balance, _)| balance).or(record.limits.credits);
+            let live = Live { now, sunset: service.legacy_sunset(), last_used_at: counters.last_used, credits };
+            record.view(live)
         }
     }
+}
 
-    /// Key `id` as [found](Service::found), or KEY_NOT_FOUND.
-    fn existing(&self, id: &KeyId) -> Result<Found, DaemonError> {
-        self.found(id.as_str())?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))
-    }
+/// Key `id` as [found](Service::found), or KEY_NOT_FOUND.
+fn existing(service: &Service, id: &KeyId) -> Result<Found, DaemonError> {
+    service.found(id.as_str())?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))
 }
 
 /// A changed field for the audit log.

@@ -1,22 +1,31 @@
-//! [`Config`]: everything the daemon needs to know to run, with its defaults.
+//! [`Config`]: everything the daemon needs to know to run, with its defaults; [`file`] reads the TOML
+//! file it may come from.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use std::collections::BTreeMap;
-
 use keyward_protocol::frame::DEFAULT_MAX_REQUEST;
-use keyward_protocol::{paths, Rate, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE};
+use keyward_protocol::paths;
 
-use crate::connection::ConnectionLimits;
-use crate::hasher::{self, HashCost, PoolSettings};
+pub use crate::host::logging::LogFormat;
+use crate::limits::{default_plans, Plans};
+use crate::secrets::hasher::{self, HashCost, PoolSettings};
 
-/// Rate plans by name.
-pub type Plans = BTreeMap<String, Rate>;
+pub mod file;
 
-/// The built-in plans: `free` = 100/min and `paid` = 1000/min, as the reference documents promise.
-pub fn default_plans() -> Plans {
-    BTreeMap::from([(DEFAULT_PLAN.to_owned(), DEFAULT_PLAN_RATE), ("paid".to_owned(), PAID_PLAN_RATE)])
+/// Per-connection limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Largest request payload, in bytes.
+    pub max_request: u32,
+    /// Requests that may wait for the hasher or the disk at once.
+    pub max_in_flight: usize,
+    /// Time a new connection has to send its handshake.
+    pub handshake_timeout: Duration,
+    /// A connection with no request in flight and no bytes for this long is closed.
+    pub idle_timeout: Duration,
+    /// Once a frame has started, the rest of it must arrive within this (slow-loris defence).
+    pub frame_timeout: Duration,
 }
 
 /// A user or group named in the configuration, by name or numeric id.
@@ -24,20 +33,6 @@ pub fn default_plans() -> Plans {
 pub enum Principal {
     Name(String),
     Id(u32),
-}
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human lines with colours on a terminal, journald lines under systemd, plain lines otherwise.
-    #[default]
-    Auto,
-    /// Timestamped human lines.
-    Human,
-    /// Plain lines without timestamps (the journal adds its own).
-    Journald,
-    /// One JSON object per line.
-    Json,
 }
 
 /// The daemon's settings.

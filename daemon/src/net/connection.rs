@@ -18,7 +18,6 @@
 //! bound, and no connection holds its permit forever.
 
 use std::io;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use keyward_protocol::codec::CodecError;
@@ -33,26 +32,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Now;
-use crate::hasher::Caller;
-use crate::roster::Membership;
-use crate::service::{Handled, Service, SocketRole};
+use crate::config::ConnectionLimits;
+use crate::dispatch::{self, Handled, SocketRole};
+use crate::host::clock::Now;
+use crate::net::roster::Membership;
+use crate::secrets::hasher::Caller;
+use crate::service::Service;
 use crate::verify::Verdict;
-
-/// Per-connection limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Largest request payload, in bytes.
-    pub max_request: u32,
-    /// Requests that may wait for the hasher or the disk at once.
-    pub max_in_flight: usize,
-    /// Time a new connection has to send its handshake.
-    pub handshake_timeout: Duration,
-    /// A connection with no request in flight and no bytes for this long is closed.
-    pub idle_timeout: Duration,
-    /// Once a frame has started, the rest of it must arrive within this (slow-loris defence).
-    pub frame_timeout: Duration,
-}
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -349,7 +335,8 @@ impl Connection {
     fn answer(&mut self, payload: &[u8], now: &mut Option<Now>) {
         // A verify is read in place (the token and names borrowed from the frame); anything else whole.
         if let Some((id, verify)) = codec::decode_verify_request(payload) {
-            let handled = self.service.handle_verify(&verify, *now.get_or_insert_with(Now::read), self.caller);
+            let handled =
+                dispatch::handle_verify(&self.service, &verify, *now.get_or_insert_with(Now::read), self.caller);
             self.put_handled(id, handled);
             return;
         }
@@ -361,7 +348,7 @@ impl Connection {
                 return;
             }
         };
-        let handled = self.service.handle(request, self.role, &self.actor, self.caller);
+        let handled = dispatch::handle(&self.service, request, self.role, &self.actor, self.caller);
         self.put_handled(id, handled);
     }
 

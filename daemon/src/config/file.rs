@@ -56,7 +56,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{Config, LogFormat, Principal};
-use crate::hasher::{self, HashCost, MAX_NICE};
+use crate::secrets::hasher::{self, HashCost, MAX_NICE};
 
 /// Where the daemon looks for its configuration when `--config` is not given.
 pub const DEFAULT_PATH: &str = "/etc/keyward/keyward.toml";
@@ -192,7 +192,7 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     config.verify_groups = file.verify_groups.as_deref().map(principals);
     if let Some(group) = &file.verify_socket_group {
         let principal = principal(group);
-        if crate::peer::group(&principal).is_none() {
+        if crate::net::peer::group(&principal).is_none() {
             return Err(at(group, "verify_socket_group: no such group"));
         }
         config.verify_socket_group = Some(principal);

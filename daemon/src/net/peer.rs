@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use keyward_protocol::{users, Actor};
 
 use crate::config::{Config, Principal};
-use crate::service::SocketRole;
+use crate::dispatch::SocketRole;
 
 /// The resolved access rules.
 #[derive(Clone, Debug, Default)]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use keyward_protocol::token::{self, Token};
 use keyward_protocol::{ExpirySpec, KeyId, Limits, RatePolicy, Refill, Role, ScopeSet};
 
-use crate::config::Plans;
+use crate::limits::Plans;
 
 use crate::error::DaemonError;
 

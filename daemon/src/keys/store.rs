@@ -10,7 +10,7 @@
 //! - `usage`: key id + `h`/`d` + bucket start (big-endian) → verification counts by code, summed by a
 //!   merge operator;
 //! - `warm`: key id → the warm digests of its verified secrets, each with the fingerprint of the hash it
-//!   was verified against (batches; only keyward-generated secrets, see [`crate::index`]).
+//!   was verified against (batches; only keyward-generated secrets, see [`crate::keys::index`]).
 //!
 //! Beside the sled files, `store.manifest` records how much the store held at its last sync (the audit
 //! sequence and the key count, both of which only grow). sled opens a damaged, truncated or missing log as
@@ -30,9 +30,9 @@ use keyward_protocol::{codec, AccountView, AuditEntry};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::parallel;
-use crate::record::KeyRecord;
-use crate::usage::{self, CODES};
+use crate::keys::parallel;
+use crate::keys::record::KeyRecord;
+use crate::keys::usage::{self, CODES};
 
 /// Storage failed. The message names the data directory or record, never any secret material.
 #[derive(Debug, thiserror::Error)]

@@ -16,7 +16,7 @@ use std::path::Path;
 use zeroize::Zeroizing;
 
 use crate::error::StartError;
-use crate::mint;
+use crate::secrets::mint;
 
 /// The lookup key's file name in the data directory.
 pub const LOOKUP_KEY: &str = "lookup.key";

@@ -53,7 +53,7 @@ use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
 use crate::error::DaemonError;
-use crate::mint;
+use crate::secrets::mint;
 
 /// Argon2 verifies of one stored hash that may be queued or running at once; more wait their turn.
 pub const PER_HASH_LIMIT: usize = 2;
@@ -204,7 +204,7 @@ struct Shared {
 
 impl Hasher {
     /// `workers` Argon2 threads at the default priority ([`DEFAULT_NICE`]); at most `queue_limit` jobs may
-    /// wait for one. `keys` are the persistent keys of the lookup and warm digests ([`crate::keyfile`]).
+    /// wait for one. `keys` are the persistent keys of the lookup and warm digests ([`crate::secrets::keyfile`]).
     pub fn new(cost: HashCost, workers: usize, queue_limit: usize, keys: DigestKeys) -> Result<Self, String> {
         Hasher::with_pool(cost, PoolSettings { workers, queue: queue_limit, nice: DEFAULT_NICE }, keys)
     }

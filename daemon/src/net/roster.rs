@@ -84,12 +84,9 @@ impl Roster {
     }
 
     /// Open connections on the roster.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.members().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// `at`, in milliseconds since the roster's epoch.

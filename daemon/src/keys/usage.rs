@@ -1,9 +1,9 @@
 //! Usage counters: verifications per key by outcome code.
 //!
 //! Each key in use carries a small array of atomic counters, one per code, in place (only keys in use
-//! have an [`Activity`](crate::activity::Activity), so nothing is saved by allocating it on first use).
+//! have an [`Activity`](crate::keys::activity::Activity), so nothing is saved by allocating it on first use).
 //! The flusher drains them into the store's hourly and
-//! daily buckets ([`crate::store::Store::add_usage`]); a query adds what is still pending, so reports are
+//! daily buckets ([`crate::keys::store::Store::add_usage`]); a query adds what is still pending, so reports are
 //! exact. A count lands in the bucket of the time it was drained, at most one flush interval late.
 
 use std::sync::atomic::{AtomicU32, Ordering};

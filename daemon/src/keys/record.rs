@@ -69,7 +69,7 @@ pub struct KeyRecord {
     /// carry room for it.
     pub previous: Option<Box<PreviousSecret>>,
     /// Rate policy, named limits and refill; `credits` is the balance last set by an operator (the live
-    /// balance is kept apart, see [`crate::credits`]).
+    /// balance is kept apart, see [`crate::limits::credits`]).
     pub limits: Limits,
 }
 

@@ -7,8 +7,6 @@ use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::LogFormat;
-
 /// Changes the log filter of the running process.
 #[derive(Clone)]
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
@@ -26,6 +24,20 @@ fn filter(level: &str) -> Result<EnvFilter, String> {
 
 /// The subscriber the output layer sits on: the registry under the reloadable filter.
 type Filtered = Layered<reload::Layer<EnvFilter, Registry>, Registry>;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human lines with colours on a terminal, journald lines under systemd, plain lines otherwise.
+    #[default]
+    Auto,
+    /// Timestamped human lines.
+    Human,
+    /// Plain lines without timestamps (the journal adds its own).
+    Journald,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global subscriber writing to stderr.
 pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, String> {

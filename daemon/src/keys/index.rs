@@ -21,7 +21,7 @@
 //! not what was already spent.
 //!
 //! Imported tokens carry no key id, so another map finds them by their keyed lookup digest. Which keys
-//! were verified since the flusher's last pass is kept in [`crate::activity`].
+//! were verified since the flusher's last pass is kept in [`crate::keys::activity`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -32,14 +32,14 @@ use dashmap::DashMap;
 use keyward_protocol::token::KEY_ID_LEN;
 use keyward_protocol::{answer_key, KeyId, RatePolicy, ScopeSet, VerifiedKey, DEFAULT_PLAN_RATE};
 
-use crate::activity::{ActiveKeys, Activity};
-use crate::clock::mono_nanos;
-use crate::config::Plans;
-use crate::credits::CreditCell;
-use crate::hasher::{self, Digest};
-use crate::limiter::Gcra;
-use crate::record::{Census, KeyRecord, StoredSecret};
-use crate::store::{KeyCounters, WarmDigest};
+use crate::host::clock::mono_nanos;
+use crate::keys::activity::{ActiveKeys, Activity};
+use crate::keys::record::{Census, KeyRecord, StoredSecret};
+use crate::keys::store::{KeyCounters, WarmDigest};
+use crate::limits::credits::CreditCell;
+use crate::limits::limiter::Gcra;
+use crate::limits::Plans;
+use crate::secrets::hasher::{self, Digest};
 
 /// A secret's warm digest: empty until a verify's secret passes Argon2 against this hash (or until the
 /// digest persisted by an earlier run is reinstalled), plus whether the store holds it.
@@ -567,7 +567,7 @@ mod tests {
             created_at,
             expires_at: None,
             revoked_at: None,
-            state: crate::record::KeyState::Active,
+            state: crate::keys::record::KeyState::Active,
             origin: keyward_protocol::KeyOrigin::Generated,
             account: None,
             secret: StoredSecret {

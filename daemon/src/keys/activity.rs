@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use keyward_protocol::{KeyId, VerifyCode};
 
-use crate::usage::UsageCell;
+use crate::keys::usage::UsageCell;
 
 /// A key's in-memory activity.
 #[derive(Debug, Default)]
@@ -93,7 +93,7 @@ impl ActiveKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::usage::slot;
+    use crate::keys::usage::slot;
 
     fn id(text: &str) -> KeyId {
         KeyId::parse(text).unwrap()
