@@ -18,10 +18,11 @@ use keyward_protocol::{
     KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 
-use crate::answer::Answer;
 use crate::error::ClientError;
 use crate::listing::Listing;
-use crate::{actor, reply, wire, DaemonUser, DEFAULT_REQUEST_TIMEOUT};
+use crate::requests::{self, DEFAULT_REQUEST_TIMEOUT};
+use crate::trust::DaemonUser;
+use crate::wire::{self, Answer};
 
 /// The shortest timeout a socket accepts (a zero socket timeout means "none" and is refused by the OS).
 const MIN_TIMEOUT: Duration = Duration::from_millis(1);
@@ -118,11 +119,11 @@ impl BlockingClient {
     /// the daemon may have carried it out. An error reply is returned as [`ClientError::Refused`], so `Ok`
     /// never holds [`Reply::Error`].
     pub fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
-        let request = actor::on_behalf_of(self.actor.as_deref(), request);
+        let request = requests::on_behalf_of(self.actor.as_deref(), request);
         let id = self.next_request_id();
         let frame = wire::request_frame(id, &request, Vec::new())?;
-        let answer = self.exchange_once_more_if(reply::is_idempotent(&request), id, &frame)?;
-        reply::refused_as_error(answer.into_reply())
+        let answer = self.exchange_once_more_if(requests::is_idempotent(&request), id, &frame)?;
+        requests::refused_as_error(answer.into_reply())
     }
 
     fn next_request_id(&mut self) -> u64 {
@@ -141,33 +142,33 @@ impl BlockingClient {
 
     /// Checks that the daemon answers.
     pub fn ping(&mut self) -> Result<(), ClientError> {
-        self.call(Request::Ping).and_then(reply::pong)
+        self.call(Request::Ping).and_then(requests::pong)
     }
 
     /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
     pub fn verify(&mut self, request: VerifyRequest) -> Result<VerifyAnswer, ClientError> {
         let id = self.next_request_id();
         let frame = wire::verify_frame(id, &request, Vec::new())?;
-        let retry = reply::is_idempotent_verify(&request);
+        let retry = requests::is_idempotent_verify(&request);
         drop(request);
-        self.exchange_once_more_if(retry, id, &frame).and_then(reply::verify_answer)
+        self.exchange_once_more_if(retry, id, &frame).and_then(requests::verify_answer)
     }
 
     /// Creates a key (admin socket). The returned token is shown once and never stored by the daemon.
     pub fn create(&mut self, request: CreateRequest) -> Result<CreatedKey, ClientError> {
-        self.call(Request::Create(request)).and_then(reply::created_key)
+        self.call(Request::Create(request)).and_then(requests::created_key)
     }
 
     /// Fetches one page of a workspace's keys (admin socket).
     pub fn list_page(&mut self, request: ListRequest) -> Result<KeyPage, ClientError> {
-        self.call(Request::List(request)).and_then(reply::key_page)
+        self.call(Request::List(request)).and_then(requests::key_page)
     }
 
     /// Lists every key of `workspace`, oldest first, following pages to the end (admin socket).
     pub fn list(&mut self, workspace: &str) -> Result<Vec<KeyView>, ClientError> {
         let mut listing = Listing::new(workspace);
         loop {
-            let page = self.call(listing.next_request()).and_then(reply::key_page)?;
+            let page = self.call(listing.next_request()).and_then(requests::key_page)?;
             if !listing.absorb(page)? {
                 return Ok(listing.into_keys());
             }
@@ -176,79 +177,79 @@ impl BlockingClient {
 
     /// Shows one key (admin socket).
     pub fn get(&mut self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Get { id: id.to_owned() }).and_then(reply::key_view)
+        self.call(Request::Get { id: id.to_owned() }).and_then(requests::key_view)
     }
 
     /// Revokes one key for good (admin socket); returns it with status `revoked`.
     pub fn revoke(&mut self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Revoke { id: id.to_owned() }).and_then(reply::key_view)
+        self.call(Request::Revoke { id: id.to_owned() }).and_then(requests::key_view)
     }
 
     /// Changes a key's settings (admin socket); its token stays the same.
     pub fn edit(&mut self, id: &str, changes: KeyChanges) -> Result<KeyView, ClientError> {
-        self.call(Request::Edit { id: id.to_owned(), changes }).and_then(reply::key_view)
+        self.call(Request::Edit { id: id.to_owned(), changes }).and_then(requests::key_view)
     }
 
     /// Gives a key a new token with the same settings (admin socket). The old token stops working at
     /// once, or after `grace_seconds`. The new token is shown once and never stored by the daemon.
     pub fn regenerate(&mut self, id: &str, grace_seconds: u64) -> Result<CreatedKey, ClientError> {
-        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).and_then(reply::created_key)
+        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).and_then(requests::created_key)
     }
 
     /// Suspends a key until [`BlockingClient::activate`]; its verifies answer `INACTIVE` (admin socket).
     pub fn deactivate(&mut self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Deactivate { id: id.to_owned() }).and_then(reply::key_view)
+        self.call(Request::Deactivate { id: id.to_owned() }).and_then(requests::key_view)
     }
 
     /// Undoes [`BlockingClient::deactivate`] (admin socket).
     pub fn activate(&mut self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Activate { id: id.to_owned() }).and_then(reply::key_view)
+        self.call(Request::Activate { id: id.to_owned() }).and_then(requests::key_view)
     }
 
     /// Takes over a token issued by another system, so that it verifies as it is (admin socket).
     pub fn import(&mut self, request: ImportRequest) -> Result<KeyView, ClientError> {
-        self.call(Request::Import(request)).and_then(reply::key_view)
+        self.call(Request::Import(request)).and_then(requests::key_view)
     }
 
     /// Reads the audit log, newest first (admin socket).
     pub fn audit(&mut self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
-        self.call(Request::Audit(query)).and_then(reply::audit_entries)
+        self.call(Request::Audit(query)).and_then(requests::audit_entries)
     }
 
     /// Sets the workspaces an account's legacy keys may act on, replacing the previous list (admin socket).
     pub fn set_account(&mut self, account: AccountView) -> Result<AccountView, ClientError> {
-        self.call(Request::SetAccount(account)).and_then(reply::account_view)
+        self.call(Request::SetAccount(account)).and_then(requests::account_view)
     }
 
     /// Shows an account's workspaces; an unknown account has none (admin socket).
     pub fn get_account(&mut self, account: &str) -> Result<AccountView, ClientError> {
-        self.call(Request::GetAccount { account: account.to_owned() }).and_then(reply::account_view)
+        self.call(Request::GetAccount { account: account.to_owned() }).and_then(requests::account_view)
     }
 
     /// Lists legacy personal keys, of one account or of all, oldest first (admin socket).
     pub fn list_legacy(&mut self, account: Option<&str>) -> Result<Vec<KeyView>, ClientError> {
-        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).and_then(reply::legacy_keys)
+        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).and_then(requests::legacy_keys)
     }
 
     /// Sets or adds to a key's credit balance (admin socket).
     pub fn credits(&mut self, id: &str, change: CreditChange) -> Result<KeyView, ClientError> {
-        self.call(Request::Credits { id: id.to_owned(), change }).and_then(reply::key_view)
+        self.call(Request::Credits { id: id.to_owned(), change }).and_then(requests::key_view)
     }
 
     /// One key's verifications by outcome: totals, hourly and daily (admin socket).
     pub fn usage(&mut self, id: &str) -> Result<UsageReport, ClientError> {
-        self.call(Request::Usage { id: id.to_owned() }).and_then(reply::usage_report)
+        self.call(Request::Usage { id: id.to_owned() }).and_then(requests::usage_report)
     }
 
     /// Per-key totals of a workspace, most verifications first (admin socket).
     pub fn workspace_usage(&mut self, workspace: &str) -> Result<Vec<KeyUsage>, ClientError> {
-        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).and_then(reply::workspace_usage)
+        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).and_then(requests::workspace_usage)
     }
 
     /// The daemon's counters: keys by status, connections, verifies by code and their latency, the
     /// Argon2 queue, the store's size (admin socket).
     pub fn stats(&mut self) -> Result<StatsReport, ClientError> {
-        self.call(Request::Stats).and_then(reply::stats_report)
+        self.call(Request::Stats).and_then(requests::stats_report)
     }
 
     /// One request/reply on a live connection. Any failure drops the connection: after a timeout or a

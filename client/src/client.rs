@@ -5,11 +5,11 @@
 //! carries many requests at once, and fails those past their deadline, lives in [`crate::connection`].
 //!
 //! Per request, the client allocates only what the decoded answer holds (for a verify of an unchanged key,
-//! not the key: see [`crate::shared_keys`]): the frame is encoded into a buffer reused from the client's
-//! [`FramePool`], and the answer waits in the connection's map of waiting requests. Choosing a connection
-//! is an atomic increment, an uncontended lock and an `Arc` clone. A request is encoded when it is called,
-//! not when it is first polled, so its future holds the frame rather than the request; only the slow paths
-//! (opening a connection, waiting for a free slot) arm a timer, boxed outside the future.
+//! not the key: see `shared_keys` in [`crate::wire`]): the frame is encoded into a buffer reused from the
+//! client's [`FramePool`], and the answer waits in the connection's map of waiting requests. Choosing a
+//! connection is an atomic increment, an uncontended lock and an `Arc` clone. A request is encoded when it
+//! is called, not when it is first polled, so its future holds the frame rather than the request; only the
+//! slow paths (opening a connection, waiting for a free slot) arm a timer, boxed outside the future.
 
 use std::fmt;
 use std::future::Future;
@@ -24,12 +24,12 @@ use keyward_protocol::{
 };
 use tokio::time::Instant;
 
-use crate::answer::Answer;
 use crate::connection::{Connection, RequestError};
 use crate::error::ClientError;
-use crate::frames::FramePool;
 use crate::listing::Listing;
-use crate::{actor, reply, wire, DaemonUser, DEFAULT_REQUEST_TIMEOUT};
+use crate::requests::{self, DEFAULT_REQUEST_TIMEOUT};
+use crate::trust::DaemonUser;
+use crate::wire::{self, Answer, FramePool};
 
 /// Settings for a [`Client`].
 #[derive(Clone, Debug)]
@@ -213,16 +213,16 @@ impl Client {
     ///
     /// The request is encoded at once; the timeout starts when the returned future is first polled.
     pub fn call(&self, request: Request) -> impl Future<Output = Result<Reply, ClientError>> + Send + '_ {
-        let request = actor::on_behalf_of(self.actor.as_deref(), request);
+        let request = requests::on_behalf_of(self.actor.as_deref(), request);
         let id = self.shared.next_request_id();
         let frame = wire::request_frame(id, &request, self.shared.frames.take());
         drop(request);
-        self.shared.send(id, frame, |answer| reply::refused_as_error(answer.into_reply()))
+        self.shared.send(id, frame, |answer| requests::refused_as_error(answer.into_reply()))
     }
 
     /// Checks that the daemon answers.
     pub async fn ping(&self) -> Result<(), ClientError> {
-        self.call(Request::Ping).await.and_then(reply::pong)
+        self.call(Request::Ping).await.and_then(requests::pong)
     }
 
     /// Verifies a token. Every outcome, valid or not, is an answer; see [`VerifyAnswer::code`].
@@ -236,17 +236,17 @@ impl Client {
         let id = self.shared.next_request_id();
         let frame = wire::verify_frame(id, &request, self.shared.frames.take());
         drop(request);
-        self.shared.send(id, frame, reply::verify_answer)
+        self.shared.send(id, frame, requests::verify_answer)
     }
 
     /// Creates a key (admin socket). The returned token is shown once and never stored by the daemon.
     pub async fn create(&self, request: CreateRequest) -> Result<CreatedKey, ClientError> {
-        self.call(Request::Create(request)).await.and_then(reply::created_key)
+        self.call(Request::Create(request)).await.and_then(requests::created_key)
     }
 
     /// Fetches one page of a workspace's keys (admin socket).
     pub async fn list_page(&self, request: ListRequest) -> Result<KeyPage, ClientError> {
-        self.call(Request::List(request)).await.and_then(reply::key_page)
+        self.call(Request::List(request)).await.and_then(requests::key_page)
     }
 
     /// Lists every key of `workspace`, oldest first, following pages to the end (admin socket). Each page
@@ -254,7 +254,7 @@ impl Client {
     pub async fn list(&self, workspace: &str) -> Result<Vec<KeyView>, ClientError> {
         let mut listing = Listing::new(workspace);
         loop {
-            let page = self.call(listing.next_request()).await.and_then(reply::key_page)?;
+            let page = self.call(listing.next_request()).await.and_then(requests::key_page)?;
             if !listing.absorb(page)? {
                 return Ok(listing.into_keys());
             }
@@ -263,79 +263,79 @@ impl Client {
 
     /// Shows one key (admin socket).
     pub async fn get(&self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Get { id: id.to_owned() }).await.and_then(reply::key_view)
+        self.call(Request::Get { id: id.to_owned() }).await.and_then(requests::key_view)
     }
 
     /// Revokes one key for good (admin socket); returns it with status `revoked`.
     pub async fn revoke(&self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Revoke { id: id.to_owned() }).await.and_then(reply::key_view)
+        self.call(Request::Revoke { id: id.to_owned() }).await.and_then(requests::key_view)
     }
 
     /// Changes a key's settings (admin socket); its token stays the same.
     pub async fn edit(&self, id: &str, changes: KeyChanges) -> Result<KeyView, ClientError> {
-        self.call(Request::Edit { id: id.to_owned(), changes }).await.and_then(reply::key_view)
+        self.call(Request::Edit { id: id.to_owned(), changes }).await.and_then(requests::key_view)
     }
 
     /// Gives a key a new token with the same settings (admin socket). The old token stops working at
     /// once, or after `grace_seconds`. The new token is shown once and never stored by the daemon.
     pub async fn regenerate(&self, id: &str, grace_seconds: u64) -> Result<CreatedKey, ClientError> {
-        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).await.and_then(reply::created_key)
+        self.call(Request::Regenerate { id: id.to_owned(), grace_seconds }).await.and_then(requests::created_key)
     }
 
     /// Suspends a key until [`Client::activate`]; its verifies answer `INACTIVE` (admin socket).
     pub async fn deactivate(&self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Deactivate { id: id.to_owned() }).await.and_then(reply::key_view)
+        self.call(Request::Deactivate { id: id.to_owned() }).await.and_then(requests::key_view)
     }
 
     /// Undoes [`Client::deactivate`] (admin socket).
     pub async fn activate(&self, id: &str) -> Result<KeyView, ClientError> {
-        self.call(Request::Activate { id: id.to_owned() }).await.and_then(reply::key_view)
+        self.call(Request::Activate { id: id.to_owned() }).await.and_then(requests::key_view)
     }
 
     /// Takes over a token issued by another system, so that it verifies as it is (admin socket).
     pub async fn import(&self, request: ImportRequest) -> Result<KeyView, ClientError> {
-        self.call(Request::Import(request)).await.and_then(reply::key_view)
+        self.call(Request::Import(request)).await.and_then(requests::key_view)
     }
 
     /// Reads the audit log, newest first (admin socket).
     pub async fn audit(&self, query: AuditQuery) -> Result<Vec<AuditEntry>, ClientError> {
-        self.call(Request::Audit(query)).await.and_then(reply::audit_entries)
+        self.call(Request::Audit(query)).await.and_then(requests::audit_entries)
     }
 
     /// Sets the workspaces an account's legacy keys may act on, replacing the previous list (admin socket).
     pub async fn set_account(&self, account: AccountView) -> Result<AccountView, ClientError> {
-        self.call(Request::SetAccount(account)).await.and_then(reply::account_view)
+        self.call(Request::SetAccount(account)).await.and_then(requests::account_view)
     }
 
     /// Shows an account's workspaces; an unknown account has none (admin socket).
     pub async fn get_account(&self, account: &str) -> Result<AccountView, ClientError> {
-        self.call(Request::GetAccount { account: account.to_owned() }).await.and_then(reply::account_view)
+        self.call(Request::GetAccount { account: account.to_owned() }).await.and_then(requests::account_view)
     }
 
     /// Lists legacy personal keys, of one account or of all, oldest first (admin socket).
     pub async fn list_legacy(&self, account: Option<&str>) -> Result<Vec<KeyView>, ClientError> {
-        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).await.and_then(reply::legacy_keys)
+        self.call(Request::ListLegacy { account: account.map(str::to_owned) }).await.and_then(requests::legacy_keys)
     }
 
     /// Sets or adds to a key's credit balance (admin socket).
     pub async fn credits(&self, id: &str, change: CreditChange) -> Result<KeyView, ClientError> {
-        self.call(Request::Credits { id: id.to_owned(), change }).await.and_then(reply::key_view)
+        self.call(Request::Credits { id: id.to_owned(), change }).await.and_then(requests::key_view)
     }
 
     /// One key's verifications by outcome: totals, hourly and daily (admin socket).
     pub async fn usage(&self, id: &str) -> Result<UsageReport, ClientError> {
-        self.call(Request::Usage { id: id.to_owned() }).await.and_then(reply::usage_report)
+        self.call(Request::Usage { id: id.to_owned() }).await.and_then(requests::usage_report)
     }
 
     /// Per-key totals of a workspace, most verifications first (admin socket).
     pub async fn workspace_usage(&self, workspace: &str) -> Result<Vec<KeyUsage>, ClientError> {
-        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).await.and_then(reply::workspace_usage)
+        self.call(Request::WorkspaceUsage { workspace: workspace.to_owned() }).await.and_then(requests::workspace_usage)
     }
 
     /// The daemon's counters: keys by status, connections, verifies by code and their latency, the
     /// Argon2 queue, the store's size (admin socket).
     pub async fn stats(&self) -> Result<StatsReport, ClientError> {
-        self.call(Request::Stats).await.and_then(reply::stats_report)
+        self.call(Request::Stats).await.and_then(requests::stats_report)
     }
 }
 

@@ -35,10 +35,9 @@ use tokio::sync::{mpsc, Notify, Semaphore, SemaphorePermit, TryAcquireError};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::answer::Answer;
 use crate::error::ClientError;
-use crate::frames::FramePool;
-use crate::{wire, DaemonUser};
+use crate::trust::DaemonUser;
+use crate::wire::{self, Answer, FramePool};
 
 /// Bytes the reader asks the socket for at a time.
 const READ_CHUNK: usize = 16 * 1024;

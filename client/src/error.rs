@@ -12,7 +12,7 @@ use keyward_protocol::codec::CodecError;
 use keyward_protocol::frame::FrameError;
 use keyward_protocol::{ErrorCode, ErrorReply};
 
-use crate::trust;
+use crate::trust::{self, Distrust};
 
 /// Why a request to `keywardd` did not get an answer.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,15 @@ pub enum ClientError {
         /// What arrived instead.
         got: &'static str,
     },
+}
+
+impl From<Distrust> for ClientError {
+    fn from(distrust: Distrust) -> ClientError {
+        match distrust {
+            Distrust::Unknown(error) => ClientError::Io(error),
+            Distrust::OtherUser { path, uid } => ClientError::UntrustedDaemon { path, uid },
+        }
+    }
 }
 
 impl ClientError {

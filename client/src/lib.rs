@@ -21,40 +21,51 @@
 //! - `connection`: one pipelined async connection: writer task, reader task, waiting requests, and the
 //!   sweeper that fails them at their deadline.
 //! - `blocking`: the synchronous [`BlockingClient`].
-//! - `wire`: framing the handshake and requests, unframing replies.
-//! - `frames`: the request frame buffers the async client reuses.
-//! - `answer`: what a reply decodes to (a verify answer inline, anything else boxed).
-//! - `shared_keys`: decoding a verify answer's key without rebuilding one that has not changed (recognised
-//!   by its bytes).
-//! - `actor`: which requests carry the caller's actor label (`Request::As`).
-//! - `reply`: which reply each request expects; which requests may be retried.
+//! - `requests`: what each request is for the client: whether it carries the actor label
+//!   (`Request::As`), whether it may be retried, which reply it expects, and
+//!   [`DEFAULT_REQUEST_TIMEOUT`].
+//! - `wire/`: bytes ↔ meaning: framing the handshake and requests, unframing replies (`wire/mod.rs`);
+//!   what a reply decodes to, a verify answer inline and anything else boxed (`answer`); decoding a
+//!   verify answer's key without rebuilding one that has not changed, recognised by its bytes
+//!   (`shared_keys`); the request frame buffers the async client reuses (`frames`).
 //! - `listing`: following a listing's pages to the end.
 //! - `trust`: who a client hands a token to ([`DaemonUser`]), and why a connect was refused.
 //! - `error`: [`ClientError`].
-//! - [`cli`]: the `keyward` command-line tool (the binary only calls [`cli::main`]).
-//! - `http` (feature `http`): a tower layer for axum, hyper and tonic servers that verifies each request's
-//!   `Authorization: Bearer` key and answers 401/403/429/503 as the reference documents do; with feature
-//!   `axum`, an extractor for the verified key.
+//! - `cli/` (feature `cli`, on by default): the `keyward` command-line tool (the binary only calls
+//!   `cli::main`): what each command does (`cli/mod.rs`), what the command line accepts (`args`), and
+//!   what it prints (`output/`: the shared writers, then one file per family of answers: `format`,
+//!   `keys`, `verify`, `audit`, `usage`, `stats`, `prometheus`).
+//! - `http/` (feature `http`): a tower layer for axum, hyper and tonic servers that verifies each
+//!   request's `Authorization: Bearer` key and answers 401/403/429/503 as the reference documents do; with
+//!   feature `axum`, an extractor for the verified key.
+//!
+//! Imports go one way, down: `cli` and `http` use the clients (`blocking`; `client`, which uses
+//! `connection`); the clients use `requests`, `listing`, `wire` and `trust`; `requests` uses `wire`; all of
+//! these use `error`, which uses only `trust`, which uses no other module of the crate. No module imports
+//! one that imports it.
+//!
+//! # Features
+//! - `cli` (default): the `keyward` binary and `keyward_client::cli`, with clap, serde_json and jiff. An
+//!   app server that only verifies keys depends on this crate with `default-features = false` and builds
+//!   no clap and no serde_json (jiff only as `keyward_protocol`'s, for its expiry rules).
+//! - `http`: the HTTP layer (`keyward_client::http`), with serde_json for its JSON refusals.
+//! - `axum`: `http`, plus an axum extractor for the verified key and axum path parameters as the
+//!   workspace.
 
-mod actor;
-mod answer;
 mod blocking;
+#[cfg(feature = "cli")]
 pub mod cli;
 mod client;
 mod connection;
 mod error;
 #[cfg(test)]
 mod fixtures;
-mod frames;
 #[cfg(feature = "http")]
 pub mod http;
 mod listing;
-mod reply;
-mod shared_keys;
+mod requests;
 mod trust;
 mod wire;
-
-use std::time::Duration;
 
 pub use blocking::BlockingClient;
 pub use client::{Client, ClientBuilder};
@@ -65,7 +76,5 @@ pub use keyward_protocol::{
     ExpirySpec, ImportRequest, KeyChanges, KeyPage, KeyStatus, KeyUsage, KeyView, ListRequest, Reply, Request, Role,
     Secret, StatsReport, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode, VerifyRequest,
 };
+pub use requests::DEFAULT_REQUEST_TIMEOUT;
 pub use trust::{DaemonUser, PACKAGED_DAEMON_USER};
-
-/// How long a request may take unless a client is told otherwise.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);

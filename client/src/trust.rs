@@ -3,21 +3,24 @@
 //! process called `listen`, so it cannot be forged or swapped after the fact) and talks only to a daemon
 //! running as root, as the client's own user, as the user `keyward` (the one `systemd/keyward.sysusers`
 //! creates), or as a [`DaemonUser`] the caller names. A socket another local user managed to put at the
-//! path (in a directory it could write to) is refused with [`ClientError::UntrustedDaemon`].
+//! path (in a directory it could write to) is refused (a [`Distrust`], which the caller reports as
+//! [`ClientError::UntrustedDaemon`](crate::ClientError::UntrustedDaemon)).
 //!
 //! With socket activation the listener is systemd (root), which hands the socket to the daemon.
 //!
 //! The same module explains a refused `connect`: which directory or socket file does not let this user
 //! through, and which group would.
+//!
+//! This module sits below [`crate::error`]: the error's messages quote [`PACKAGED_DAEMON_USER`] and
+//! [`connect_hint`], so a refusal here is a [`Distrust`] of its own, which the error module turns into a
+//! `ClientError`, rather than a `ClientError` built here.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use keyward_protocol::users;
-
-use crate::ClientError;
 
 /// The user the packaged daemon runs as.
 pub const PACKAGED_DAEMON_USER: &str = "keyward";
@@ -43,14 +46,23 @@ impl DaemonUser {
     }
 
     /// Refuses the socket `path` unless the process listening on `stream` runs as a user this accepts.
-    pub(crate) fn check(self, stream: &impl AsRawFd, path: &Path) -> Result<(), ClientError> {
-        let uid = listener_uid(stream)?;
+    pub(crate) fn check(self, stream: &impl AsRawFd, path: &Path) -> Result<(), Distrust> {
+        let uid = listener_uid(stream).map_err(Distrust::Unknown)?;
         if self.accepts(uid) {
             Ok(())
         } else {
-            Err(ClientError::UntrustedDaemon { path: path.to_owned(), uid })
+            Err(Distrust::OtherUser { path: path.to_owned(), uid })
         }
     }
+}
+
+/// Why a socket's listener is not told a token.
+#[derive(Debug)]
+pub(crate) enum Distrust {
+    /// Who listens could not be read (`getsockopt` failed).
+    Unknown(std::io::Error),
+    /// The listener on the socket `path` runs as `uid`, a user this client does not accept.
+    OtherUser { path: PathBuf, uid: u32 },
 }
 
 /// The uid of [`PACKAGED_DAEMON_USER`], looked up once.

@@ -1,10 +1,13 @@
-//! The daemon's domain errors and the one place they become wire replies ([`DaemonError::to_reply`]).
+//! [`DaemonError`]: why a request could not be carried out, with the errors of the layers below it as its
+//! sources, and the one place it becomes a wire reply ([`DaemonError::to_reply`]). Why the daemon could not
+//! start is [`crate::server::StartError`], at the top, where every layer's startup errors meet.
 //!
 //! Messages may name key ids, workspaces, scopes and paths; they never hold a token, a secret or a hash.
 
 use keyward_protocol::{ErrorCode, ErrorReply};
 
 use crate::keys::store::StoreError;
+use crate::secrets::hasher::HashError;
 
 /// Why a request could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +25,19 @@ pub enum DaemonError {
     #[error("{0}")]
     WrongSocket(&'static str),
     #[error("internal error: {0}")]
+    Hasher(#[source] HashError),
+    #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<HashError> for DaemonError {
+    /// A full queue is the caller's BUSY; anything else is the daemon's fault.
+    fn from(error: HashError) -> DaemonError {
+        match error {
+            HashError::Busy => DaemonError::Busy,
+            other => DaemonError::Hasher(other),
+        }
+    }
 }
 
 impl DaemonError {
@@ -35,27 +50,8 @@ impl DaemonError {
             DaemonError::Storage(_) => ErrorCode::Storage,
             DaemonError::Busy => ErrorCode::Busy,
             DaemonError::WrongSocket(_) => ErrorCode::WrongSocket,
-            DaemonError::Internal(_) => ErrorCode::Internal,
+            DaemonError::Hasher(_) | DaemonError::Internal(_) => ErrorCode::Internal,
         };
         ErrorReply::new(code, self.to_string())
     }
-}
-
-/// Why the daemon could not start. Printed to the operator as is.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("data directory {}: {reason}", path.display())]
-    DataDir { path: std::path::PathBuf, reason: String },
-    #[error("another keywardd (pid {owner}) is already using data directory {}", path.display())]
-    Locked { path: std::path::PathBuf, owner: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("socket {}: {reason}", path.display())]
-    Socket { path: std::path::PathBuf, reason: String },
-    #[error("socket directory {}: {reason}", path.display())]
-    UnsafeSocketDir { path: std::path::PathBuf, reason: String },
-    #[error("socket {} is in use: another keywardd is listening there", path.display())]
-    SocketInUse { path: std::path::PathBuf },
-    #[error("{0}")]
-    Config(String),
 }

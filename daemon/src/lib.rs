@@ -19,7 +19,7 @@
 //! - `flusher`: the batch writer of last-used times, credits and usage counts.
 //! - `service`: the shared state, one cheap handle; no behaviour of its own.
 //! - `stats`: operational counters and the verify latency histogram.
-//! - [`error`]: the daemon's errors and the one mapping to wire codes.
+//! - [`error`]: why a request failed, and the one mapping to wire codes.
 //! - [`config`]: settings and the TOML file they may come from.
 //! - `keys/`: records, the store (the only module that knows sled), the index of every key and the
 //!   snapshots of the keys in use, activity and usage counters.
@@ -44,9 +44,9 @@ mod verify;
 
 pub use config::file::ConfigError;
 pub use config::Config;
-pub use error::{DaemonError, StartError};
+pub use error::DaemonError;
 pub use host::{logging, signals, systemd};
-pub use server::{run, run_with, Launch, Reload};
+pub use server::{run, run_with, Launch, Reload, StartError};
 
 /// What the benchmarks (`daemon/benches`, `bench/`) and fuzz targets (`fuzz/`) drive in-process: the
 /// shared state, the dispatcher and the parts of the hot path they time. Not an API: it changes with the

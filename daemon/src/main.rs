@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     unsafe { libc::umask(0o077) };
     let activated = match systemd::take_activated_sockets() {
         Ok(activated) => activated,
-        Err(error) => return fail(&error),
+        Err(error) => return fail(&error.to_string()),
     };
 
     let shutdown = CancellationToken::new();

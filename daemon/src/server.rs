@@ -19,24 +19,46 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::file::ConfigError;
-use crate::config::Config;
 use crate::config::ConnectionLimits;
+use crate::config::{Config, Principal};
 use crate::dispatch::SocketRole;
-use crate::error::StartError;
+use crate::host::lockfile::LockError;
+use crate::host::logging::LogError;
 use crate::host::systemd::{self, Activated};
+use crate::keys::store::StoreError;
 use crate::keys::store::{HighWater, Store};
 use crate::net::connection;
-use crate::net::peer::Gate;
+use crate::net::peer::{Gate, Gatekeeper};
 use crate::net::roster::Roster;
+use crate::net::socket::SocketError;
 use crate::net::socket::{SocketFile, SocketMode};
+use crate::secrets::hasher::HashError;
 use crate::secrets::hasher::{DigestKeys, Hasher};
+use crate::secrets::keyfile::KeyFileError;
 use crate::service::Service;
 use crate::{flusher, host::lockfile, net::socket, secrets::keyfile};
+
+/// Why the daemon could not start. Printed to the operator as is.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {}: {reason}", path.display())]
+    DataDir { path: std::path::PathBuf, reason: String },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Socket(#[from] SocketError),
+    #[error("the Argon2 pool: {0}")]
+    Hasher(#[from] HashError),
+}
 
 /// Builds the configuration anew (file, then flags and environment).
 pub type LoadConfig = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 /// Installs a new log filter.
-pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+pub type SetLogLevel = Box<dyn Fn(&str) -> Result<(), LogError> + Send + Sync>;
 
 /// How to re-read the configuration on SIGHUP, and how to apply what the daemon cannot apply itself.
 pub struct Reload {
@@ -73,7 +95,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     };
     let store = Store::open(&config.data_dir)?;
     let mut loaded = store.load()?;
-    let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys).map_err(StartError::Config)?;
+    let hasher = Hasher::with_pool(config.hash_cost, config.hash_pool(), keys)?;
     let warm_check = store.warm_check()?;
     let warm_key_changed = warm_check != Some(hasher.warm_key_check());
     if warm_key_changed {
@@ -92,7 +114,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }
 
-    let verify_group = config.verify_socket_group.as_ref().and_then(crate::net::peer::group);
+    let verify_group = config.verify_socket_group.as_ref().and_then(Principal::group_id);
     let verify_mode = SocketMode { mode: config.verify_socket_mode, group: verify_group };
     let admin_mode = SocketMode { mode: config.admin_socket_mode, group: None };
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, verify_mode)?;
@@ -115,6 +137,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         verify_permits: Arc::new(Semaphore::new(config.max_connections)),
         admin_permits: Arc::new(Semaphore::new(config.max_admin_connections)),
         roster: Roster::new(),
+        gatekeeper: Arc::new(Gatekeeper::new(Gate::new(&config))),
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };
@@ -166,7 +189,7 @@ fn listener(
         return Ok((listener, Some(file)));
     };
     let fail =
-        |e: std::io::Error| StartError::Socket { path: path.to_owned(), reason: format!("passed by systemd: {e}") };
+        |e: std::io::Error| SocketError::Unusable { path: path.to_owned(), reason: format!("passed by systemd: {e}") };
     let listener = std::os::unix::net::UnixListener::from(fd);
     listener.set_nonblocking(true).map_err(fail)?;
     Ok((UnixListener::from_std(listener).map_err(fail)?, None))
@@ -200,7 +223,7 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
         service.set_plans(new.plans.clone()).await;
     }
     service.set_legacy_sunset(new.legacy_sunset);
-    service.set_gate(Gate::new(new));
+    door.gatekeeper.replace(Gate::new(new));
     *door.limits.write().unwrap_or_else(|p| p.into_inner()) = new.connection;
     resize(&door.verify_permits, old.max_connections, new.max_connections);
     resize(&door.admin_permits, old.max_admin_connections, new.max_admin_connections);
@@ -246,6 +269,8 @@ struct Door {
     admin_permits: Arc<Semaphore>,
     /// The open verify connections, one of which may be asked to make room.
     roster: Arc<Roster>,
+    /// Who may use which socket; a reload replaces the rules.
+    gatekeeper: Arc<Gatekeeper>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -287,9 +312,10 @@ impl Door {
             };
             let membership = (role == SocketRole::Verify).then(|| self.roster.join());
             let limits = *self.limits.read().unwrap_or_else(|p| p.into_inner());
-            let (service, shutdown) = (self.service.clone(), self.shutdown.clone());
+            let (service, shutdown, gatekeeper) =
+                (self.service.clone(), self.shutdown.clone(), self.gatekeeper.clone());
             self.tracker.spawn(async move {
-                connection::serve(stream, role, service, limits, membership, shutdown).await;
+                connection::serve(stream, role, service, limits, membership, gatekeeper, shutdown).await;
                 drop(permit);
             });
         }

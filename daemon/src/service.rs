@@ -10,13 +10,12 @@ use dashmap::DashMap;
 use keyward_protocol::KeyId;
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::config::Config;
+use crate::config::{Config, Reloadable};
 use crate::error::DaemonError;
 use crate::keys::index::{HotKey, Index};
 use crate::keys::record::KeyRecord;
 use crate::keys::store::{KeyCounters, Loaded, Store, StoreError};
 use crate::limits::Plans;
-use crate::net::peer::Gate;
 use crate::secrets::hasher::Hasher;
 use crate::stats::Stats;
 
@@ -60,21 +59,8 @@ struct Inner {
     /// The sequence number of the next audit entry (advanced only under the write lock, after a commit).
     next_audit_seq: AtomicU64,
     /// Rate plans by name; read when snapshots are built, never on the verify path.
-    plans: std::sync::RwLock<Arc<Plans>>,
-    /// Who may use which socket; read once per connection, and again by each open connection after a reload.
-    gate: std::sync::RwLock<Arc<Gate>>,
-    /// Bumped after each change of `gate`, so that an open connection notices one with an atomic load.
-    gate_generation: AtomicU64,
+    plans: Reloadable<Plans>,
     stats: Stats,
-}
-
-/// Reads a reloadable setting (a poisoned lock still holds a valid value: writers only swap an `Arc`).
-fn read<T>(lock: &std::sync::RwLock<Arc<T>>) -> Arc<T> {
-    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-}
-
-fn write<T>(lock: &std::sync::RwLock<Arc<T>>, value: T) {
-    *lock.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(value);
 }
 
 impl Service {
@@ -104,9 +90,7 @@ impl Service {
                 accounts,
                 legacy_sunset: AtomicI64::new(config.legacy_sunset.unwrap_or(NO_SUNSET)),
                 next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
-                plans: std::sync::RwLock::new(Arc::new(plans)),
-                gate: std::sync::RwLock::new(Arc::new(Gate::new(config))),
-                gate_generation: AtomicU64::new(0),
+                plans: Reloadable::new(plans),
                 stats: Stats::default(),
             }),
         })
@@ -130,7 +114,7 @@ impl Service {
 
     /// The rate plans in force.
     pub fn plans(&self) -> Arc<Plans> {
-        read(&self.inner.plans)
+        self.inner.plans.get()
     }
 
     /// Replaces the rate plans and rebuilds the snapshot of every key in use under them (under the write
@@ -138,7 +122,7 @@ impl Service {
     /// in use get the plans in force when their snapshot is built.
     pub async fn set_plans(&self, plans: Plans) {
         let _writing = self.write_lock().await;
-        write(&self.inner.plans, plans);
+        self.inner.plans.replace(plans);
         let plans = self.plans();
         for key in self.index().hot_keys() {
             self.index().put(key.succeed(key.record.clone(), &plans));
@@ -175,22 +159,6 @@ impl Service {
         }
         let Some(record) = self.store().record(id)? else { return Ok(None) };
         Ok(Some(Found::Stored(Box::new(record), self.store().counters(id)?)))
-    }
-
-    /// The access rules in force.
-    pub fn gate(&self) -> Arc<Gate> {
-        read(&self.inner.gate)
-    }
-
-    /// Replaces the access rules; open connections check their peer against them at their next request.
-    pub fn set_gate(&self, gate: Gate) {
-        write(&self.inner.gate, gate);
-        self.inner.gate_generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Changes with every [`Service::set_gate`]: a connection that saw another value re-checks its peer.
-    pub fn gate_generation(&self) -> u64 {
-        self.inner.gate_generation.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> &Stats {

@@ -10,6 +10,9 @@ use crate::expiry::ExpirySpec;
 use crate::limits::{Limits, Rate, RatePolicy, Refill};
 use crate::secret::Secret;
 
+/// The longest grace window a regenerate may give the previous token: 30 days, in seconds.
+pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+
 /// The role a key acts with. A member key can never hold the `admin` scope.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {

@@ -560,7 +560,8 @@ pub(crate) fn parse_grace(text: &str) -> Result<u64, String> {
         _ => return Err(bad()),
     };
     if count > MAX_DURATION_COUNT {
-        return Err(format!("duration {text:?} is far too long: the daemon allows at most 30d"));
+        let days = keyward_protocol::lifecycle::MAX_GRACE_SECONDS / 86_400;
+        return Err(format!("duration {text:?} is far too long: the daemon allows at most {days}d"));
     }
     Ok(count * seconds_per)
 }

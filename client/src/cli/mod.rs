@@ -3,8 +3,11 @@
 //! through `keywardd`.
 //!
 //! This module owns what each command does and what exit status it ends with; the argument definitions
-//! live in `args`, everything printed to stdout in `output`, except the Prometheus exposition of `stats
-//! --prometheus`, which lives in `prometheus`. The binary is one line: [`main`].
+//! live in `args`, everything printed to stdout in `output` (one file per family of answers there, the
+//! Prometheus exposition of `stats --prometheus` included). The binary is one line: [`main`].
+//!
+//! The whole tool sits behind the `cli` feature (on by default), so that an app server linking this crate
+//! without it builds none of what only the tool needs (clap, and serde_json and jiff for its output).
 //!
 //! Exit status: 0 on success (for `verify`, a valid token); 1 when `verify` got an answer other than
 //! `VALID` (including `RATE_LIMITED`, `USAGE_EXCEEDED`, `INACTIVE` and `LEGACY_SUNSET`); 2 for a usage
@@ -16,12 +19,12 @@
 
 mod args;
 mod output;
-mod prometheus;
 
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
+use keyward_protocol::token::IMPORTED_LEN;
 use keyward_protocol::{AccountView, AuditQuery, CreateRequest, ImportRequest, Secret, VerifyRequest};
 
 pub use args::{
@@ -30,7 +33,9 @@ pub use args::{
 };
 use output::Format;
 
-use crate::{BlockingClient, ClientError};
+use crate::blocking::BlockingClient;
+use crate::error::ClientError;
+use crate::requests::DEFAULT_REQUEST_TIMEOUT;
 
 /// Exit status of a verify whose answer is not `VALID`.
 const EXIT_NOT_VALID: u8 = 1;
@@ -42,8 +47,9 @@ const NOTHING_TO_EDIT: &str = "nothing to change: give at least one of --name, -
 /// The answer to `--json stats --prometheus`, which clap lets through (it checks a global flag's conflicts
 /// only after the subcommand).
 const JSON_OR_PROMETHEUS: &str = "--json and --prometheus cannot be used together: choose one output format";
-/// A token is at most 512 characters (an imported one); reading stops well past that, whatever is piped in.
-const MAX_STDIN_TOKEN: u64 = 4096;
+/// A token is at most as long as the longest importable one (`IMPORTED_LEN`'s end); reading stops well past
+/// that, at eight times as much, whatever is piped in.
+const MAX_STDIN_TOKEN: u64 = 8 * *IMPORTED_LEN.end() as u64;
 
 /// How a command ended, when it did not fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,19 +135,19 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
     match &cli.command {
         Command::Create(args) => {
             let created = admin(&cli)?.create(create_request(args))?;
-            output::created(out, format, &created)?;
+            output::keys::created(out, format, &created)?;
         }
         Command::List(ListArgs { workspace: Some(workspace), .. }) => {
             let keys = admin(&cli)?.list(workspace)?;
-            output::keys(out, format, workspace, &keys)?;
+            output::keys::keys(out, format, workspace, &keys)?;
         }
         Command::List(ListArgs { workspace: None, account, .. }) => {
             let keys = admin(&cli)?.list_legacy(account.as_deref())?;
-            output::legacy_keys(out, format, account.as_deref(), &keys)?;
+            output::keys::legacy_keys(out, format, account.as_deref(), &keys)?;
         }
         Command::Show { key_id } => {
             let key = admin(&cli)?.get(key_id)?;
-            output::key(out, format, &key)?;
+            output::keys::key(out, format, &key)?;
         }
         Command::Edit(args) => {
             let changes = args.changes();
@@ -149,28 +155,28 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                 return Err(CliError::Usage(NOTHING_TO_EDIT));
             }
             let key = admin(&cli)?.edit(&args.key_id, changes)?;
-            output::edited(out, format, &key)?;
+            output::keys::edited(out, format, &key)?;
         }
         Command::Regenerate(args) => {
             let created = admin(&cli)?.regenerate(&args.key_id, args.grace)?;
-            output::regenerated(out, format, &created)?;
+            output::keys::regenerated(out, format, &created)?;
         }
         Command::Deactivate { key_id } => {
             let key = admin(&cli)?.deactivate(key_id)?;
-            output::deactivated(out, format, &key)?;
+            output::keys::deactivated(out, format, &key)?;
         }
         Command::Activate { key_id } => {
             let key = admin(&cli)?.activate(key_id)?;
-            output::activated(out, format, &key)?;
+            output::keys::activated(out, format, &key)?;
         }
         Command::Revoke { key_id } => {
             let key = admin(&cli)?.revoke(key_id)?;
-            output::revoked(out, format, &key)?;
+            output::keys::revoked(out, format, &key)?;
         }
         Command::Import(args) => {
             let request = import_request(args, token(&args.token)?);
             let key = admin(&cli)?.import(request)?;
-            output::imported(out, format, &key)?;
+            output::keys::imported(out, format, &key)?;
         }
         Command::Verify(args) => return verify(&cli, args, format, out),
         Command::Audit(args) => {
@@ -181,28 +187,28 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
                 limit: args.limit.unwrap_or(0),
             };
             let entries = admin(&cli)?.audit(query)?;
-            output::audit(out, format, &entries)?;
+            output::audit::audit(out, format, &entries)?;
         }
         Command::Account { command: AccountCommand::Set { account, workspaces } } => {
             let request = AccountView { account: account.clone(), workspaces: workspaces.clone() };
             let account = admin(&cli)?.set_account(request)?;
-            output::account(out, format, &account)?;
+            output::keys::account(out, format, &account)?;
         }
         Command::Account { command: AccountCommand::Show { account } } => {
             let account = admin(&cli)?.get_account(account)?;
-            output::account(out, format, &account)?;
+            output::keys::account(out, format, &account)?;
         }
         Command::Credits(args) => {
             let key = admin(&cli)?.credits(&args.key_id, args.change())?;
-            output::credited(out, format, &key)?;
+            output::keys::credited(out, format, &key)?;
         }
         Command::Usage(UsageArgs { key_id: Some(key_id), .. }) => {
             let report = admin(&cli)?.usage(key_id)?;
-            output::usage(out, format, &report)?;
+            output::usage::usage(out, format, &report)?;
         }
         Command::Usage(UsageArgs { key_id: None, workspace: Some(workspace) }) => {
             let keys = admin(&cli)?.workspace_usage(workspace)?;
-            output::workspace_usage(out, format, workspace, &keys)?;
+            output::usage::workspace_usage(out, format, workspace, &keys)?;
         }
         Command::Usage(UsageArgs { key_id: None, workspace: None }) => {
             unreachable!("clap requires a key id or --workspace")
@@ -213,9 +219,9 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             }
             let report = admin(&cli)?.stats()?;
             if *prometheus {
-                out.write_all(prometheus::exposition(&report).as_bytes())?;
+                out.write_all(output::prometheus::exposition(&report).as_bytes())?;
             } else {
-                output::stats(out, format, &report)?;
+                output::stats::stats(out, format, &report)?;
             }
         }
         Command::Ping => {
@@ -238,7 +244,7 @@ fn admin(cli: &Cli) -> Result<BlockingClient, ClientError> {
 
 /// A connection to `socket`, if its listener runs as a user the CLI trusts (`--daemon-user`).
 fn connect(cli: &Cli, socket: &std::path::Path) -> Result<BlockingClient, ClientError> {
-    BlockingClient::connect_trusting(socket, crate::DEFAULT_REQUEST_TIMEOUT, cli.daemon_user.unwrap_or_default())
+    BlockingClient::connect_trusting(socket, DEFAULT_REQUEST_TIMEOUT, cli.daemon_user.unwrap_or_default())
 }
 
 fn create_request(args: &CreateArgs) -> CreateRequest {
@@ -280,7 +286,7 @@ fn verify(cli: &Cli, args: &VerifyArgs, format: Format, out: &mut dyn Write) -> 
         ..VerifyRequest::new(token(&args.token)?)
     };
     let answer = connect(cli, &cli.verify_socket())?.verify(request)?;
-    output::verified(out, format, &answer)?;
+    output::verify::verified(out, format, &answer)?;
     out.flush()?;
     Ok(if answer.code.is_valid() { Outcome::Success } else { Outcome::NotValid })
 }

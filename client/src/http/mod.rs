@@ -114,6 +114,8 @@
 //! # Layout
 //! - `layer`: [`KeywardLayer`] and its builder: scope or resource rule, [`WorkspaceFrom`], limits, cost,
 //!   query parameter, [`OnUnavailable`].
+//! - `policy`: what a route asks, as the layer keeps it and the service reads it: the scope rule,
+//!   [`WorkspaceFrom`], [`OnUnavailable`], all in one shared policy.
 //! - `service`: [`KeywardService`], one request from token to response.
 //! - `credentials`: finding the token in the header or query, and taking it out of the request.
 //! - `refusal`: every answer the layer gives itself, and the one place it becomes a response.
@@ -128,6 +130,7 @@ mod credentials;
 mod extract;
 mod key;
 mod layer;
+mod policy;
 mod ratelimit;
 mod refusal;
 mod service;
@@ -136,5 +139,6 @@ pub use body::ResponseBody;
 #[cfg(feature = "axum")]
 pub use extract::VerifiedKeyRejection;
 pub use key::{Unverified, VerifiedKey};
-pub use layer::{KeywardLayer, OnUnavailable, WorkspaceFrom};
+pub use layer::KeywardLayer;
+pub use policy::{OnUnavailable, WorkspaceFrom};
 pub use service::{KeywardService, ResponseFuture};

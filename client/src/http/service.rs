@@ -18,10 +18,11 @@ use tower_service::Service;
 use super::body::ResponseBody;
 use super::credentials;
 use super::key::{Unverified, VerifiedKey};
-use super::layer::{OnUnavailable, Policy};
+use super::policy::{OnUnavailable, Policy};
 use super::ratelimit;
 use super::refusal::Refusal;
-use crate::{Client, ClientError};
+use crate::client::Client;
+use crate::error::ClientError;
 
 /// The service [`KeywardLayer`](super::KeywardLayer) wraps around `S`. Cheap to clone: the inner service,
 /// a [`Client`] handle and the route's shared requirements.

@@ -192,7 +192,7 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     config.verify_groups = file.verify_groups.as_deref().map(principals);
     if let Some(group) = &file.verify_socket_group {
         let principal = principal(group);
-        if crate::net::peer::group(&principal).is_none() {
+        if principal.group_id().is_none() {
             return Err(at(group, "verify_socket_group: no such group"));
         }
         config.verify_socket_group = Some(principal);

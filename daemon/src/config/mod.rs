@@ -12,6 +12,9 @@ use crate::limits::{default_plans, Plans};
 use crate::secrets::hasher::{self, HashCost, PoolSettings};
 
 pub mod file;
+mod reloadable;
+
+pub use reloadable::Reloadable;
 
 /// Per-connection limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,16 @@ pub struct ConnectionLimits {
 pub enum Principal {
     Name(String),
     Id(u32),
+}
+
+impl Principal {
+    /// The gid of the group this names, or `None` if there is no such group.
+    pub fn group_id(&self) -> Option<u32> {
+        match self {
+            Principal::Id(id) => Some(*id),
+            Principal::Name(name) => keyward_protocol::users::group_id(name),
+        }
+    }
 }
 
 /// The daemon's settings.

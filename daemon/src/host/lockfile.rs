@@ -6,9 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
-use std::path::Path;
-
-use crate::error::StartError;
+use std::path::{Path, PathBuf};
 
 /// Held while the daemon owns the data directory.
 #[derive(Debug)]
@@ -16,10 +14,19 @@ pub struct DataDirLock {
     _file: File,
 }
 
+/// Why the data directory could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("data directory {}: {reason}", path.display())]
+    Unusable { path: PathBuf, reason: String },
+    #[error("another keywardd (pid {owner}) is already using data directory {}", path.display())]
+    Locked { path: PathBuf, owner: String },
+}
+
 /// Takes the lock on `dir`, or explains who has it.
-pub fn lock(dir: &Path) -> Result<DataDirLock, StartError> {
+pub fn lock(dir: &Path) -> Result<DataDirLock, LockError> {
     let path = dir.join("keywardd.lock");
-    let fail = |reason: String| StartError::DataDir { path: dir.to_owned(), reason };
+    let fail = |reason: String| LockError::Unusable { path: dir.to_owned(), reason };
     let mut file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -31,7 +38,7 @@ pub fn lock(dir: &Path) -> Result<DataDirLock, StartError> {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
             let owner = std::fs::read_to_string(&path).unwrap_or_default();
-            return Err(StartError::Locked { path: dir.to_owned(), owner: owner.trim().to_owned() });
+            return Err(LockError::Locked { path: dir.to_owned(), owner: owner.trim().to_owned() });
         }
         Err(TryLockError::Error(e)) => return Err(fail(format!("cannot lock {}: {e}", path.display()))),
     }

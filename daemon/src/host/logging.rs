@@ -12,13 +12,28 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 pub struct LogHandle(reload::Handle<EnvFilter, Registry>);
 
 impl LogHandle {
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
-        self.0.reload(filter(level)?).map_err(|e| e.to_string())
+    pub fn set_level(&self, level: &str) -> Result<(), LogError> {
+        self.0.reload(filter(level)?).map_err(LogError::Reload)
     }
 }
 
-fn filter(level: &str) -> Result<EnvFilter, String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("bad log filter {level:?}: {e}"))?;
+/// Why logging could not be set up or its filter changed.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("bad log filter {filter:?}: {source}")]
+    Filter {
+        filter: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("cannot change the log filter: {0}")]
+    Reload(#[source] reload::Error),
+    #[error("cannot install the logger: {0}")]
+    Install(#[source] tracing_subscriber::util::TryInitError),
+}
+
+fn filter(level: &str) -> Result<EnvFilter, LogError> {
+    let filter = EnvFilter::try_new(level).map_err(|source| LogError::Filter { filter: level.to_owned(), source })?;
     Ok(filter.add_directive("sled=warn".parse().expect("a valid directive")))
 }
 
@@ -40,7 +55,7 @@ pub enum LogFormat {
 }
 
 /// Installs the global subscriber writing to stderr.
-pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, String> {
+pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, LogError> {
     let (filter, handle) = reload::Layer::new(filter(level)?);
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let format = match format {
@@ -55,6 +70,6 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogHandle, String> {
         LogFormat::Journald => lines.without_time().with_ansi(false).boxed(),
         _ => lines.with_ansi(terminal).boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(output).try_init().map_err(|e| e.to_string())?;
+    tracing_subscriber::registry().with(filter).with(output).try_init().map_err(LogError::Install)?;
     Ok(LogHandle(handle))
 }

@@ -14,12 +14,20 @@ pub struct Activated {
     pub admin: Option<OwnedFd>,
 }
 
+/// Why the sockets systemd passed cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivationError {
+    #[error("cannot read the sockets systemd passed: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error("systemd passed a socket named {0:?}; expected `verify` and `admin`")]
+    UnknownName(String),
+}
+
 /// Takes the sockets systemd passed (`LISTEN_FDS`/`LISTEN_FDNAMES`, names `verify` and `admin`) and clears
 /// the variables so no child inherits them. Call before any thread starts.
-pub fn take_activated_sockets() -> Result<Activated, String> {
-    let passed: Vec<(RawFd, String)> = sd_notify::listen_fds_with_names()
-        .map_err(|e| format!("cannot read the sockets systemd passed: {e}"))?
-        .collect();
+pub fn take_activated_sockets() -> Result<Activated, ActivationError> {
+    let passed: Vec<(RawFd, String)> =
+        sd_notify::listen_fds_with_names().map_err(ActivationError::Unreadable)?.collect();
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         // SAFETY (edition 2021: safe fn): called from main before any thread exists.
         std::env::remove_var(name);
@@ -31,7 +39,7 @@ pub fn take_activated_sockets() -> Result<Activated, String> {
         match name.as_str() {
             "verify" => activated.verify = Some(owned),
             "admin" => activated.admin = Some(owned),
-            other => return Err(format!("systemd passed a socket named {other:?}; expected `verify` and `admin`")),
+            other => return Err(ActivationError::UnknownName(other.to_owned())),
         }
     }
     Ok(activated)

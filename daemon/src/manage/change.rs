@@ -101,7 +101,8 @@ pub async fn regenerate(
     actor: &Actor,
 ) -> Result<CreatedKey, DaemonError> {
     if grace_seconds > validate::MAX_GRACE_SECONDS {
-        return Err(DaemonError::InvalidArgument("the grace window may be at most 30 days".into()));
+        let days = validate::MAX_GRACE_SECONDS / 86_400;
+        return Err(DaemonError::InvalidArgument(format!("the grace window may be at most {days} days")));
     }
     let (secret, phc) = new_secret(service).await?;
     let mut token = None;

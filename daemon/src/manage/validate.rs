@@ -19,7 +19,7 @@ const METADATA_MAX_BYTES: usize = 4096;
 const METADATA_KEY_MAX_LEN: usize = 64;
 const ACTOR_MAX_CHARS: usize = 100;
 /// The longest grace window a regenerate may leave the old token working.
-pub const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
+pub use keyward_protocol::lifecycle::MAX_GRACE_SECONDS;
 
 fn invalid(message: impl Into<String>) -> DaemonError {
     DaemonError::InvalidArgument(message.into())

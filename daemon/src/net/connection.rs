@@ -18,6 +18,7 @@
 //! bound, and no connection holds its permit forever.
 
 use std::io;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use keyward_protocol::codec::CodecError;
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConnectionLimits;
 use crate::dispatch::{self, Handled, SocketRole};
 use crate::host::clock::Now;
+use crate::net::peer::Gatekeeper;
 use crate::net::roster::Membership;
 use crate::secrets::hasher::Caller;
 use crate::service::Service;
@@ -59,6 +61,7 @@ pub async fn serve(
     service: Service,
     limits: ConnectionLimits,
     membership: Option<Membership>,
+    gatekeeper: Arc<Gatekeeper>,
     shutdown: CancellationToken,
 ) {
     let actor = match stream.peer_cred() {
@@ -76,7 +79,7 @@ pub async fn serve(
         actor,
         caller: Caller::next(),
         forbidden: None,
-        gate_seen: service.gate_generation(),
+        gate_seen: gatekeeper.generation(),
         reader,
         writer,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -87,8 +90,9 @@ pub async fn serve(
         service,
         limits,
         membership,
+        gatekeeper,
     };
-    if !counted.gate().admits(role, &connection.actor) {
+    if !connection.gatekeeper.rules().admits(role, &connection.actor) {
         counted.stats().connection_forbidden();
         tracing::warn!(?role, uid = connection.actor.uid, pid = connection.actor.pid, "peer not allowed; refused");
         connection.forbidden = Some(match role {
@@ -111,7 +115,7 @@ struct Connection {
     caller: Caller,
     /// Why this peer is refused, when it is.
     forbidden: Option<&'static str>,
-    /// The access rules' generation this peer was last checked against ([`Service::gate_generation`]).
+    /// The generation of the access rules this peer was last checked against ([`Gatekeeper::generation`]).
     gate_seen: u64,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
@@ -125,6 +129,8 @@ struct Connection {
     limits: ConnectionLimits,
     /// The verify socket's roster entry, through which the door may ask an idle connection to make room.
     membership: Option<Membership>,
+    /// Who may use which socket.
+    gatekeeper: Arc<Gatekeeper>,
 }
 
 /// What the frame parser concluded about the stream.
@@ -314,10 +320,10 @@ impl Connection {
     /// Whether the access rules in force still admit this peer: checked again (and a refusal logged) only
     /// when a reload has changed them since the last check, so a request costs one atomic load here.
     fn still_admitted(&mut self) -> bool {
-        let generation = self.service.gate_generation();
+        let generation = self.gatekeeper.generation();
         if generation != self.gate_seen {
             self.gate_seen = generation;
-            if self.forbidden.is_none() && !self.service.gate().admits(self.role, &self.actor) {
+            if self.forbidden.is_none() && !self.gatekeeper.rules().admits(self.role, &self.actor) {
                 let (role, uid, pid) = (self.role, self.actor.uid, self.actor.pid);
                 tracing::warn!(?role, uid, pid, "peer no longer allowed after a reload; closing its connection");
                 self.forbidden = Some(WITHDRAWN);

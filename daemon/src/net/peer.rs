@@ -9,8 +9,41 @@ use std::collections::HashSet;
 
 use keyward_protocol::{users, Actor};
 
-use crate::config::{Config, Principal};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::config::{Config, Principal, Reloadable};
 use crate::dispatch::SocketRole;
+
+/// The access rules in force, which a reload replaces, and a generation that changes with each replacement
+/// so that an open connection notices one with an atomic load and checks its peer again.
+#[derive(Debug)]
+pub struct Gatekeeper {
+    rules: Reloadable<Gate>,
+    generation: AtomicU64,
+}
+
+impl Gatekeeper {
+    pub fn new(gate: Gate) -> Gatekeeper {
+        Gatekeeper { rules: Reloadable::new(gate), generation: AtomicU64::new(0) }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Gate> {
+        self.rules.get()
+    }
+
+    /// Puts `gate` in force; open connections check their peer against it at their next request.
+    pub fn replace(&self, gate: Gate) {
+        self.rules.replace(gate);
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes with every [`Gatekeeper::replace`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+}
 
 /// The resolved access rules.
 #[derive(Clone, Debug, Default)]
@@ -71,14 +104,6 @@ fn resolve(principal: &Principal, kind: Kind) -> Option<u32> {
         tracing::warn!(name, "unknown user or group in the configuration; ignored");
     }
     id
-}
-
-/// The gid of a group named in the configuration, or `None` if there is no such group.
-pub fn group(principal: &Principal) -> Option<u32> {
-    match principal {
-        Principal::Id(id) => Some(*id),
-        Principal::Name(name) => users::group_id(name),
-    }
 }
 
 /// Whether the peer's primary group or any supplementary group of its user is in `gids`.

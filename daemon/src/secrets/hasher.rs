@@ -6,7 +6,7 @@
 //! stays for the async workers) takes jobs from a bounded queue. Each thread lowers its own scheduling
 //! priority ([`PoolSettings::nice`], +10 by default; Linux only, where a thread's nice value is its own), so
 //! when a flood of cold or wrong secrets keeps every Argon2 thread busy, the async workers answering warm
-//! verifies still win the CPU. A hash or verify that finds the queue full answers [`DaemonError::Busy`] at
+//! verifies still win the CPU. A hash or verify that finds the queue full answers [`HashError::Busy`] at
 //! once; the default queue ([`QUEUE_PER_WORKER`] per thread) drains in about 1.5 s at the default cost,
 //! well inside a client's timeout; a job that still waits [`MAX_QUEUE_WAIT`] (the threads starved of
 //! CPU) is dropped unrun and answers BUSY too. A verify whose callers have all gone (their connection closed)
@@ -52,7 +52,6 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{oneshot, watch};
 use zeroize::Zeroizing;
 
-use crate::error::DaemonError;
 use crate::secrets::mint;
 
 /// Argon2 verifies of one stored hash that may be queued or running at once; more wait their turn.
@@ -98,6 +97,22 @@ pub struct PoolSettings {
     /// How many nice steps below the daemon's own priority the threads run (0..=19; the result is capped
     /// at 19). Linux only; elsewhere the threads keep the daemon's priority.
     pub nice: u8,
+}
+
+/// Why the hasher could not hash or verify, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The queue is full, the hash already has a waiting verify of this caller, or the job waited too long.
+    #[error("too many verifications are waiting for the hasher; try again shortly")]
+    Busy,
+    #[error("the Argon2 threads have stopped")]
+    Stopped,
+    #[error("Argon2 failed: {0}")]
+    Argon2(#[source] argon2::password_hash::Error),
+    #[error("invalid Argon2 parameters: {0}")]
+    Parameters(#[source] argon2::Error),
+    #[error("cannot start an Argon2 thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// The two persistent HMAC keys.
@@ -205,18 +220,18 @@ struct Shared {
 impl Hasher {
     /// `workers` Argon2 threads at the default priority ([`DEFAULT_NICE`]); at most `queue_limit` jobs may
     /// wait for one. `keys` are the persistent keys of the lookup and warm digests ([`crate::secrets::keyfile`]).
-    pub fn new(cost: HashCost, workers: usize, queue_limit: usize, keys: DigestKeys) -> Result<Self, String> {
+    pub fn new(cost: HashCost, workers: usize, queue_limit: usize, keys: DigestKeys) -> Result<Self, HashError> {
         Hasher::with_pool(cost, PoolSettings { workers, queue: queue_limit, nice: DEFAULT_NICE }, keys)
     }
 
     /// Like [`Hasher::new`], with every setting of the Argon2 pool.
-    pub fn with_pool(cost: HashCost, pool: PoolSettings, keys: DigestKeys) -> Result<Self, String> {
+    pub fn with_pool(cost: HashCost, pool: PoolSettings, keys: DigestKeys) -> Result<Self, HashError> {
         Hasher::build(cost, pool, keys, MAX_QUEUE_WAIT)
     }
 
-    fn build(cost: HashCost, pool: PoolSettings, keys: DigestKeys, max_wait: Duration) -> Result<Self, String> {
-        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
-            .map_err(|e| format!("invalid Argon2 parameters: {e}"))?;
+    fn build(cost: HashCost, pool: PoolSettings, keys: DigestKeys, max_wait: Duration) -> Result<Self, HashError> {
+        let params =
+            Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None).map_err(HashError::Parameters)?;
         let (jobs, queue) = mpsc::sync_channel(pool.queue);
         let shared = Arc::new(Shared {
             jobs: Mutex::new(Some(jobs)),
@@ -264,7 +279,7 @@ impl Hasher {
 
     /// An Argon2id PHC string for `secret`, with a fresh random salt. BUSY when the queue is full or the job
     /// waited longer than [`MAX_QUEUE_WAIT`].
-    pub async fn hash(&self, secret: Zeroizing<Vec<u8>>) -> Result<String, DaemonError> {
+    pub async fn hash(&self, secret: Zeroizing<Vec<u8>>) -> Result<String, HashError> {
         let (answer, hashed) = oneshot::channel();
         let shared = self.inner.shared.clone();
         let work = Box::new(move || {
@@ -274,7 +289,7 @@ impl Hasher {
         });
         self.inner.shared.submit(Job { work, queued_at: Instant::now() })?;
         // No answer: the job waited too long and was dropped, or it failed (and was logged).
-        hashed.await.map_err(|_| DaemonError::Busy)?
+        hashed.await.map_err(|_| HashError::Busy)?
     }
 
     /// Whether `secret` matches the PHC string `phc` (using the cost stored in it), asked by `caller`. A pair
@@ -282,7 +297,7 @@ impl Hasher {
     /// computed again; past the hash's [`PER_HASH_LIMIT`], it waits its turn. BUSY when `caller` already
     /// waits for a turn on this hash, the queue is full, or the computation waited longer than
     /// [`MAX_QUEUE_WAIT`].
-    pub async fn verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>, caller: Caller) -> Result<bool, DaemonError> {
+    pub async fn verify(&self, secret: Zeroizing<Vec<u8>>, phc: Arc<str>, caller: Caller) -> Result<bool, HashError> {
         self.start_verify(secret, phc, caller)?.answer().await
     }
 
@@ -294,7 +309,7 @@ impl Hasher {
         secret: Zeroizing<Vec<u8>>,
         phc: Arc<str>,
         caller: Caller,
-    ) -> Result<PendingVerify, DaemonError> {
+    ) -> Result<PendingVerify, HashError> {
         let digest = self.digest(&secret);
         self.start_verify_digested(Verification { secret, phc, caller }, &digest)
     }
@@ -305,7 +320,7 @@ impl Hasher {
         &self,
         verification: Verification,
         digest: &Digest,
-    ) -> Result<PendingVerify, DaemonError> {
+    ) -> Result<PendingVerify, HashError> {
         let attempt = Attempt { hash: fingerprint(&verification.phc), secret: digest.0 };
         if self.inner.shared.failures().knows(&attempt) {
             return Ok(PendingVerify(Pending::Refuted));
@@ -338,7 +353,7 @@ impl PendingVerify {
     }
 
     /// Whether the secret matches; BUSY when its computation waited too long or failed before answering.
-    pub async fn answer(self) -> Result<bool, DaemonError> {
+    pub async fn answer(self) -> Result<bool, HashError> {
         match self.0 {
             Pending::Refuted => Ok(false),
             Pending::Computing(answer) => answer_of(answer).await,
@@ -355,11 +370,11 @@ impl Drop for Inner {
 
 impl Shared {
     /// Queues `job` for an Argon2 thread, or refuses at once when the queue is full.
-    fn submit(&self, job: Job) -> Result<(), DaemonError> {
+    fn submit(&self, job: Job) -> Result<(), HashError> {
         self.waiting.fetch_add(1, Ordering::AcqRel);
         let sent = match &*self.jobs.lock().unwrap_or_else(PoisonError::into_inner) {
             Some(jobs) => jobs.try_send(job).map_err(|error| match error {
-                TrySendError::Full(job) => (DaemonError::Busy, job),
+                TrySendError::Full(job) => (HashError::Busy, job),
                 TrySendError::Disconnected(job) => (stopped(), job),
             }),
             None => Err((stopped(), job)),
@@ -379,15 +394,11 @@ impl Shared {
     }
 
     /// Argon2id of `secret` with a fresh random salt, as a PHC string.
-    fn hash_new(&self, secret: &[u8]) -> Result<String, DaemonError> {
+    fn hash_new(&self, secret: &[u8]) -> Result<String, HashError> {
         let salt_bytes = mint::key_material();
-        let salt = SaltString::encode_b64(&salt_bytes[..16])
-            .map_err(|e| DaemonError::Internal(format!("salt encoding: {e}")))?;
+        let salt = SaltString::encode_b64(&salt_bytes[..16]).map_err(HashError::Argon2)?;
         self.computations.fetch_add(1, Ordering::Relaxed);
-        self.argon
-            .hash_password(secret, &salt)
-            .map(|hash| hash.to_string())
-            .map_err(|e| DaemonError::Internal(format!("hashing: {e}")))
+        self.argon.hash_password(secret, &salt).map(|hash| hash.to_string()).map_err(HashError::Argon2)
     }
 
     /// Argon2id's verdict on `secret` against `phc`; an unreadable PHC string matches nothing.
@@ -401,7 +412,7 @@ impl Shared {
 
     /// Joins the verify of `attempt` already in flight or waiting, claims a computation for it within the
     /// hash's limit, or gives it a waiting place, the caller's only one on this hash.
-    fn claim(self: &Arc<Self>, attempt: Attempt, verification: Verification) -> Result<Claimed, DaemonError> {
+    fn claim(self: &Arc<Self>, attempt: Attempt, verification: Verification) -> Result<Claimed, HashError> {
         let mut claims = self.claims();
         if let Some(answer) = claims.in_flight.get(&attempt) {
             return Ok(Claimed::Joined(answer.subscribe()));
@@ -409,7 +420,7 @@ impl Shared {
         let lane = claims.per_hash.entry(attempt.hash).or_default();
         let may_start = lane.under_way < PER_HASH_LIMIT && lane.waiting.is_empty();
         if !may_start && (lane.waiting.len() >= MAX_WAITING_PER_HASH || lane.holds_a_place(verification.caller)) {
-            return Err(DaemonError::Busy);
+            return Err(HashError::Busy);
         }
         let (answer, receiver) = watch::channel(None);
         let answer = Arc::new(answer);
@@ -595,15 +606,15 @@ impl Drop for Claim {
     }
 }
 
-fn stopped() -> DaemonError {
-    DaemonError::Internal("the Argon2 threads have stopped".into())
+fn stopped() -> HashError {
+    HashError::Stopped
 }
 
 /// Waits for an Argon2 verify's answer; BUSY when its computation was refused or failed before answering.
-async fn answer_of(mut answer: watch::Receiver<Option<bool>>) -> Result<bool, DaemonError> {
+async fn answer_of(mut answer: watch::Receiver<Option<bool>>) -> Result<bool, HashError> {
     match answer.wait_for(Option::is_some).await {
         Ok(matched) => Ok(*matched == Some(true)),
-        Err(_) => Err(DaemonError::Busy),
+        Err(_) => Err(HashError::Busy),
     }
 }
 
@@ -642,7 +653,7 @@ fn start_threads(
     pool: PoolSettings,
     queue: Receiver<Job>,
     shared: &Arc<Shared>,
-) -> Result<Vec<JoinHandle<()>>, String> {
+) -> Result<Vec<JoinHandle<()>>, HashError> {
     let queue = Arc::new(Mutex::new(queue));
     (0..pool.workers.max(1))
         .map(|n| {
@@ -650,7 +661,7 @@ fn start_threads(
             std::thread::Builder::new()
                 .name(format!("keyward-argon-{n}"))
                 .spawn(move || serve(&queue, &shared, pool.nice))
-                .map_err(|e| format!("cannot start an Argon2 thread: {e}"))
+                .map_err(HashError::Thread)
         })
         .collect()
 }
@@ -771,7 +782,7 @@ mod tests {
     /// The caller the tests verify as, unless they need several.
     const ONE: Caller = Caller(0);
 
-    fn submit(hasher: &Hasher, work: Work) -> Result<(), DaemonError> {
+    fn submit(hasher: &Hasher, work: Work) -> Result<(), HashError> {
         hasher.inner.shared.submit(Job { work, queued_at: Instant::now() })
     }
 
@@ -832,8 +843,8 @@ mod tests {
         submit(&hasher, Box::new(move || done.send(()).unwrap())).unwrap();
         assert_eq!(hasher.load(), (1, 1));
 
-        assert!(matches!(hasher.start_verify(secret("right"), phc.clone(), ONE), Err(DaemonError::Busy)));
-        assert!(matches!(poll_once(&mut Box::pin(hasher.hash(secret("new")))), Poll::Ready(Err(DaemonError::Busy))));
+        assert!(matches!(hasher.start_verify(secret("right"), phc.clone(), ONE), Err(HashError::Busy)));
+        assert!(matches!(poll_once(&mut Box::pin(hasher.hash(secret("new")))), Poll::Ready(Err(HashError::Busy))));
         assert!(holds_no_claims(&hasher), "a refused verify holds nothing");
         assert_eq!(hasher.load(), (1, 1));
 
@@ -852,7 +863,7 @@ mod tests {
 
         let third = hasher.start_verify(secret("secret a"), a.clone(), ONE).expect("waits for a turn");
         let fourth = hasher.start_verify(secret("wrong 4"), a.clone(), ONE);
-        assert!(matches!(fourth, Err(DaemonError::Busy)), "this caller already waits for a turn on this hash");
+        assert!(matches!(fourth, Err(HashError::Busy)), "this caller already waits for a turn on this hash");
         let other_hash = hasher.start_verify(secret("secret b"), b, ONE).expect("another hash still gets a place");
         assert_eq!(hasher.load(), (1, 3), "the waiting verify is not queued until its turn");
 
@@ -878,7 +889,7 @@ mod tests {
         let held = hasher.start_verify(secret("right"), phc.clone(), holder).expect("the holder waits its turn");
         for n in 3..50 {
             let refused = hasher.start_verify(secret(&format!("wrong {n}")), phc.clone(), flood);
-            assert!(matches!(refused, Err(DaemonError::Busy)), "the flood holds one waiting place, not the line");
+            assert!(matches!(refused, Err(HashError::Busy)), "the flood holds one waiting place, not the line");
         }
         drop(release);
         assert!(held.answer().await.unwrap(), "the holder is served after at most the flood's one waiting verify");
@@ -993,9 +1004,9 @@ mod tests {
     async fn a_job_that_waited_too_long_answers_busy_unrun() {
         let settings = PoolSettings { workers: 1, queue: 8, nice: 0 };
         let hasher = Hasher::build(CHEAP, settings, DigestKeys::ephemeral(), Duration::ZERO).unwrap();
-        assert!(matches!(hasher.hash(secret("new")).await, Err(DaemonError::Busy)));
+        assert!(matches!(hasher.hash(secret("new")).await, Err(HashError::Busy)));
         let phc = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
-        assert!(matches!(hasher.verify(secret("any"), phc.into(), ONE).await, Err(DaemonError::Busy)));
+        assert!(matches!(hasher.verify(secret("any"), phc.into(), ONE).await, Err(HashError::Busy)));
         assert_eq!(computations(&hasher), 0);
         assert!(holds_no_claims(&hasher));
     }

@@ -11,11 +11,10 @@
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::error::StartError;
 use crate::secrets::mint;
 
 /// The lookup key's file name in the data directory.
@@ -23,10 +22,18 @@ pub const LOOKUP_KEY: &str = "lookup.key";
 /// The warm digest key's default file name in the data directory.
 pub const WARM_KEY: &str = "warm.key";
 
+/// Why a key file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("data directory {}: {reason}", path.display())]
+pub struct KeyFileError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
 /// Reads the key in `path`, creating it on first start.
-pub fn load_or_create(path: &Path) -> Result<Zeroizing<[u8; 32]>, StartError> {
+pub fn load_or_create(path: &Path) -> Result<Zeroizing<[u8; 32]>, KeyFileError> {
     let path = path.to_owned();
-    let fail = |reason: String| StartError::DataDir { path: path.clone(), reason };
+    let fail = |reason: String| KeyFileError { path: path.clone(), reason };
     match OpenOptions::new().read(true).open(&path) {
         Ok(mut file) => {
             let mode = file.metadata().map_err(|e| fail(e.to_string()))?.permissions().mode();

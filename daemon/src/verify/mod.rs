@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use keyward_protocol::codec::{self, CodecError};
-use keyward_protocol::token::Token;
+use keyward_protocol::token::{self, Token};
 use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest, VerifyRequestRef};
 use zeroize::Zeroizing;
 
@@ -27,8 +27,7 @@ use crate::host::clock::Now;
 use crate::keys::index::{AnswerKey, HotKey, HotLimit, HotSecret};
 use crate::keys::record::KeyState;
 use crate::limits::limiter::Decision;
-use crate::manage::validate;
-use crate::secrets::hasher::{Caller, Digest, PendingVerify, Verification};
+use crate::secrets::hasher::{Caller, Digest, HashError, PendingVerify, Verification};
 use crate::service::Service;
 
 /// A verify's answer as the verify path produces it: the protocol's answer, and for an answer about a key,
@@ -203,11 +202,11 @@ fn argon2(
 }
 
 /// `result`, with a BUSY refusal counted in `key`'s usage.
-fn busy_noted<T>(service: &Service, key: &HotKey, result: Result<T, DaemonError>) -> Result<T, DaemonError> {
-    if matches!(result, Err(DaemonError::Busy)) {
+fn busy_noted<T>(service: &Service, key: &HotKey, result: Result<T, HashError>) -> Result<T, DaemonError> {
+    if matches!(result, Err(HashError::Busy)) {
         service.index().note_use(key, VerifyCode::Busy);
     }
-    result
+    Ok(result?)
 }
 
 /// The key a presented token names, by its key id or (for an imported token) its lookup digest.
@@ -238,7 +237,7 @@ fn named<'t>(service: &Service, text: &'t str) -> Named<'t> {
 /// The imported key whose whole token is `text`, if any: its snapshot, or its id when it must be read
 /// from the store first.
 fn find_imported(service: &Service, text: &str) -> Option<Result<Arc<HotKey>, KeyId>> {
-    if !service.index().has_imports() || validate::importable_token(text).is_err() {
+    if !service.index().has_imports() || token::check_importable(text).is_err() {
         return None;
     }
     let id = service.index().find_imported(&service.hasher().lookup_digest(text.as_bytes()))?;

@@ -6,7 +6,8 @@
 //! name (`_seconds`, `_bytes`), `_total` on counters, and labels for what a family is split by. Every family
 //! has `# HELP` and `# TYPE` lines before its samples, and split families list every label value the
 //! daemon knows (every key status, every verify code) so that a rate over a code that has not happened yet
-//! is 0, not absent.
+//! is 0, not absent. The key statuses and the buckets' `le` labels come from `stats`, so that `keyward
+//! stats --json` and the exposition read a report the same way.
 //!
 //! | metric | type | from |
 //! |---|---|---|
@@ -32,7 +33,7 @@ use std::fmt::Write as _;
 
 use keyward_protocol::{StatsReport, VerifyCode};
 
-use super::output::keys_by_status;
+use super::stats::{bound_label, keys_by_status};
 
 /// The exposition of `report`, ending with a newline.
 pub(crate) fn exposition(report: &StatsReport) -> String {
@@ -109,16 +110,6 @@ pub(crate) fn exposition(report: &StatsReport) -> String {
         text.sample("keyward_last_flush_timestamp_seconds", &[], at);
     }
     text.0
-}
-
-/// A bucket's upper bound as its `le` label: `+Inf`, or the shortest decimal that reads back as the same
-/// float (`0.000001`, `0.25`, `1`).
-pub(crate) fn bound_label(bound: f64) -> String {
-    if bound.is_infinite() && bound > 0.0 {
-        "+Inf".to_owned()
-    } else {
-        bound.to_string()
-    }
 }
 
 #[derive(Default)]

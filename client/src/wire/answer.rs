@@ -8,7 +8,7 @@
 //! The decoding mirrors [`ReplyFrame`](keyward_protocol::ReplyFrame) and [`Reply`] with serde, variant for
 //! variant and field for field, so the bytes are read exactly as the protocol's own types would read
 //! them (the tests check every variant against the protocol's encoder). Large variants are boxed while
-//! they are decoded, and a verify answer's key goes through [`crate::shared_keys`].
+//! they are decoded, and a verify answer's key goes through [`super::shared_keys`].
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use keyward_protocol::{
 };
 use serde::Deserialize;
 
-use crate::shared_keys;
+use super::shared_keys;
 
 /// A decoded reply: a verify answer inline, anything else boxed.
 #[derive(Debug, PartialEq)]

@@ -1,18 +1,50 @@
-//! Which reply each request expects, and which requests may be sent twice.
+//! What each request is for the client: whether it carries the caller's actor label, whether it may be
+//! sent twice, which reply it expects, and how long it may take unless a client is told otherwise.
 //!
-//! The typed helpers of both clients (`ping`, `verify`, `create`, …) turn a [`Reply`] into the one
-//! variant their request calls for with the functions here; anything else is
+//! Both clients ask these questions of every request they send, so the answers live in one place; the
+//! protocol already classifies requests ([`Request::is_management`], [`Request::is_write`]) and this
+//! module only adds what the client makes of that.
+//!
+//! **The actor label.** A client may act on behalf of someone (a dashboard user, a deploy job); the daemon
+//! records that label in the audit log next to the peer's uid and pid. Every request of the admin socket
+//! carries it except `Ping` and `Verify`, which are not audited and which the verify socket would refuse
+//! inside an `As`. A request that already is an `As` is left alone, since the daemon refuses nested ones.
+//!
+//! **The expected reply.** The typed helpers of both clients (`ping`, `verify`, `create`, …) turn a
+//! [`Reply`] into the one variant their request calls for with the functions here; anything else is
 //! [`ClientError::UnexpectedReply`]. Error replies never get this far: `call` has already turned them into
 //! [`ClientError::Refused`]. `verify` skips `call` and takes its answer straight from the decoded
-//! [`Answer`], error replies included ([`verify_answer`]).
+//! [`Answer`], error replies included ([`verify_answer`]). This matching lives here rather than in
+//! [`crate::wire`] because it is a fact about the request, not about bytes: `wire` turns a frame into an
+//! [`Answer`] without knowing which request it answers, and this module, above it, says which answer the
+//! request called for. Imports go that way only: `requests` uses `wire`, never the reverse.
+
+use std::time::Duration;
 
 use keyward_protocol::{
     AccountView, AuditEntry, CreatedKey, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
     VerifyAnswer, VerifyRequest,
 };
 
-use crate::answer::Answer;
 use crate::error::ClientError;
+use crate::wire::Answer;
+
+/// How long a request may take unless a client is told otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `request` wrapped in [`Request::As`] for `actor`, when there is an actor and the request is a
+/// management request; otherwise `request` unchanged.
+pub(crate) fn on_behalf_of(actor: Option<&str>, request: Request) -> Request {
+    match actor {
+        Some(actor) if is_management(&request) => Request::As { actor: actor.to_owned(), request: Box::new(request) },
+        _ => request,
+    }
+}
+
+/// Whether `request` is one an actor label belongs on: a management request that is not already an `As`.
+fn is_management(request: &Request) -> bool {
+    request.is_management() && !matches!(request, Request::As { .. })
+}
 
 /// Whether sending `request` twice has the same effect as sending it once, so that a request lost with a
 /// broken connection may be retried.
@@ -160,6 +192,22 @@ fn variant_name(reply: &Reply) -> &'static str {
 mod tests {
     use super::*;
     use keyward_protocol::{ErrorCode, ErrorReply, Secret};
+
+    #[test]
+    fn management_requests_are_wrapped_once() {
+        let revoke = Request::Revoke { id: "AbCdEf012345".into() };
+        assert_eq!(on_behalf_of(None, revoke.clone()), revoke);
+        let wrapped = on_behalf_of(Some("alice"), revoke.clone());
+        assert_eq!(wrapped, Request::As { actor: "alice".into(), request: Box::new(revoke) });
+        assert_eq!(on_behalf_of(Some("bob"), wrapped.clone()), wrapped, "never nested");
+    }
+
+    #[test]
+    fn ping_and_verify_are_never_wrapped() {
+        assert_eq!(on_behalf_of(Some("alice"), Request::Ping), Request::Ping);
+        let verify = Request::Verify(VerifyRequest::new(Secret::new("kw_live_x")));
+        assert_eq!(on_behalf_of(Some("alice"), verify.clone()), verify);
+    }
 
     #[test]
     fn a_reply_of_the_wrong_kind_is_named_not_printed() {

@@ -1,19 +1,38 @@
-//! The client's side of the conversation's bytes: framing the handshake and requests, unframing the
-//! daemon's answers.
+//! Bytes ↔ meaning, the client's side: framing the handshake and requests, unframing the daemon's
+//! answers.
 //!
-//! Both clients go through these functions, so there is one place where a request becomes bytes. The
-//! framing and the encoding themselves belong to `keyward_protocol` ([`frame`], [`codec`]); this module
-//! only applies them. A request frame is built in a single buffer the caller provides (header placeholder,
-//! payload encoded after it, length patched in); the async client reuses those buffers. Requests
-//! are encoded from references ([`RequestFrame`]'s fields, a verify as the `Verify` variant of
-//! [`Request`]), so building a frame moves nothing; replies decode into an [`Answer`].
+//! Both clients go through these functions, so there is one place where a request becomes bytes and a
+//! reply frame becomes an [`Answer`]. The framing and the encoding themselves belong to `keyward_protocol`
+//! ([`frame`], [`codec`]); this module only applies them. A request frame is built in a single buffer the
+//! caller provides (header placeholder, payload encoded after it, length patched in); the async client
+//! reuses those buffers ([`FramePool`]). Requests are encoded from references ([`RequestFrame`]'s fields, a
+//! verify as the `Verify` variant of [`Request`]), so building a frame moves nothing; replies decode into
+//! an [`Answer`].
+//!
+//! This module says nothing about which answer a request calls for: that is a fact about the request,
+//! and lives in [`crate::requests`], which uses this module and is never used by it.
+//!
+//! [`RequestFrame`]: keyward_protocol::RequestFrame
+//!
+//! # Layout
+//! - `answer`: [`Answer`], what a reply decodes to (a verify answer inline, anything else boxed).
+//! - `shared_keys`: decoding a verify answer's key without rebuilding one that has not changed
+//!   (recognised by its bytes).
+//! - `frames`: [`FramePool`], the request frame buffers the async client reuses.
+
+mod answer;
+mod frames;
+mod shared_keys;
+
+pub(crate) use answer::Answer;
+pub(crate) use frames::FramePool;
 
 use keyward_protocol::frame::{self, HEADER_LEN};
 use keyward_protocol::{codec, Hello, HelloReply, Request, VerifyRequest, PROTOCOL_VERSION};
 use serde::{Serialize, Serializer};
 
-use crate::answer::{Answer, AnswerFrame};
 use crate::error::ClientError;
+use answer::AnswerFrame;
 
 /// Room for a typical request (a verify is about a hundred bytes), so encoding it never reallocates.
 const REQUEST_CAPACITY: usize = 256;
