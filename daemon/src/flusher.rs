@@ -14,10 +14,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::clock::unix_now;
-use crate::keys::index::HotKey;
+use crate::keys::hot::HotKey;
 use crate::keys::store::{HighWater, StoreError};
 use crate::keys::usage::{self, CODES};
-use crate::manage::{USAGE_DAYS, USAGE_HOURS};
 use crate::secrets::hasher::fingerprint;
 use crate::service::Service;
 
@@ -161,8 +160,7 @@ async fn save_high_water(service: &Service) {
 
 async fn prune_usage(service: &Service) {
     let now = unix_now();
-    let hours_before = usage::hour_start(now) - (USAGE_HOURS - 1) * 3600;
-    let days_before = usage::day_start(now) - (USAGE_DAYS - 1) * 86_400;
+    let (hours_before, days_before) = (usage::first_hour_kept(now), usage::first_day_kept(now));
     let store = service.store().clone();
     match tokio::task::spawn_blocking(move || store.prune_usage(hours_before, days_before)).await {
         Ok(Ok(pruned)) if pruned > 0 => tracing::debug!(pruned, "old usage buckets pruned"),

@@ -12,7 +12,8 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{Config, Reloadable};
 use crate::error::DaemonError;
-use crate::keys::index::{HotKey, Index};
+use crate::keys::hot::HotKey;
+use crate::keys::index::Index;
 use crate::keys::record::KeyRecord;
 use crate::keys::store::{KeyCounters, Loaded, Store, StoreError};
 use crate::limits::Plans;

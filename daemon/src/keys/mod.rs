@@ -6,6 +6,7 @@
 //! layers above hand it records and read snapshots back.
 
 pub mod activity;
+pub mod hot;
 pub mod index;
 pub mod parallel;
 pub mod record;

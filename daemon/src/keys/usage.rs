@@ -57,6 +57,21 @@ pub fn add(a: &mut [u64; CODES], b: &[u64]) {
     }
 }
 
+/// Hourly buckets kept, and shown by a usage report.
+pub const USAGE_HOURS: i64 = 48;
+/// Daily buckets kept, and shown by a usage report.
+pub const USAGE_DAYS: i64 = 90;
+
+/// The start of the oldest hourly bucket kept at `now`.
+pub fn first_hour_kept(now: i64) -> i64 {
+    hour_start(now) - (USAGE_HOURS - 1) * 3600
+}
+
+/// The start of the oldest daily bucket kept at `now`.
+pub fn first_day_kept(now: i64) -> i64 {
+    day_start(now) - (USAGE_DAYS - 1) * 86_400
+}
+
 /// Start of the hour / day containing `at`.
 pub fn hour_start(at: i64) -> i64 {
     at - at.rem_euclid(3600)

@@ -17,7 +17,7 @@ use super::create::new_secret;
 use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
 use crate::host::clock::{rfc3339, unix_now};
-use crate::keys::index::HotKey;
+use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
 use crate::limits::Plans;
 use crate::manage::validate;

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
 use crate::host::clock::unix_now;
-use crate::keys::index::HotKey;
+use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, KeyState, StoredSecret};
 use crate::manage::validate;
 use crate::secrets::mint;

@@ -26,14 +26,14 @@ pub use account::{get_account, set_account};
 pub use change::{edit, regenerate, revoke, set_active};
 pub use create::{create, import};
 pub use credits::change_credits;
-pub use query::{audit, get, list, list_legacy, report, usage, workspace_usage, USAGE_DAYS, USAGE_HOURS};
+pub use query::{audit, get, list, list_legacy, report, usage, workspace_usage};
 
 use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
 use tokio::sync::MutexGuard;
 
 use crate::error::DaemonError;
 use crate::host::clock::rfc3339;
-use crate::keys::index::HotKey;
+use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, Live};
 use crate::keys::store::Change;
 use crate::service::{Found, Service};

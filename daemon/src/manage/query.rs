@@ -15,10 +15,6 @@ use crate::keys::usage::{self, CODES};
 use crate::manage::validate;
 use crate::service::{Found, Service};
 
-/// Hours of hourly usage and days of daily usage kept and reported.
-pub const USAGE_HOURS: i64 = 48;
-pub const USAGE_DAYS: i64 = 90;
-
 /// Counts by code, without the zeros.
 fn by_code(counts: &[u64; CODES]) -> BTreeMap<VerifyCode, u64> {
     VerifyCode::ALL.iter().zip(counts).filter(|(_, &n)| n > 0).map(|(&code, &n)| (code, n)).collect()
@@ -125,8 +121,8 @@ pub async fn usage(service: &Service, id: &str) -> Result<UsageReport, DaemonErr
     let store = service.store().clone();
     let key_id = id.to_string();
     let (hourly, daily) = tokio::task::spawn_blocking(move || {
-        let hourly = store.usage_buckets(&key_id, Bucket::Hour, hour - (USAGE_HOURS - 1) * 3600)?;
-        let daily = store.usage_buckets(&key_id, Bucket::Day, day - (USAGE_DAYS - 1) * 86_400)?;
+        let hourly = store.usage_buckets(&key_id, Bucket::Hour, usage::first_hour_kept(now))?;
+        let daily = store.usage_buckets(&key_id, Bucket::Day, usage::first_day_kept(now))?;
         Ok::<_, DaemonError>((hourly, daily))
     })
     .await
@@ -145,7 +141,7 @@ pub async fn usage(service: &Service, id: &str) -> Result<UsageReport, DaemonErr
 pub async fn workspace_usage(service: &Service, workspace: &str) -> Result<Vec<KeyUsage>, DaemonError> {
     let workspace = validate::workspace(workspace)?;
     let (ids, _) = service.index().page(&workspace, None, usize::MAX);
-    let since = usage::day_start(unix_now()) - (USAGE_DAYS - 1) * 86_400;
+    let since = usage::first_day_kept(unix_now());
     let service = service.clone();
     let mut report = tokio::task::spawn_blocking(move || {
         found_all(&service, &ids)?

@@ -30,7 +30,8 @@ pub fn name(raw: &str) -> Result<String, DaemonError> {
     let name = raw.trim();
     let chars = name.chars().count();
     if !NAME_CHARS.contains(&chars) {
-        return Err(invalid(format!("name must be 3 to 50 characters (got {chars})")));
+        let (min, max) = (NAME_CHARS.start(), NAME_CHARS.end());
+        return Err(invalid(format!("name must be {min} to {max} characters (got {chars})")));
     }
     if name.chars().any(char::is_control) {
         return Err(invalid("name must not contain control characters"));
@@ -46,7 +47,7 @@ pub fn description(raw: Option<&str>) -> Result<Option<String>, DaemonError> {
     };
     let chars = text.chars().count();
     if chars > DESCRIPTION_MAX_CHARS {
-        return Err(invalid(format!("description must be at most 500 characters (got {chars})")));
+        return Err(invalid(format!("description must be at most {DESCRIPTION_MAX_CHARS} characters (got {chars})")));
     }
     if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
         return Err(invalid("description must not contain control characters other than line breaks and tabs"));
@@ -72,7 +73,8 @@ fn identifier(raw: &str, what: &str) -> Result<String, DaemonError> {
         Ok(raw.to_owned())
     } else {
         Err(invalid(format!(
-            "{what} must be 1 to 64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+            "{what} must be 1 to {WORKSPACE_MAX_LEN} characters of letters, digits, '.', '_' or '-', starting with a \
+             letter or digit"
         )))
     }
 }
@@ -92,7 +94,8 @@ pub fn metadata(map: &BTreeMap<String, String>) -> Result<(), DaemonError> {
         let key_ok = (1..=METADATA_KEY_MAX_LEN).contains(&key.len())
             && key.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'));
         if !key_ok {
-            return Err(invalid(format!("metadata key {key:?} must be 1 to 64 letters, digits, '.', '_' or '-'")));
+            let rule = format!("1 to {METADATA_KEY_MAX_LEN} letters, digits, '.', '_' or '-'");
+            return Err(invalid(format!("metadata key {key:?} must be {rule}")));
         }
         if value.chars().any(char::is_control) {
             return Err(invalid(format!("metadata value of {key:?} must not contain control characters")));
@@ -100,7 +103,9 @@ pub fn metadata(map: &BTreeMap<String, String>) -> Result<(), DaemonError> {
     }
     let size: usize = map.iter().map(|(k, v)| k.len() + v.len()).sum();
     if size > METADATA_MAX_BYTES {
-        return Err(invalid(format!("metadata must be at most 4096 bytes of keys and values (got {size})")));
+        return Err(invalid(format!(
+            "metadata must be at most {METADATA_MAX_BYTES} bytes of keys and values (got {size})"
+        )));
     }
     Ok(())
 }
@@ -138,7 +143,7 @@ pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
 pub fn actor(raw: &str) -> Result<String, DaemonError> {
     let label = raw.trim();
     if label.is_empty() || label.chars().count() > ACTOR_MAX_CHARS || label.chars().any(char::is_control) {
-        return Err(invalid("actor must be 1 to 100 characters without control characters"));
+        return Err(invalid(format!("actor must be 1 to {ACTOR_MAX_CHARS} characters without control characters")));
     }
     Ok(label.to_owned())
 }

@@ -19,16 +19,18 @@ use std::sync::Arc;
 
 use keyward_protocol::codec::{self, CodecError};
 use keyward_protocol::token::{self, Token};
-use keyward_protocol::{scope, KeyId, RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequest, VerifyRequestRef};
+use keyward_protocol::{scope, KeyId, VerifyAnswer, VerifyCode, VerifyRequest, VerifyRequestRef};
 use zeroize::Zeroizing;
 
 use crate::error::DaemonError;
 use crate::host::clock::Now;
-use crate::keys::index::{AnswerKey, HotKey, HotLimit, HotSecret};
+use crate::keys::hot::{AnswerKey, HotKey, HotSecret};
 use crate::keys::record::KeyState;
-use crate::limits::limiter::Decision;
 use crate::secrets::hasher::{Caller, Digest, HashError, PendingVerify, Verification};
 use crate::service::Service;
+use spend::{limits_of, peek, spend};
+
+mod spend;
 
 /// A verify's answer as the verify path produces it: the protocol's answer, and for an answer about a key,
 /// the key encoded once per snapshot, which [`Verdict::encode_reply`] splices into the reply frame instead
@@ -329,82 +331,4 @@ fn judge(service: &Service, key: &HotKey, request: &VerifyRequestRef<'_>, now: N
     service.index().note_use(key, answer.code);
     tracing::trace!(key = %record.id, code = %answer.code, "verified");
     Verdict { answer, key: Some(key.answer_key()) }
-}
-
-/// The limits a request counts against: the key's main limit, then the named limits it asks for (names
-/// the key does not have are ignored).
-fn limits_of<'a>(key: &'a HotKey, request: &'a VerifyRequestRef<'_>) -> impl Iterator<Item = &'a HotLimit> + 'a {
-    let named = key.named_limits.iter().filter(|limit| request.limits.iter().any(|name| **name == *limit.policy));
-    key.main_limit.iter().chain(named)
-}
-
-/// Reserves every limit and the credits, all or nothing, and records the outcome in `answer`: every limit
-/// that applies is reported, and a refusal's retry time is the longest any refusing limit asks for.
-fn spend(key: &HotKey, request: &VerifyRequestRef<'_>, now: Now, answer: &mut VerifyAnswer) {
-    let cost = u64::from(request.cost);
-    let mono = now.mono;
-    let mut reserved = 0;
-    // `Some(None)`: refused by a limit that can never fit the cost.
-    let mut retry: Option<Option<u64>> = None;
-    for limit in limits_of(key, request) {
-        if retry.is_some() {
-            if let Err(wait) = limit.gcra.check(&limit.tat, mono, cost) {
-                retry = Some(longest(retry.flatten(), wait));
-            }
-            answer.ratelimit.push(peek(limit, now));
-            continue;
-        }
-        match limit.gcra.reserve(&limit.tat, mono, cost) {
-            Decision::Allowed { tat } => {
-                answer.ratelimit.push(status(limit, tat, now));
-                reserved += 1;
-            }
-            Decision::Refused { retry_after, tat } => {
-                answer.ratelimit.push(status(limit, tat, now));
-                retry = Some(retry_after);
-            }
-        }
-    }
-    if let Some(wait) = retry {
-        answer.code = VerifyCode::RateLimited;
-        answer.retry_after_ms = wait.map(|ns| ns.div_ceil(1_000_000));
-    }
-    if answer.code.is_valid() {
-        if let Some(cell) = &key.credits {
-            match cell.spend(cost, key.record.limits.refill, now.unix) {
-                Ok(balance) => answer.credits = Some(balance),
-                Err(balance) => {
-                    answer.credits = Some(balance);
-                    answer.code = VerifyCode::UsageExceeded;
-                }
-            }
-        }
-    }
-    if !answer.code.is_valid() && reserved > 0 {
-        for (limit, shown) in limits_of(key, request).take(reserved).zip(answer.ratelimit.iter_mut()) {
-            limit.gcra.give_back(&limit.tat, cost);
-            *shown = peek(limit, now);
-        }
-    }
-}
-
-/// The longer of two retry times, where `None` (never) is longest of all.
-fn longest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    a.zip(b).map(|(a, b)| a.max(b))
-}
-
-/// A limit's status as of its current timestamp.
-fn peek(limit: &HotLimit, now: Now) -> RateLimitStatus {
-    status(limit, limit.tat.load(std::sync::atomic::Ordering::Acquire), now)
-}
-
-fn status(limit: &HotLimit, tat: u64, now: Now) -> RateLimitStatus {
-    let (remaining, reset_in) = limit.gcra.status(tat, now.mono);
-    RateLimitStatus {
-        policy: limit.policy.to_string(),
-        limit: limit.gcra.limit(),
-        remaining,
-        reset_at_ms: now.unix_ms + reset_in.div_ceil(1_000_000) as i64,
-        window_seconds: limit.gcra.window_seconds(),
-    }
 }
