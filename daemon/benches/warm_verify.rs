@@ -13,6 +13,7 @@ use keyward_daemon::internals::{handle, handle_verify, Handled, Service, SocketR
 use keyward_daemon::internals::{Caller, DigestKeys, HashCost, Hasher};
 use keyward_daemon::Config;
 use keyward_protocol::token::Token;
+use keyward_protocol::verify_ref;
 use keyward_protocol::{
     codec, Actor, CreateRequest, ExpirySpec, RatePolicy, Reply, Request, RequestFrame, Secret, VerifyCode,
     VerifyRequest,
@@ -55,7 +56,7 @@ impl Warm {
 
     /// What `Connection::answer` does for a verify answered from memory; the reply frame lands in `out`.
     fn answer(&self, out: &mut Vec<u8>) {
-        let (id, request) = codec::decode_verify_request(&self.frame).unwrap();
+        let (id, request) = verify_ref::decode_verify_request(&self.frame).unwrap();
         let Handled::Verified(verdict) = handle_verify(&self.service, &request, Now::read(), Caller::default()) else {
             panic!("a warm verify is answered from memory");
         };
@@ -92,7 +93,7 @@ fn token_parse(bencher: Bencher) {
 #[divan::bench]
 fn request_decode_in_place(bencher: Bencher) {
     let warm = Warm::new();
-    bencher.bench(|| codec::decode_verify_request(black_box(&warm.frame)).unwrap());
+    bencher.bench(|| verify_ref::decode_verify_request(black_box(&warm.frame)).unwrap());
 }
 
 /// The same frame decoded whole, every string copied (what every other request gets).
@@ -105,7 +106,7 @@ fn request_decode_whole(bencher: Bencher) {
 #[divan::bench]
 fn reply_encode(bencher: Bencher) {
     let warm = Warm::new();
-    let (_, request) = codec::decode_verify_request(&warm.frame).unwrap();
+    let (_, request) = verify_ref::decode_verify_request(&warm.frame).unwrap();
     let Handled::Verified(verdict) = handle_verify(&warm.service, &request, Now::read(), Caller::default()) else {
         panic!("a warm verify is answered from memory");
     };

@@ -27,6 +27,10 @@
 //! - `secrets/`: Argon2id on its own threads, the keyed digests, minting, the persistent digest keys.
 //! - `host/`: clocks, logging, signals, the data directory's lock, systemd.
 
+// The daemon's documentation is its maintainers' map (`cargo doc --document-private-items`): its modules
+// are private and their docs link to one another.
+#![allow(rustdoc::private_intra_doc_links)]
+
 pub mod config;
 mod dispatch;
 pub mod error;

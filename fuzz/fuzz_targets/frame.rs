@@ -3,6 +3,7 @@
 //! place is exactly the request the whole decoder reads from the same bytes.
 #![no_main]
 
+use keyward_protocol::verify_ref;
 use keyward_protocol::frame::{self, HEADER_LEN};
 use keyward_protocol::{codec, Hello, Request, RequestFrame};
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +14,7 @@ fuzz_target!(|data: &[u8]| {
         let payload = &rest[HEADER_LEN..total];
         let _ = codec::decode_request::<Hello>(payload);
         let whole = codec::decode_request::<RequestFrame>(payload);
-        if let Some((id, in_place)) = codec::decode_verify_request(payload) {
+        if let Some((id, in_place)) = verify_ref::decode_verify_request(payload) {
             match &whole {
                 Ok(RequestFrame { id: whole_id, request: Request::Verify(verify) }) => {
                     assert_eq!((id, in_place), (*whole_id, verify.as_borrowed()));

@@ -4,19 +4,38 @@
 //! An app server verifies the same keys over and over, and the daemon sends the same key each time until
 //! it is edited. Carried as one byte string, an unchanged key can be recognised by comparing bytes (the
 //! async client remembers the keys it decoded last and shares them), and the daemon can encode a key once
-//! and copy it into every answer about it ([`wire_form`], [`crate::codec::encode_verify_reply_into`]).
+//! and copy it into every answer about it ([`wire_form`], [`crate::message::encode_verify_reply_into`]).
 //! [`VerifyAnswer::key`](crate::VerifyAnswer::key) uses [`serialize`] and [`deserialize`] through
 //! `#[serde(with)]`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::de::Visitor;
 use serde::ser::Error as _;
-use serde::{Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::{self, CodecError};
-use crate::message::VerifiedKey;
+use crate::lifecycle::Role;
+use crate::token::Environment;
+
+/// What an app server learns about a key whose secret was right.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedKey {
+    pub id: String,
+    pub workspace: String,
+    pub name: String,
+    pub env: Environment,
+    /// Canonical scope strings.
+    pub scopes: Vec<String>,
+    pub expires_at: Option<i64>,
+    pub role: Role,
+    /// The key's metadata, so the app server needs no second lookup.
+    pub metadata: BTreeMap<String, String>,
+    /// For a legacy personal key: the account it belongs to (it may act on that account's workspaces).
+    pub account: Option<String>,
+}
 
 /// What a present key's bytes in an answer are (after the `Option` tag): the length-prefixed encoding of
 /// `key`.

@@ -23,8 +23,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::answer_key::VerifiedKey;
 use crate::audit::{AuditEntry, AuditQuery};
 use crate::code::{ErrorCode, VerifyCode};
+use crate::codec::{self, CodecError};
 use crate::expiry::ExpirySpec;
 use crate::lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 use crate::limits::{CreditChange, KeyUsage, Limits, RateLimitStatus, StatsReport, UsageReport};
@@ -241,23 +243,6 @@ impl VerifyAnswer {
     }
 }
 
-/// What an app server learns about a key whose secret was right.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifiedKey {
-    pub id: String,
-    pub workspace: String,
-    pub name: String,
-    pub env: Environment,
-    /// Canonical scope strings.
-    pub scopes: Vec<String>,
-    pub expires_at: Option<i64>,
-    pub role: Role,
-    /// The key's metadata, so the app server needs no second lookup.
-    pub metadata: BTreeMap<String, String>,
-    /// For a legacy personal key: the account it belongs to (it may act on that account's workspaces).
-    pub account: Option<String>,
-}
-
 /// Create a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
@@ -376,6 +361,29 @@ pub struct KeyView {
 }
 
 /// A verify request with every field set, for the protocol's own tests.
+/// The variant index of [`Reply::Verify`](crate::Reply::Verify).
+const VERIFY_REPLY: u32 = 1;
+
+/// Encodes the payload of `ReplyFrame { id, reply: Reply::Verify(answer) }` at the end of `out`, with the
+/// answer's key replaced by `key`: a [`VerifiedKey`]'s wire form made once by
+/// [`answer_key::wire_form`](crate::answer_key::wire_form), so that a key answered many times is not
+/// encoded each time (`None`: no key). The bytes are exactly those of encoding the frame with `answer.key` set to that key. Returns the
+/// bytes written.
+pub fn encode_verify_reply_into(
+    out: &mut Vec<u8>,
+    id: u64,
+    answer: &VerifyAnswer,
+    key: Option<&[u8]>,
+) -> Result<usize, CodecError> {
+    let VerifyAnswer { code, key: _, retry_after_ms, ratelimit, credits } = answer;
+    let start = out.len();
+    // The frame's id, the reply's variant, the answer's code, and the key's `Option` tag.
+    codec::encode_into(&(id, VERIFY_REPLY, code, u8::from(key.is_some())), out)?;
+    out.extend_from_slice(key.unwrap_or_default());
+    codec::encode_into(&(retry_after_ms, ratelimit, credits), out)?;
+    Ok(out.len() - start)
+}
+
 #[cfg(test)]
 pub(crate) fn sample_verify_request() -> VerifyRequest {
     VerifyRequest {
@@ -446,5 +454,46 @@ mod tests {
         // A Verify whose token claims a 4-billion-byte string: refused without allocating it.
         let hostile = [7u8, 1, 252, 0xff, 0xff, 0xff, 0xf0];
         assert!(codec::decode_request::<RequestFrame>(&hostile).is_err());
+    }
+
+    fn limit(policy: &str) -> RateLimitStatus {
+        RateLimitStatus {
+            policy: policy.into(),
+            limit: 1000,
+            remaining: 999,
+            reset_at_ms: 1_700_000_000_000,
+            window_seconds: 60,
+        }
+    }
+
+    #[test]
+    fn a_verify_reply_with_a_key_encoded_once_is_the_frame_encoded_whole() {
+        let encoded_key = crate::answer_key::wire_form(&sample_key()).unwrap();
+        let answers = [
+            VerifyAnswer { key: Some(Arc::new(sample_key())), ..VerifyAnswer::refused(VerifyCode::Valid) },
+            VerifyAnswer {
+                code: VerifyCode::RateLimited,
+                key: Some(Arc::new(sample_key())),
+                retry_after_ms: Some(1_500),
+                ratelimit: vec![limit("paid"), limit("burst")],
+                credits: Some(u64::MAX),
+            },
+            VerifyAnswer {
+                key: Some(Arc::new(sample_key())),
+                ratelimit: vec![limit("free")],
+                credits: Some(0),
+                ..VerifyAnswer::refused(VerifyCode::InsufficientScope)
+            },
+            VerifyAnswer::refused(VerifyCode::NotFound),
+        ];
+        for (n, answer) in answers.into_iter().enumerate() {
+            let id = 300 * n as u64 + 7;
+            let mut spliced = vec![9, 9];
+            let key = answer.key.is_some().then_some(&encoded_key[..]);
+            let written = encode_verify_reply_into(&mut spliced, id, &answer, key).unwrap();
+            let whole = codec::encode(&ReplyFrame { id, reply: Reply::Verify(answer) }).unwrap();
+            assert_eq!(spliced[2..], whole, "answer {n}");
+            assert_eq!(written, whole.len());
+        }
     }
 }

@@ -199,7 +199,7 @@ impl<'a> Token<'a> {
     }
 
     /// Assembles a token from its parts, computing the checksum.
-    pub fn assemble(env: Environment, id: &KeyId, secret: &[u8; SECRET_LEN]) -> crate::Secret {
+    pub fn assemble(env: Environment, id: &KeyId, secret: &[u8; SECRET_LEN]) -> crate::secret::Secret {
         assert!(secret.iter().all(|&c| is_base62(c)), "secret characters must be base62");
         let mut text = String::with_capacity(TOKEN_LEN);
         text.push_str(PRODUCT);
@@ -211,7 +211,7 @@ impl<'a> Token<'a> {
         text.push_str(std::str::from_utf8(secret).expect("base62 is ASCII"));
         let checksum = encode_checksum(crc32fast::hash(text.as_bytes()));
         text.push_str(std::str::from_utf8(&checksum).expect("base62 is ASCII"));
-        crate::Secret::new(text)
+        crate::secret::Secret::new(text)
     }
 
     pub fn env(&self) -> Environment {
@@ -269,7 +269,7 @@ fn encode_checksum(mut crc: u32) -> [u8; CHECKSUM_LEN] {
 mod tests {
     use super::*;
 
-    fn sample() -> crate::Secret {
+    fn sample() -> crate::secret::Secret {
         let id = KeyId::parse("AbCdEf012345").unwrap();
         Token::assemble(Environment::Live, &id, b"0123456789abcdefghijABCDEFGHIJxy")
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand};
 
-use crate::DaemonUser;
+use crate::trust::DaemonUser;
 use keyward_protocol::expiry::DEFAULT_EXPIRY;
 use keyward_protocol::limits::{self, LimitSyntaxError};
 use keyward_protocol::scope::{self, ScopeError};

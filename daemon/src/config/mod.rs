@@ -1,4 +1,4 @@
-//! [`Config`]: everything the daemon needs to know to run, with its defaults; [`file`] reads the TOML
+//! [`Config`]: everything the daemon needs to know to run, with its defaults; [`file`](mod@file) reads the TOML
 //! file it may come from.
 
 use std::path::PathBuf;

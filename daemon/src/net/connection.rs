@@ -23,6 +23,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use keyward_protocol::codec::CodecError;
 use keyward_protocol::frame::{self, HEADER_LEN};
+use keyward_protocol::verify_ref;
 use keyward_protocol::{
     codec, Actor, ErrorCode, ErrorReply, Hello, HelloReply, Reply, ReplyFrame, RequestFrame, PROTOCOL_VERSION,
 };
@@ -340,7 +341,7 @@ impl Connection {
     /// Answers one request; `now` is the pass's reading of the clocks, taken by its first verify.
     fn answer(&mut self, payload: &[u8], now: &mut Option<Now>) {
         // A verify is read in place (the token and names borrowed from the frame); anything else whole.
-        if let Some((id, verify)) = codec::decode_verify_request(payload) {
+        if let Some((id, verify)) = verify_ref::decode_verify_request(payload) {
             let handled =
                 dispatch::handle_verify(&self.service, &verify, *now.get_or_insert_with(Now::read), self.caller);
             self.put_handled(id, handled);

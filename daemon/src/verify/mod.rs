@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use keyward_protocol::codec::{self, CodecError};
+use keyward_protocol::codec::CodecError;
 use keyward_protocol::token::{self, Token};
 use keyward_protocol::{scope, KeyId, VerifyAnswer, VerifyCode, VerifyRequest, VerifyRequestRef};
 use zeroize::Zeroizing;
@@ -58,7 +58,12 @@ impl Verdict {
     /// Encodes the payload of the reply frame answering request `id` at the end of `out`: the bytes of
     /// `ReplyFrame { id, reply: Reply::Verify(self.into_answer()) }`. Returns the bytes written.
     pub fn encode_reply(&self, id: u64, out: &mut Vec<u8>) -> Result<usize, CodecError> {
-        codec::encode_verify_reply_into(out, id, &self.answer, self.key.as_deref().map(|key| &*key.encoded))
+        keyward_protocol::message::encode_verify_reply_into(
+            out,
+            id,
+            &self.answer,
+            self.key.as_deref().map(|key| &*key.encoded),
+        )
     }
 }
 
