@@ -189,6 +189,19 @@ fn credits_run_out_and_refusals_spend_nothing() {
     assert_eq!(verify(&mut conn, &other, 1, &[]).code, VerifyCode::UsageExceeded);
 }
 
+/// A verify refused by a rate limit still reports the key's credits (unspent), as every answer about a key
+/// with credits does: an app server can show the balance on its 429.
+#[test]
+fn a_rate_limited_answer_carries_the_unspent_credits() {
+    let daemon = Daemon::start();
+    let (mut admin, mut conn) = (daemon.admin(), daemon.verifier());
+    let limits = Limits { rate: RatePolicy::Custom(rate("1/h")), credits: Some(10), ..Default::default() };
+    let (token, _) = create(&mut admin, limits);
+    assert_eq!(verify(&mut conn, &token, 1, &[]).credits, Some(9));
+    let limited = verify(&mut conn, &token, 1, &[]);
+    assert_eq!((limited.code, limited.credits), (VerifyCode::RateLimited, Some(9)), "{limited:?}");
+}
+
 #[test]
 fn a_refill_without_a_balance_starts_full() {
     let daemon = Daemon::start();
