@@ -156,7 +156,7 @@ fn blocking<T: Send + 'static>(
     later(service, |s| async move {
         let result = tokio::task::spawn_blocking(move || work(&s))
             .await
-            .unwrap_or_else(|e| Err(DaemonError::Internal(format!("storage task failed: {e}"))));
+            .unwrap_or_else(|e| Err(DaemonError::task("storage")(e)));
         reply_from(result, wrap)
     })
 }

@@ -26,8 +26,19 @@ pub enum DaemonError {
     WrongSocket(&'static str),
     #[error("internal error: {0}")]
     Hasher(#[source] HashError),
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("internal error: the {what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl DaemonError {
+    /// The error of a blocking-pool task that panicked or was cancelled, for `map_err`.
+    pub fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> DaemonError {
+        move |source| DaemonError::Task { what, source }
+    }
 }
 
 impl From<HashError> for DaemonError {
@@ -50,7 +61,7 @@ impl DaemonError {
             DaemonError::Storage(_) => ErrorCode::Storage,
             DaemonError::Busy => ErrorCode::Busy,
             DaemonError::WrongSocket(_) => ErrorCode::WrongSocket,
-            DaemonError::Hasher(_) | DaemonError::Internal(_) => ErrorCode::Internal,
+            DaemonError::Hasher(_) | DaemonError::Task { .. } => ErrorCode::Internal,
         };
         ErrorReply::new(code, self.to_string())
     }

@@ -146,7 +146,7 @@ impl Service {
     pub async fn load_key(&self, id: &KeyId) -> Result<Option<Arc<HotKey>>, DaemonError> {
         let (service, id) = (self.clone(), id.clone());
         let loaded = tokio::task::spawn_blocking(move || service.hot_key(id.as_str())).await;
-        Ok(loaded.map_err(|e| DaemonError::Internal(format!("storage task failed: {e}")))??)
+        Ok(loaded.map_err(DaemonError::task("storage"))??)
     }
 
     /// Key `id` as management shows it, without adding it to the index: its snapshot if it is in use, or

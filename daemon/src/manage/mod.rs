@@ -90,7 +90,7 @@ async fn commit(
         Ok::<_, DaemonError>(Committed { record, account })
     })
     .await
-    .map_err(|e| DaemonError::Internal(format!("storage task failed: {e}")))??;
+    .map_err(DaemonError::task("storage"))??;
     service.advance_audit_seq();
     tracing::info!(
         action = %action,

@@ -106,7 +106,7 @@ pub async fn audit(service: &Service, query: AuditQuery) -> Result<Vec<AuditEntr
         })
     })
     .await
-    .map_err(|e| DaemonError::Internal(format!("audit task failed: {e}")))?
+    .map_err(DaemonError::task("audit"))?
     .map_err(DaemonError::from)
 }
 
@@ -126,7 +126,7 @@ pub async fn usage(service: &Service, id: &str) -> Result<UsageReport, DaemonErr
         Ok::<_, DaemonError>((hourly, daily))
     })
     .await
-    .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
+    .map_err(DaemonError::task("usage"))??;
     let pending = service.index().get(id.as_str()).map_or([0; CODES], |key| key.activity.usage.pending());
     let hourly = with_pending(hourly, hour, &pending);
     let daily = with_pending(daily, day, &pending);
@@ -165,7 +165,7 @@ pub async fn workspace_usage(service: &Service, workspace: &str) -> Result<Vec<K
             .collect::<Result<Vec<_>, DaemonError>>()
     })
     .await
-    .map_err(|e| DaemonError::Internal(format!("usage task failed: {e}")))??;
+    .map_err(DaemonError::task("usage"))??;
     report.sort_by(|a, b| b.total.cmp(&a.total).then_with(|| a.key_id.cmp(&b.key_id)));
     Ok(report)
 }
