@@ -21,6 +21,7 @@ const REQUEST_CLAIM_LIMIT: usize = 1024 * 1024;
 /// The same for replies and stored records, which may be larger (a page of keys).
 const REPLY_CLAIM_LIMIT: usize = 64 * 1024 * 1024;
 
+#[inline]
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
@@ -31,6 +32,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 }
 
 /// Encodes `value` at the end of `out`, returning the number of bytes written.
+#[inline]
 pub fn encode_into<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<usize, CodecError> {
     bincode::serde::encode_into_std_write(value, out, config()).map_err(|e| CodecError(e.to_string()))
 }
@@ -43,6 +45,7 @@ pub fn decode_request<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError
 
 /// Decodes a request-sized payload in place: strings and byte strings of `T` may borrow from `bytes`
 /// (tight memory claim limit). Trailing bytes are an error.
+#[inline]
 pub fn decode_request_borrowed<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
     let config = config().with_limit::<REQUEST_CLAIM_LIMIT>();
     finish(bincode::serde::borrow_decode_from_slice(bytes, config), bytes.len())
@@ -61,6 +64,7 @@ pub fn peek<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
     bincode::serde::decode_from_slice(bytes, config).ok().map(|(value, _)| value)
 }
 
+#[inline]
 fn finish<T>(result: Result<(T, usize), bincode::error::DecodeError>, len: usize) -> Result<T, CodecError> {
     match result {
         Ok((value, used)) if used == len => Ok(value),
