@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let mut config = Config::new("data".into(), "v.sock".into(), "a.sock".into());
-    if let Err((line, reason)) = config_file::parse(text, &mut config) {
+    if let Err((line, reason)) = file::parse(text, &mut config) {
         assert!(line <= text.lines().count() + 1, "line {line} beyond the text: {reason}");
         assert!(!reason.is_empty());
     }

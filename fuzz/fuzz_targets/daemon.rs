@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use keyward_daemon::internals::{Caller, DigestKeys, HashCost, Hasher};
-use keyward_daemon::internals::{handle, handle_verify, Handled, Service, SocketRole};
+use keyward_daemon::internals::{handle, Handled, Service, SocketRole};
 use keyward_daemon::internals::Store;
 use keyward_daemon::Config;
 use keyward_protocol::{

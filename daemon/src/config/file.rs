@@ -362,6 +362,18 @@ mod tests {
         assert!(load_text("[argon2]\nnice = -1\n").is_err());
     }
 
+    /// The plan-name rule of `keywardd --plan` holds for `[plans]` in the file too, with the file, the line,
+    /// the key and the rule in the error.
+    #[test]
+    fn a_bad_plan_name_in_the_file_is_refused_with_its_line_and_the_rule() {
+        let error = load_text("[plans]\nfree = \"100/min\"\n\"Gold Tier\" = \"5/s\"\n").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+        let shown = error.to_string();
+        assert!(shown.contains("keyward.toml:3:") && shown.contains("plans.Gold Tier"), "{shown}");
+        assert!(shown.contains("must be a lowercase word"), "{shown}");
+        assert!(load_text("[plans]\ngold-2 = \"5/s\"\n").is_ok());
+    }
+
     #[test]
     fn errors_name_the_file_line_and_reason() {
         let error = load_text("data_dir = \"/x\"\n\n[limits]\nmax_conections = 5\n").unwrap_err();
