@@ -361,7 +361,7 @@ pub struct KeyView {
 }
 
 /// A verify request with every field set, for the protocol's own tests.
-/// The variant index of [`Reply::Verify`](crate::Reply::Verify).
+/// The variant index of [`Reply::Verify`].
 const VERIFY_REPLY: u32 = 1;
 
 /// Encodes the payload of `ReplyFrame { id, reply: Reply::Verify(answer) }` at the end of `out`, with the

@@ -1,5 +1,5 @@
-//! New keys: minted by keyward ([`Service::create`]) or taken over from another system
-//! ([`Service::import`]).
+//! New keys: minted by keyward ([`create`]) or taken over from another system
+//! ([`import`]).
 
 use keyward_protocol::token::{Token, PREFIX_LEN, TAIL_LEN};
 use keyward_protocol::{

@@ -74,7 +74,7 @@ pub enum Step {
     /// The secret may belong to a cold slot: Argon2 must decide.
     Cold(ColdCheck),
     /// The key exists but was not used since startup: its record must be read from the store first (on
-    /// the blocking pool; [`Service::verify_later`]).
+    /// the blocking pool; [`verify_later`]).
     Load(Load),
 }
 
@@ -251,7 +251,7 @@ fn find_imported(service: &Service, text: &str) -> Option<Result<Arc<HotKey>, Ke
     Some(service.index().get(id.as_str()).ok_or(id))
 }
 
-/// Finishes a verify [`Service::verify_now`] could not answer from memory: reads the key from the store
+/// Finishes a verify [`verify_now`] could not answer from memory: reads the key from the store
 /// on the blocking pool if it must, then runs Argon2 if it must.
 pub async fn verify_later(service: &Service, step: Step) -> Result<VerifyAnswer, DaemonError> {
     match step {
