@@ -77,4 +77,4 @@ pub use keyward_protocol::{
     Secret, StatsReport, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode, VerifyRequest,
 };
 pub use requests::DEFAULT_REQUEST_TIMEOUT;
-pub use trust::{DaemonUser, PACKAGED_DAEMON_USER};
+pub use trust::{DaemonUser, UnknownUser, PACKAGED_DAEMON_USER};

@@ -25,6 +25,11 @@ use keyward_protocol::users;
 /// The user the packaged daemon runs as.
 pub const PACKAGED_DAEMON_USER: &str = "keyward";
 
+/// A user name that is no user of this system.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no user {0:?} on this system")]
+pub struct UnknownUser(pub String);
+
 /// One more user a client accepts as the daemon's, besides root, itself and [`PACKAGED_DAEMON_USER`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DaemonUser(Option<u32>);
@@ -36,8 +41,8 @@ impl DaemonUser {
     }
 
     /// A user name or a numeric uid (`"keyward"`, `"997"`).
-    pub fn parse(text: &str) -> Result<DaemonUser, String> {
-        users::user_by_name_or_id(text).map(DaemonUser::uid).ok_or_else(|| format!("no user {text:?} on this system"))
+    pub fn parse(text: &str) -> Result<DaemonUser, UnknownUser> {
+        users::user_by_name_or_id(text).map(DaemonUser::uid).ok_or_else(|| UnknownUser(text.to_owned()))
     }
 
     /// Whether a daemon running as `uid` may be told a token.
@@ -147,7 +152,7 @@ mod tests {
         assert!(DaemonUser::uid(54_321).accepts(54_321));
         assert_eq!(DaemonUser::parse("root"), Ok(DaemonUser::uid(0)));
         assert_eq!(DaemonUser::parse("4242"), Ok(DaemonUser::uid(4242)));
-        assert!(DaemonUser::parse("no-such-user-x").unwrap_err().contains("no user"));
+        assert!(DaemonUser::parse("no-such-user-x").unwrap_err().to_string().contains("no user"));
     }
 
     #[test]
