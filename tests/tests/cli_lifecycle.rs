@@ -165,7 +165,7 @@ fn regenerate_prints_a_new_token_and_ends_the_old_one_at_once_or_after_the_grace
     assert_eq!(daemon.verify_code(&second, &[]), "VALID");
 
     // With a grace window, both tokens work until it ends; the text answer says until when.
-    let stdout = text(&daemon, &["regenerate", &id, "--grace", "2s"]);
+    let stdout = text(&daemon, &["regenerate", &id, "--grace", "5s"]);
     assert!(stdout.contains("shown only once"), "{stdout}");
     assert!(stdout.contains("The old token keeps working until "), "{stdout}");
     let third = token_in_text(&stdout);

@@ -241,7 +241,8 @@ fn every_invalid_key_is_a_401_that_says_why() {
     let basic = api.get("/v1/tables", &[("authorization", &format!("Basic {token}"))]);
     basic.assert_refusal(StatusCode::UNAUTHORIZED, "invalid_api_key", "authentication_error", "Bearer scheme", &token);
 
-    assert_eq!(api.get("/v1/tables", &[("authorization", &bearer(&expiring))]).status, StatusCode::OK);
+    // No check that it still passes before its expiry: under load the test may reach that line late. The
+    // refusal's message ("expired") is what shows the key was found and its secret right.
     std::thread::sleep(Duration::from_secs(3).saturating_sub(started.elapsed()));
     let expired = api.get("/v1/tables", &[("authorization", &bearer(&expiring))]);
     expired.assert_refusal(StatusCode::UNAUTHORIZED, "invalid_api_key", "authentication_error", "expired", &expiring);
