@@ -123,7 +123,7 @@ pub fn seed(data_dir: &Path, plan: &SeedPlan<'_>, threads: usize) -> Result<Seed
                         changes: Vec::new(),
                         actor: Actor { label: Some("keyward-bench seed".into()), ..Actor::default() },
                     };
-                    let change = Change { key: Some(&record), credits: None, account: None, audit: &audit };
+                    let change = Change { key: Some(&record), credits: None, account: None, audit: Some(&audit) };
                     if let Err(error) = store.commit(&change) {
                         *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
                         next.store(plan.count, Ordering::Relaxed);

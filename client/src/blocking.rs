@@ -15,7 +15,7 @@ use std::time::Duration;
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
     AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
-    KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
+    KeyUsage, KeyView, ListRequest, Reply, Request, FleetReport, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 
 use crate::error::ClientError;
@@ -250,6 +250,17 @@ impl BlockingClient {
     /// Argon2 queue, the store's size (admin socket).
     pub fn stats(&mut self) -> Result<StatsReport, ClientError> {
         self.call(Request::Stats).and_then(requests::stats_report)
+    }
+
+    /// Fleet mode: creates or upgrades the engine's schema and, on a new fleet, imports this host's store
+    /// (admin socket). Not retried: it writes.
+    pub fn fleet_init(&mut self) -> Result<FleetReport, ClientError> {
+        self.call(Request::FleetInit).and_then(requests::fleet_report)
+    }
+
+    /// Fleet mode: the engine, each host, its applied change and its lag (admin socket).
+    pub fn fleet_status(&mut self) -> Result<FleetReport, ClientError> {
+        self.call(Request::FleetStatus).and_then(requests::fleet_report)
     }
 
     /// One request/reply on a live connection. Any failure drops the connection: after a timeout or a

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use keyward_protocol::{
     AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
-    KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
+    KeyUsage, KeyView, ListRequest, Reply, Request, FleetReport, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
 };
 use tokio::time::Instant;
 
@@ -336,6 +336,17 @@ impl Client {
     /// Argon2 queue, the store's size (admin socket).
     pub async fn stats(&self) -> Result<StatsReport, ClientError> {
         self.call(Request::Stats).await.and_then(requests::stats_report)
+    }
+
+    /// Fleet mode: creates or upgrades the engine's schema and, on a new fleet, imports this host's store
+    /// (admin socket). Not retried: it writes.
+    pub async fn fleet_init(&self) -> Result<FleetReport, ClientError> {
+        self.call(Request::FleetInit).await.and_then(requests::fleet_report)
+    }
+
+    /// Fleet mode: the engine, each host, its applied change and its lag (admin socket).
+    pub async fn fleet_status(&self) -> Result<FleetReport, ClientError> {
+        self.call(Request::FleetStatus).await.and_then(requests::fleet_report)
     }
 }
 

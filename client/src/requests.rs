@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, CreatedKey, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
+    AccountView, AuditEntry, CreatedKey, FleetReport, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
     VerifyAnswer, VerifyRequest,
 };
 
@@ -156,6 +156,14 @@ pub(crate) fn stats_report(reply: Reply) -> Result<StatsReport, ClientError> {
     }
 }
 
+/// The answer to a FleetInit or a FleetStatus.
+pub(crate) fn fleet_report(reply: Reply) -> Result<FleetReport, ClientError> {
+    match reply {
+        Reply::Fleet(report) => Ok(*report),
+        other => Err(unexpected("Fleet", &other)),
+    }
+}
+
 /// The keys of a ListLegacy answer: one page holding every key, so a `next` would be a confused daemon.
 pub(crate) fn legacy_keys(reply: Reply) -> Result<Vec<KeyView>, ClientError> {
     match key_page(reply)? {
@@ -185,6 +193,7 @@ fn variant_name(reply: &Reply) -> &'static str {
         Reply::Usage(_) => "Usage",
         Reply::WorkspaceUsage(_) => "WorkspaceUsage",
         Reply::Stats(_) => "Stats",
+        Reply::Fleet(_) => "Fleet",
     }
 }
 

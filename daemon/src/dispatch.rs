@@ -11,6 +11,7 @@ use std::pin::Pin;
 use keyward_protocol::{Actor, Reply, Request, VerifyRequestRef};
 
 use crate::error::DaemonError;
+use crate::fleet;
 use crate::host::clock::Now;
 use crate::manage::{self, validate};
 use crate::secrets::hasher::Caller;
@@ -138,6 +139,8 @@ fn manage(service: &Service, request: Request, actor: Actor, caller: Caller) -> 
         Request::Revoke { id } => {
             later(service, |s| async move { reply_from(manage::revoke(&s, &id, &actor).await, Reply::Key) })
         }
+        Request::FleetInit => later(service, |s| async move { reply_from(fleet::init(&s).await, fleet_reply) }),
+        Request::FleetStatus => later(service, |s| async move { reply_from(fleet::status(&s).await, fleet_reply) }),
         Request::SetAccount(account) => {
             later(
                 service,
@@ -145,6 +148,10 @@ fn manage(service: &Service, request: Request, actor: Actor, caller: Caller) -> 
             )
         }
     }
+}
+
+fn fleet_reply(report: keyward_protocol::FleetReport) -> Reply {
+    Reply::Fleet(Box::new(report))
 }
 
 /// Runs `work` on the blocking pool (it reads the store) and replies with what it returns.

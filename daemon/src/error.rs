@@ -6,6 +6,7 @@
 
 use keyward_protocol::{ErrorCode, ErrorReply};
 
+use crate::engine::EngineError;
 use crate::keys::store::StoreError;
 use crate::secrets::hasher::HashError;
 
@@ -26,6 +27,17 @@ pub enum DaemonError {
     WrongSocket(&'static str),
     #[error("internal error: {0}")]
     Hasher(#[source] HashError),
+    #[error("the fleet engine is unavailable, so nothing was changed: {0}")]
+    Engine(#[from] EngineError),
+    #[error(
+        "the fleet engine did not confirm the change ({0}); if it was committed, every host applies it once \
+         the engine is back: check `keyward audit` before retrying"
+    )]
+    Unconfirmed(#[source] EngineError),
+    #[error("{0}")]
+    Diverged(String),
+    #[error("{0}")]
+    NoFleet(&'static str),
     #[error("internal error: the {what} task failed: {source}")]
     Task {
         what: &'static str,
@@ -61,6 +73,10 @@ impl DaemonError {
             DaemonError::Storage(_) => ErrorCode::Storage,
             DaemonError::Busy => ErrorCode::Busy,
             DaemonError::WrongSocket(_) => ErrorCode::WrongSocket,
+            DaemonError::Engine(_) | DaemonError::Unconfirmed(_) | DaemonError::NoFleet(_) => {
+                ErrorCode::EngineUnavailable
+            }
+            DaemonError::Diverged(_) => ErrorCode::EngineDiverged,
             DaemonError::Hasher(_) | DaemonError::Task { .. } => ErrorCode::Internal,
         };
         ErrorReply::new(code, self.to_string())

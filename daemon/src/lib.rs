@@ -17,10 +17,13 @@
 //! - `manage/`: create, import, edit, regenerate, deactivate/activate, revoke, credits, accounts, listings,
 //!   audit and usage, and the rules of every management field.
 //! - `flusher`: the batch writer of last-used times, credits and usage counts.
+//! - `fleet/`: fleet mode: management changes through the engine, following it, joining a fleet, `fleet init`.
 //! - `service`: the shared state, one cheap handle; no behaviour of its own.
 //! - `stats`: operational counters and the verify latency histogram.
 //! - [`error`]: why a request failed, and the one mapping to wire codes.
 //! - [`config`]: settings and the TOML file they may come from.
+//! - `engine/`: the fleet engine, PostgreSQL (the only module that knows it): connections with deadlines,
+//!   the schema, change rows, the write transaction, the follower's queries.
 //! - `keys/`: records, the store (the only module that knows sled), the index of every key and the
 //!   snapshots of the keys in use, activity and usage counters.
 //! - `limits/`: rate plans, the GCRA limiter, credits.
@@ -33,7 +36,9 @@
 
 pub mod config;
 mod dispatch;
+mod engine;
 pub mod error;
+mod fleet;
 mod flusher;
 mod host;
 mod keys;
@@ -48,6 +53,7 @@ mod verify;
 
 pub use config::file::ConfigError;
 pub use config::Config;
+pub use engine::Settings as FleetSettings;
 pub use error::DaemonError;
 pub use host::{logging, signals, systemd};
 pub use server::{run, run_with, Launch, Reload, StartError};

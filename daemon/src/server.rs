@@ -22,6 +22,7 @@ use crate::config::file::ConfigError;
 use crate::config::ConnectionLimits;
 use crate::config::{Config, Principal};
 use crate::dispatch::SocketRole;
+use crate::fleet::{self, JoinError};
 use crate::host::lockfile::LockError;
 use crate::host::logging::LogError;
 use crate::host::systemd::{self, Activated};
@@ -53,6 +54,8 @@ pub enum StartError {
     Socket(#[from] SocketError),
     #[error("the Argon2 pool: {0}")]
     Hasher(#[from] HashError),
+    #[error("fleet mode: {0}")]
+    Fleet(#[from] JoinError),
 }
 
 /// Builds the configuration anew (file, then flags and environment).
@@ -114,6 +117,9 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         service.store().reset_warm(service.hasher().warm_key_check())?;
     }
 
+    // A fleet host catches up before it opens its sockets: ready means every key of the fleet is here.
+    fleet::join(&service).await?;
+
     let verify_group = config.verify_socket_group.as_ref().and_then(Principal::group_id);
     let verify_mode = SocketMode { mode: config.verify_socket_mode, group: verify_group };
     let admin_mode = SocketMode { mode: config.admin_socket_mode, group: None };
@@ -130,6 +136,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
 
     let tracker = TaskTracker::new();
     let flusher = tokio::spawn(flusher::run(service.clone(), config.flush_interval, shutdown.clone()));
+    tokio::spawn(fleet::follow::run(service.clone(), shutdown.clone()));
     tokio::spawn(systemd::keep_watchdog_fed(shutdown.clone()));
     let door = Door {
         service: service.clone(),

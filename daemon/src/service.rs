@@ -1,6 +1,6 @@
 //! [`Service`]: the daemon's shared state in one cheap handle — the index of keys, the store, the hasher,
 //! the reloadable settings (plans, access rules, legacy sunset), legacy accounts, the audit sequence and the
-//! counters. It holds state and the reads and swaps of that state; what a request does with it lives in
+//! counters, and in fleet mode the engine. It holds state and the reads and swaps of that state; what a request does with it lives in
 //! `verify/` and `manage/`, and which request goes where in `dispatch`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -11,6 +11,7 @@ use keyward_protocol::KeyId;
 use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::{Config, Reloadable};
+use crate::engine::Engine;
 use crate::error::DaemonError;
 use crate::keys::hot::HotKey;
 use crate::keys::index::Index;
@@ -62,12 +63,15 @@ struct Inner {
     /// Rate plans by name; read when snapshots are built, never on the verify path.
     plans: Reloadable<Plans>,
     stats: Stats,
+    /// Fleet mode's engine; `None` on a host on its own.
+    engine: Option<Arc<Engine>>,
 }
 
 impl Service {
     /// The service over what the store held at startup.
     /// Fails if a stored key cannot be decoded.
     pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
+        let engine = config.fleet.clone().map(|settings| Arc::new(Engine::new(settings)));
         let plans = config.plans.clone();
         let index = Index::with_capacity(store.recorded_keys());
         // The keys in use before the restart (those with persisted warm digests) come back in memory and
@@ -93,6 +97,7 @@ impl Service {
                 next_audit_seq: AtomicU64::new(loaded.next_audit_seq),
                 plans: Reloadable::new(plans),
                 stats: Stats::default(),
+                engine,
             }),
         })
     }
@@ -103,6 +108,11 @@ impl Service {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+
+    /// Fleet mode's engine, if this host is part of a fleet.
+    pub fn engine(&self) -> Option<&Arc<Engine>> {
+        self.inner.engine.as_ref()
     }
 
     pub fn hasher(&self) -> &Hasher {
@@ -198,6 +208,11 @@ impl Service {
     /// Advances the audit sequence after an entry was committed. Call under the write lock.
     pub(crate) fn advance_audit_seq(&self) {
         self.inner.next_audit_seq.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Notes that the store holds audit entry `seq` (fleet mode, where the engine numbers them).
+    pub(crate) fn note_audit_seq(&self, seq: u64) {
+        self.inner.next_audit_seq.fetch_max(seq + 1, Ordering::AcqRel);
     }
 
     /// Whether `record` may act on `workspace`: its own, or for a legacy key any of its account's.

@@ -117,6 +117,12 @@ pub enum ErrorCode {
     Forbidden,
     /// A bug: the daemon could not answer. The message says what failed, never a secret.
     Internal,
+    /// Fleet mode: the engine (PostgreSQL) could not be reached or did not answer in time, so the change
+    /// was not made (the message says so, or that the engine did not confirm it). Verifies are unaffected.
+    EngineUnavailable,
+    /// Fleet mode: the engine holds fewer changes than this host has applied (it was restored from an
+    /// older backup, or is another database); the host refuses to follow it rather than roll back.
+    EngineDiverged,
 }
 
 impl ErrorCode {
@@ -134,6 +140,8 @@ impl ErrorCode {
             ErrorCode::Busy => "BUSY",
             ErrorCode::Forbidden => "FORBIDDEN",
             ErrorCode::Internal => "INTERNAL",
+            ErrorCode::EngineUnavailable => "ENGINE_UNAVAILABLE",
+            ErrorCode::EngineDiverged => "ENGINE_DIVERGED",
         }
     }
 }

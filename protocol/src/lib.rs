@@ -23,6 +23,7 @@
 //! - [`lifecycle`]: roles, edits, imports and legacy accounts.
 //! - [`audit`]: audit log entries and queries.
 //! - [`limits`]: rate limits, credits and usage.
+//! - [`fleet`]: the fleet engine and its hosts, as `keyward fleet status` shows them.
 //! - [`token`]: the API token format: prefix, key id, secret and CRC32 checksum.
 //! - [`scope`]: scope strings and their implication rules.
 //! - [`code`]: stable verify outcome codes and error codes.
@@ -36,6 +37,7 @@ pub mod audit;
 pub mod code;
 pub mod codec;
 pub mod expiry;
+pub mod fleet;
 pub mod frame;
 pub mod lifecycle;
 pub mod limits;
@@ -50,6 +52,7 @@ pub mod verify_ref;
 pub use audit::{Actor, AuditAction, AuditEntry, AuditQuery, FieldChange};
 pub use code::{ErrorCode, VerifyCode};
 pub use expiry::ExpirySpec;
+pub use fleet::{FleetFigures, FleetReport, NodeReport};
 pub use lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 pub use limits::{
     CreditChange, KeyUsage, LatencySummary, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill, StatsReport,

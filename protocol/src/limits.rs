@@ -325,4 +325,6 @@ pub struct StatsReport {
     pub store_bytes: u64,
     /// When counters were last written to the store (Unix seconds).
     pub last_flush_at: Option<i64>,
+    /// Fleet mode's figures; `None` for a daemon on its own.
+    pub fleet: Option<crate::fleet::FleetFigures>,
 }

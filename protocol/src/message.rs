@@ -28,6 +28,7 @@ use crate::audit::{AuditEntry, AuditQuery};
 use crate::code::{ErrorCode, VerifyCode};
 use crate::codec::{self, CodecError};
 use crate::expiry::ExpirySpec;
+use crate::fleet::FleetReport;
 use crate::lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 use crate::limits::{CreditChange, KeyUsage, Limits, RateLimitStatus, StatsReport, UsageReport};
 use crate::secret::Secret;
@@ -117,6 +118,15 @@ pub enum Request {
     As { actor: String, request: Box<Request> },
     /// The daemon's counters. Reply: [`Reply::Stats`].
     Stats,
+    /// Fleet mode: create (or upgrade) the engine's schema and, on a new fleet, import this host's store
+    /// (keys, accounts, audit log, credits) with every token unchanged. Reply: [`Reply::Fleet`]. Errors:
+    /// `INVALID_ARGUMENT` (not in fleet mode), `CONFLICT` (the fleet exists and this host's store is not
+    /// a replica of it), `ENGINE_UNAVAILABLE`.
+    FleetInit,
+    /// Fleet mode: the engine, each host, its applied change and its lag. Reply: [`Reply::Fleet`] (also
+    /// when the engine cannot be reached: `reachable` is false). Errors: `INVALID_ARGUMENT` (not in fleet
+    /// mode).
+    FleetStatus,
 }
 
 impl Request {
@@ -140,7 +150,8 @@ impl Request {
             | Request::Activate { .. }
             | Request::Import(_)
             | Request::SetAccount(_)
-            | Request::Credits { .. } => true,
+            | Request::Credits { .. }
+            | Request::FleetInit => true,
             Request::Ping
             | Request::Verify(_)
             | Request::List(_)
@@ -150,7 +161,8 @@ impl Request {
             | Request::ListLegacy { .. }
             | Request::Usage { .. }
             | Request::WorkspaceUsage { .. }
-            | Request::Stats => false,
+            | Request::Stats
+            | Request::FleetStatus => false,
         }
     }
 }
@@ -169,6 +181,7 @@ pub enum Reply {
     Usage(UsageReport),
     WorkspaceUsage(Vec<KeyUsage>),
     Stats(Box<StatsReport>),
+    Fleet(Box<FleetReport>),
 }
 
 /// A refused request: a stable code and a message for humans (never containing a secret).

@@ -25,6 +25,7 @@ mod cli_lifecycle;
 mod cli_stats;
 mod crash;
 mod faults;
+mod fleet;
 mod hardening;
 mod hostile;
 mod http;

@@ -120,6 +120,11 @@ pub enum Command {
     /// Show the daemon's counters: keys, connections, verifies and their latency, the Argon2 queue, the
     /// store
     Stats(StatsArgs),
+    /// Set up or check fleet mode: the shared engine (PostgreSQL) and the hosts that follow it
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
 }
 
 /// What a new key is called, where it belongs and what it may do: the arguments `create` and `import`
@@ -421,6 +426,16 @@ pub enum AccountCommand {
         #[arg(value_name = "ACCOUNT")]
         account: String,
     },
+}
+
+/// `keyward fleet` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Create or upgrade the fleet engine's schema and, on a new fleet, import this host's keys, accounts,
+    /// audit log and credits (tokens unchanged)
+    Init,
+    /// Show the fleet engine, each host, the change it has applied and how far behind it is
+    Status,
 }
 
 /// Arguments of `keyward credits`: exactly one of `--set` and `--add`.
@@ -921,6 +936,21 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Account { command: AccountCommand::Show { account } } if account == "acct-7")
         );
+    }
+
+    #[test]
+    fn fleet_has_init_and_status() {
+        let fleet = |args: &[&str]| match parse(&[&["fleet"], args].concat()) {
+            Ok(Cli { command: Command::Fleet { command }, .. }) => Ok(command),
+            Ok(other) => panic!("{other:?}"),
+            Err(error) => Err(error.kind()),
+        };
+        assert!(matches!(fleet(&["init"]), Ok(FleetCommand::Init)));
+        assert!(matches!(fleet(&["status"]), Ok(FleetCommand::Status)));
+        assert!(parse(&["fleet", "status", "--json"]).unwrap().json);
+        assert_eq!(fleet(&[]).unwrap_err(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
+        assert_eq!(fleet(&["join"]).unwrap_err(), ErrorKind::InvalidSubcommand);
+        assert_eq!(fleet(&["status", "web-1"]).unwrap_err(), ErrorKind::UnknownArgument);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The `keyward` command-line tool: create, list, show, edit, regenerate, deactivate, activate, revoke,
-//! import and verify keys; read the audit log, legacy accounts, credits, usage and the daemon's counters
-//! through `keywardd`.
+//! import and verify keys; read the audit log, legacy accounts, credits, usage and the daemon's counters;
+//! set up and check fleet mode, through `keywardd`.
 //!
 //! This module owns what each command does and what exit status it ends with; the argument definitions
 //! live in `args`, everything printed to stdout in `output` (one file per family of answers there, the
@@ -11,7 +11,10 @@
 //!
 //! Exit status: 0 on success (for `verify`, a valid token); 1 when `verify` got an answer other than
 //! `VALID` (including `RATE_LIMITED`, `USAGE_EXCEEDED`, `INACTIVE` and `LEGACY_SUNSET`); 2 for a usage
-//! error, an unreachable daemon, or a refused request, with one line `keyward: <reason>` on stderr.
+//! error, an unreachable daemon, or a refused request, with one line `keyward: <reason>` on stderr. A
+//! `fleet status` whose engine cannot be reached still answers (exit status 0, the report says why); a
+//! change refused with `ENGINE_UNAVAILABLE` or `ENGINE_DIVERGED` is a refused request, and its line says
+//! what that means for this host.
 //!
 //! `verify` talks to the verify socket; every other command to the admin socket (`ping` to both). Each
 //! command makes one [`BlockingClient`] connection: a CLI run needs no runtime. With `--actor`, every
@@ -25,11 +28,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use keyward_protocol::token::IMPORTED_LEN;
-use keyward_protocol::{AccountView, AuditQuery, CreateRequest, ImportRequest, Secret, VerifyRequest};
+use keyward_protocol::{AccountView, AuditQuery, CreateRequest, ErrorCode, ImportRequest, Secret, VerifyRequest};
 
 pub use args::{
-    AccountCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, EditArgs, ImportArgs, KeyArgs, LimitArgs,
-    ListArgs, RefillChange, RegenerateArgs, StatsArgs, TokenArg, UsageArgs, VerifyArgs,
+    AccountCommand, AuditArgs, Cli, Command, CreateArgs, CreditsArgs, EditArgs, FleetCommand, ImportArgs, KeyArgs,
+    LimitArgs, ListArgs, RefillChange, RegenerateArgs, StatsArgs, TokenArg, UsageArgs, VerifyArgs,
 };
 use output::Format;
 
@@ -47,6 +50,14 @@ const NOTHING_TO_EDIT: &str = "nothing to change: give at least one of --name, -
 /// The answer to `--json stats --prometheus`, which clap lets through (it checks a global flag's conflicts
 /// only after the subcommand).
 const JSON_OR_PROMETHEUS: &str = "--json and --prometheus cannot be used together: choose one output format";
+/// What `ENGINE_UNAVAILABLE` means for this host, after the daemon's message.
+const ENGINE_UNAVAILABLE_HINT: &str = "the fleet engine (PostgreSQL) is unreachable or too slow: changes cannot be \
+                                       made until it answers; verifies go on from this host's replica (see \
+                                       `keyward fleet status`)";
+/// What `ENGINE_DIVERGED` means for this host, after the daemon's message.
+const ENGINE_DIVERGED_HINT: &str = "this host holds changes the fleet engine does not (an engine restored from an \
+                                    older backup, or another database) and refuses to follow it: changes fail, \
+                                    verifies go on from its replica (see `keyward fleet status`)";
 /// A token is at most as long as the longest importable one (`IMPORTED_LEN`'s end); reading stops well past
 /// that, at eight times as much, whatever is piped in.
 const MAX_STDIN_TOKEN: u64 = 8 * *IMPORTED_LEN.end() as u64;
@@ -98,7 +109,7 @@ pub fn main() -> ExitCode {
         // The reader went away (`keyward list | head`): what it wanted has been printed.
         Err(CliError::Output(error)) if error.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("keyward: {error}");
+            eprintln!("keyward: {}", error.line());
             if format == Format::Json {
                 // A script reading stdout gets one JSON value whatever happened; nothing more can be done
                 // about stdout failing here.
@@ -125,6 +136,26 @@ impl CliError {
         match self {
             CliError::Client(ClientError::Refused(reply) | ClientError::Rejected(reply)) => reply.message.clone(),
             other => other.to_string(),
+        }
+    }
+
+    /// The one line printed on stderr after `keyward: `: the error, and for a code whose consequence its
+    /// message does not spell out (a fleet engine that is down or diverged), what that means for this host.
+    pub fn line(&self) -> String {
+        match self.hint() {
+            Some(hint) => format!("{self}; {hint}"),
+            None => self.to_string(),
+        }
+    }
+
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            CliError::Client(error) => match error.code()? {
+                ErrorCode::EngineUnavailable => Some(ENGINE_UNAVAILABLE_HINT),
+                ErrorCode::EngineDiverged => Some(ENGINE_DIVERGED_HINT),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -223,6 +254,15 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
             } else {
                 output::stats::stats(out, format, &report)?;
             }
+        }
+        Command::Fleet { command: FleetCommand::Init } => {
+            let report = admin(&cli)?.fleet_init()?;
+            output::fleet::initialized(out, format, &report)?;
+        }
+        Command::Fleet { command: FleetCommand::Status } => {
+            // An engine that cannot be reached is an answer too: the report says so, and why.
+            let report = admin(&cli)?.fleet_status()?;
+            output::fleet::status(out, format, &report)?;
         }
         Command::Ping => {
             let (verify_socket, admin_socket) = (cli.verify_socket(), cli.admin_socket());
@@ -345,6 +385,51 @@ mod tests {
                 .unwrap();
         let error = run(cli, &mut Vec::new()).unwrap_err();
         assert!(matches!(error, CliError::Usage(JSON_OR_PROMETHEUS)), "{error:?}");
+    }
+
+    #[test]
+    fn engine_refusals_keep_their_code_and_say_what_they_mean() {
+        use keyward_protocol::ErrorReply;
+        let refused = |code, message| CliError::Client(ClientError::Refused(ErrorReply::new(code, message)));
+        let error = refused(ErrorCode::EngineUnavailable, "the engine did not answer within 5 s");
+        assert_eq!(error.code(), "ENGINE_UNAVAILABLE");
+        assert_eq!(error.message(), "the engine did not answer within 5 s", "--json keeps the daemon's message");
+        let line = error.line();
+        assert!(
+            line.starts_with("ENGINE_UNAVAILABLE: the engine did not answer within 5 s; the fleet engine"),
+            "{line}"
+        );
+        assert!(line.contains("verifies go on") && !line.contains('\n'), "{line}");
+
+        let error = refused(ErrorCode::EngineDiverged, "the engine's newest change is #40, this host has #44");
+        assert_eq!(error.code(), "ENGINE_DIVERGED");
+        let line = error.line();
+        assert!(line.starts_with("ENGINE_DIVERGED: the engine's newest change is #40"), "{line}");
+        assert!(line.contains("refuses to follow it") && !line.contains('\n'), "{line}");
+
+        let error = refused(ErrorCode::KeyNotFound, "no key AbCdEf012345");
+        assert_eq!(error.line(), "KEY_NOT_FOUND: no key AbCdEf012345", "other codes are left as they are");
+        assert_eq!(CliError::Usage(NOTHING_TO_EDIT).line(), NOTHING_TO_EDIT);
+    }
+
+    #[test]
+    fn fleet_commands_go_to_the_admin_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        for command in ["init", "status"] {
+            let cli = Cli::try_parse_from([
+                "keyward",
+                "--socket",
+                "/nonexistent-verify.sock",
+                "--admin-socket",
+                socket.to_str().unwrap(),
+                "fleet",
+                command,
+            ])
+            .unwrap();
+            let error = run(cli, &mut Vec::new()).unwrap_err();
+            assert!(error.to_string().contains(socket.to_str().unwrap()), "{command}: {error}");
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, CreatedKey, ErrorReply, KeyPage, KeyUsage, KeyView, RateLimitStatus, Reply, StatsReport,
+    AccountView, AuditEntry, CreatedKey, ErrorReply, FleetReport, KeyPage, KeyUsage, KeyView, RateLimitStatus, Reply, StatsReport,
     UsageReport, VerifiedKey, VerifyAnswer, VerifyCode,
 };
 use serde::Deserialize;
@@ -69,6 +69,7 @@ enum ReplyMirror {
     Usage(Box<UsageReport>),
     WorkspaceUsage(Vec<KeyUsage>),
     Stats(Box<StatsReport>),
+    Fleet(Box<FleetReport>),
 }
 
 impl ReplyMirror {
@@ -85,6 +86,7 @@ impl ReplyMirror {
             ReplyMirror::Usage(report) => Reply::Usage(*report),
             ReplyMirror::WorkspaceUsage(keys) => Reply::WorkspaceUsage(keys),
             ReplyMirror::Stats(report) => Reply::Stats(report),
+            ReplyMirror::Fleet(report) => Reply::Fleet(report),
         };
         Answer::Other(Box::new(reply))
     }
@@ -143,6 +145,7 @@ mod tests {
             Reply::Usage(UsageReport::default()),
             Reply::WorkspaceUsage(vec![KeyUsage::default()]),
             Reply::Stats(Box::default()),
+            Reply::Fleet(Box::default()),
         ];
         for sample in &samples {
             match sample {
@@ -156,7 +159,8 @@ mod tests {
                 | Reply::Account(_)
                 | Reply::Usage(_)
                 | Reply::WorkspaceUsage(_)
-                | Reply::Stats(_) => {}
+                | Reply::Stats(_)
+                | Reply::Fleet(_) => {}
             }
         }
         samples

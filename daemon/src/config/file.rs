@@ -44,6 +44,16 @@
 //! handshake_timeout_secs = 10
 //! drain_timeout_secs = 10                # keep below the unit's TimeoutStopSec
 //! flush_interval_ms = 2000               # last-used, credits and usage batches
+//!
+//! [fleet]                                # fleet mode: many hosts, one set of keys (changes with a restart)
+//! engine = "host=/run/postgresql dbname=keyward user=keyward"   # or postgres://user@host:5432/keyward
+//! password_file = "/etc/keyward/engine.password"                # never a password in `engine`
+//! node_id = "app-1"                      # default: the host name
+//! fleet_id = "prod"                      # optional: refuse an engine holding another fleet
+//! notify = true                          # LISTEN for changes; the poll catches everything either way
+//! poll_interval_ms = 1000
+//! connect_timeout_ms = 2000
+//! request_timeout_ms = 2000              # the engine's part of one management call
 //! ```
 
 use std::collections::BTreeMap;
@@ -56,6 +66,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::config::{Config, LogFormat, Principal};
+use crate::engine::Settings;
 use crate::secrets::hasher::{self, HashCost, MAX_NICE};
 
 /// Where the daemon looks for its configuration when `--config` is not given.
@@ -95,6 +106,20 @@ struct File {
     plans: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     limits: LimitsSection,
+    fleet: Option<FleetSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetSection {
+    engine: Spanned<String>,
+    password_file: Option<PathBuf>,
+    node_id: Option<Spanned<String>>,
+    fleet_id: Option<Spanned<String>>,
+    notify: Option<bool>,
+    poll_interval_ms: Option<Spanned<u64>>,
+    connect_timeout_ms: Option<Spanned<u64>>,
+    request_timeout_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -210,7 +235,42 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
         let parsed: Rate = rate.get_ref().parse().map_err(|e| at(rate, format!("plans.{name}: {e}")))?;
         config.plans.insert(name.clone(), parsed);
     }
-    apply_limits(&file.limits, config)
+    apply_limits(&file.limits, config)?;
+    if let Some(fleet) = &file.fleet {
+        config.fleet = Some(fleet_settings(fleet)?);
+    }
+    Ok(())
+}
+
+/// The `[fleet]` section as engine settings.
+fn fleet_settings(fleet: &FleetSection) -> Result<Settings, Located> {
+    let node_id = match &fleet.node_id {
+        Some(id) => checked_name(id, "fleet.node_id")?,
+        None => crate::host::host_name(),
+    };
+    let mut settings = Settings::new(fleet.engine.get_ref().clone(), node_id);
+    settings.check().map_err(|reason| at(&fleet.engine, format!("fleet.engine: {reason}")))?;
+    settings.password_file = fleet.password_file.clone();
+    settings.fleet_id = fleet.fleet_id.as_ref().map(|id| checked_name(id, "fleet.fleet_id")).transpose()?;
+    settings.notify = fleet.notify.unwrap_or(true);
+    let millis = |value: &Option<Spanned<u64>>, name: &str, default: Duration| match value {
+        Some(value) => positive(value, name).map(Duration::from_millis),
+        None => Ok(default),
+    };
+    settings.poll_interval = millis(&fleet.poll_interval_ms, "fleet.poll_interval_ms", settings.poll_interval)?;
+    settings.connect_timeout = millis(&fleet.connect_timeout_ms, "fleet.connect_timeout_ms", settings.connect_timeout)?;
+    settings.request_timeout = millis(&fleet.request_timeout_ms, "fleet.request_timeout_ms", settings.request_timeout)?;
+    Ok(settings)
+}
+
+/// A node or fleet id: 1 to 64 letters, digits, `.`, `_` or `-`.
+fn checked_name(value: &Spanned<String>, name: &str) -> Result<String, Located> {
+    let text = value.get_ref();
+    let fits = (1..=64).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !fits {
+        return Err(at(value, format!("{name}: 1 to 64 letters, digits, '.', '_' or '-'")));
+    }
+    Ok(text.clone())
 }
 
 fn principals(list: &[Spanned<NameOrId>]) -> Vec<Principal> {

@@ -97,6 +97,8 @@ pub struct Config {
     /// A tracing filter, e.g. `info` or `info,keyward_daemon=debug`.
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Fleet mode: the engine every host shares (`[fleet]`); `None` runs on the local store alone.
+    pub fleet: Option<crate::engine::Settings>,
 }
 
 impl Config {
@@ -134,6 +136,7 @@ impl Config {
             warm_key_file: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
+            fleet: None,
         }
     }
 

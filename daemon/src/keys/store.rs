@@ -10,7 +10,9 @@
 //! - `usage`: key id + `h`/`d` + bucket start (big-endian) → verification counts by code, summed by a
 //!   merge operator;
 //! - `warm`: key id → the warm digests of its verified secrets, each with the fingerprint of the hash it
-//!   was verified against (batches; only keyward-generated secrets, see [`crate::keys::index`]).
+//!   was verified against (batches; only keyward-generated secrets, see [`crate::keys::index`]);
+//! - `fleet`: in fleet mode, which fleet this store is a replica of and the newest change it holds
+//!   ([`ReplicaMark`]), written in the same transaction as the changes it counts.
 //!
 //! Beside the sled files, `store.manifest` records how much the store held at its last sync (the audit
 //! sequence and the key count, both of which only grow). sled opens a damaged, truncated or missing log as
@@ -82,13 +84,49 @@ enum StoredKeyRef<'a> {
     V1(&'a KeyRecord),
 }
 
-/// One durable change: a key (and its credit balance) and/or an account, with its audit entry.
+/// One durable change: a key (and its credit balance) and/or an account, with its audit entry (which only
+/// the snapshot of a key imported into a fleet lacks).
 pub struct Change<'a> {
     pub key: Option<&'a KeyRecord>,
     /// The key's live credit balance and last refill, when the change sets it.
     pub credits: Option<(u64, i64)>,
     pub account: Option<&'a AccountView>,
-    pub audit: &'a AuditEntry,
+    pub audit: Option<&'a AuditEntry>,
+}
+
+/// In fleet mode: the fleet this store is a replica of, and the newest change it holds with that change's
+/// id (so a host can tell an engine restored from an older backup from the one it followed).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaMark {
+    pub fleet_id: String,
+    pub applied_seq: u64,
+    pub anchor: Option<[u8; 16]>,
+}
+
+/// The `fleet` tree's one entry.
+const REPLICA: &[u8] = b"replica";
+
+/// A [`Change`] encoded for the store.
+struct Encoded<'a> {
+    key: Option<(&'a str, Vec<u8>)>,
+    credits: Option<Vec<u8>>,
+    account: Option<(&'a str, Vec<u8>)>,
+    audit: Option<(u64, Vec<u8>)>,
+}
+
+impl<'a> Encoded<'a> {
+    fn of(change: &Change<'a>) -> Result<Encoded<'a>, StoreError> {
+        let key = change.key.map(|record| Ok::<_, StoreError>((record.id.as_str(), encode(&StoredKeyRef::V1(record), "a key")?)));
+        let account =
+            change.account.map(|a| Ok::<_, StoreError>((a.account.as_str(), encode(&a.workspaces, "an account")?)));
+        let audit = change.audit.map(|entry| Ok::<_, StoreError>((entry.seq, encode(entry, "an audit entry")?)));
+        Ok(Encoded {
+            key: key.transpose()?,
+            credits: change.credits.map(|state| encode(&state, "credits")).transpose()?,
+            account: account.transpose()?,
+            audit: audit.transpose()?,
+        })
+    }
 }
 
 /// Hourly or daily usage buckets.
@@ -208,6 +246,7 @@ pub struct Store {
     credits: sled::Tree,
     usage: sled::Tree,
     warm: sled::Tree,
+    fleet: sled::Tree,
 }
 
 fn encode<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
@@ -229,9 +268,9 @@ impl Store {
             .map_err(open_error)?;
         let tree = |name: &str| db.open_tree(name).map_err(open_error);
         let (keys, audit, accounts, last_used) = (tree("keys")?, tree("audit")?, tree("accounts")?, tree("last_used")?);
-        let (credits, usage, warm) = (tree("credits")?, tree("usage")?, tree("warm")?);
+        let (credits, usage, warm, fleet) = (tree("credits")?, tree("usage")?, tree("warm")?, tree("fleet")?);
         usage.set_merge_operator(merge_counts);
-        Ok(Store { dir: dir.to_owned(), db, keys, audit, accounts, last_used, credits, usage, warm })
+        Ok(Store { dir: dir.to_owned(), db, keys, audit, accounts, last_used, credits, usage, warm, fleet })
     }
 
     /// Everything the daemon keeps in memory but the keys themselves ([`Store::load_keys`]). Fails on the
@@ -279,34 +318,58 @@ impl Store {
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.
     pub fn commit(&self, change: &Change<'_>) -> Result<(), StoreError> {
-        let key = change
-            .key
-            .map(|record| Ok::<_, StoreError>((record.id.as_str(), encode(&StoredKeyRef::V1(record), "a key")?)));
-        let key = key.transpose()?;
-        let account =
-            change.account.map(|a| Ok::<_, StoreError>((a.account.as_str(), encode(&a.workspaces, "an account")?)));
-        let account = account.transpose()?;
-        let audit = encode(change.audit, "an audit entry")?;
-        let credits = change.credits.map(|state| encode(&state, "credits")).transpose()?;
-        let result: Result<(), TransactionError<()>> = (&self.keys, &self.accounts, &self.audit, &self.credits)
-            .transaction(|(keys, accounts, log, balances)| {
-                if let Some((id, bytes)) = &key {
+        self.commit_all(std::slice::from_ref(change), None)
+    }
+
+    /// Writes `changes` (and, in fleet mode, the replica's new `mark`) in one transaction, and waits until
+    /// they are on disk.
+    pub fn commit_all(&self, changes: &[Change<'_>], mark: Option<&ReplicaMark>) -> Result<(), StoreError> {
+        let encoded = changes.iter().map(Encoded::of).collect::<Result<Vec<_>, _>>()?;
+        let mark = mark.map(|mark| encode(mark, "the replica mark")).transpose()?;
+        let trees = (&self.keys, &self.accounts, &self.audit, &self.credits, &self.fleet);
+        let result: Result<(), TransactionError<()>> = trees.transaction(|(keys, accounts, log, balances, fleet)| {
+            for change in &encoded {
+                if let Some((id, bytes)) = &change.key {
                     keys.insert(id.as_bytes(), bytes.as_slice())?;
-                    if let Some(credits) = &credits {
+                    if let Some(credits) = &change.credits {
                         balances.insert(id.as_bytes(), credits.as_slice())?;
                     }
                 }
-                if let Some((name, bytes)) = &account {
+                if let Some((name, bytes)) = &change.account {
                     accounts.insert(name.as_bytes(), bytes.as_slice())?;
                 }
-                log.insert(&change.audit.seq.to_be_bytes(), audit.as_slice())?;
-                Ok::<(), ConflictableTransactionError<()>>(())
-            });
+                if let Some((seq, bytes)) = &change.audit {
+                    log.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                }
+            }
+            if let Some(mark) = &mark {
+                fleet.insert(REPLICA, mark.as_slice())?;
+            }
+            Ok::<(), ConflictableTransactionError<()>>(())
+        });
         result.map_err(|e| match e {
             TransactionError::Storage(error) => StoreError::from(error),
             TransactionError::Abort(()) => StoreError::Io("the store aborted the transaction".into()),
         })?;
         self.flush()
+    }
+
+    /// Which fleet this store is a replica of, and the newest change it holds; `None` for a store that
+    /// has never been part of a fleet.
+    pub fn replica_mark(&self) -> Result<Option<ReplicaMark>, StoreError> {
+        let Some(bytes) = self.fleet.get(REPLICA)? else { return Ok(None) };
+        Ok(Some(decode(&bytes, || "the replica mark".to_owned())?))
+    }
+
+    /// Every account and audit entry, oldest entry first (for `keyward fleet init`).
+    pub fn export(&self) -> Result<(Vec<AccountView>, Vec<AuditEntry>), StoreError> {
+        let accounts = self.load()?.accounts;
+        let mut entries = Vec::new();
+        for entry in self.audit.iter() {
+            let (seq, bytes) = entry?;
+            entries.push(decode(&bytes, || format!("audit entry {:?}", seq.as_ref()))?);
+        }
+        Ok((accounts, entries))
     }
 
     /// Audit entries, newest first, that `keep` accepts, at most `limit` of them.

@@ -4,6 +4,7 @@ use keyward_protocol::{AccountView, Actor, AuditAction};
 
 use super::{commit, field, Draft};
 use crate::error::DaemonError;
+use crate::fleet;
 use crate::host::clock::unix_now;
 use crate::manage::validate;
 use crate::service::Service;
@@ -14,7 +15,7 @@ pub async fn set_account(service: &Service, account: AccountView, actor: &Actor)
     let mut workspaces = account.workspaces.iter().map(|ws| validate::workspace(ws)).collect::<Result<Vec<_>, _>>()?;
     workspaces.sort();
     workspaces.dedup();
-    let writing = service.write_lock().await;
+    let mut writing = fleet::write::begin(service).await?;
     let old = service.account_workspaces(&name).map(|list| list.join(" "));
     let changes = vec![field("workspaces", old, Some(workspaces.join(" ")))];
     let view = AccountView { account: name, workspaces };
@@ -26,7 +27,7 @@ pub async fn set_account(service: &Service, account: AccountView, actor: &Actor)
         changes,
         at: unix_now(),
     };
-    let view = commit(service, &writing, actor, draft).await?.account.expect("an account was committed");
+    let view = commit(service, &mut writing, actor, draft).await?.account.expect("an account was committed");
     service.put_account(view.account.clone(), view.workspaces.clone());
     Ok(view)
 }

@@ -16,6 +16,7 @@ use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, 
 use super::create::new_secret;
 use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
+use crate::fleet;
 use crate::host::clock::{rfc3339, unix_now};
 use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
@@ -64,12 +65,12 @@ pub(super) async fn change_key(
     build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
 ) -> Result<KeyView, DaemonError> {
     let id = validate::key_id(id)?;
-    let writing = service.write_lock().await;
+    let mut writing = fleet::write::begin(service).await?;
     let current = service.load_key(&id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
     let now = unix_now();
     let Outcome { record, changes, credits } = build(&current, now)?;
     let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
-    let record = commit(service, &writing, actor, draft).await?.record;
+    let record = commit(service, &mut writing, actor, draft).await?.record;
     let next = current.succeed(record.expect("a key was committed"), &service.plans());
     if let Some(digest) = warm {
         next.current.warm.set(digest);

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
+use crate::fleet;
 use crate::host::clock::unix_now;
 use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, KeyState, StoredSecret};
@@ -127,7 +128,7 @@ pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) ->
     let now = unix_now();
     let settings = settings(requested!(request), now, &service.plans())?;
     let (secret, phc) = new_secret(service).await?;
-    let writing = service.write_lock().await;
+    let mut writing = fleet::write::begin(service).await?;
     let id = unused_key_id(service);
     let token = Token::assemble(request.env, &id, &secret);
     let parsed = Token::parse(token.expose()).expect("an assembled token parses");
@@ -145,7 +146,7 @@ pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) ->
         field("expires_at", None, expiry_text(record.expires_at)),
         field("rate", None, Some(record.limits.rate.to_string())),
     ];
-    let record = commit(service, &writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
+    let record = commit(service, &mut writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
     let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
     // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
     key.current.warm.set(service.hasher().digest(&secret[..]));
@@ -166,7 +167,7 @@ pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) ->
     let lookup = service.hasher().lookup_digest(text.as_bytes());
     let phc = service.hasher().hash(Zeroizing::new(text.as_bytes().to_vec())).await?;
 
-    let writing = service.write_lock().await;
+    let mut writing = fleet::write::begin(service).await?;
     if let Some(existing) = service.index().find_imported(&lookup) {
         return Err(DaemonError::Conflict(format!("this token is already imported as key {existing}")));
     }
@@ -186,7 +187,7 @@ pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) ->
     if let Some(account) = &record.account {
         changes.push(field("account", None, Some(account.clone())));
     }
-    let record = commit(service, &writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
+    let record = commit(service, &mut writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
     let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
     key.current.warm.set(service.hasher().digest(text.as_bytes()));
     let view = view(service, &key, now);

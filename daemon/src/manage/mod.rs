@@ -11,7 +11,8 @@
 //!
 //! Every change follows one sequence, under the service's write lock so that two changes can never
 //! interleave: read the current snapshot → build the new record and its audit entry → write both in one
-//! transaction and flush ([`crate::keys::store::Store::commit`]) → swap the new snapshot into the index → answer.
+//! transaction and flush ([`crate::keys::store::Store::commit`]; in fleet mode first through the engine,
+//! [`crate::fleet::write`]) → swap the new snapshot into the index → answer.
 //! A failed write changes nothing; a swapped snapshot is visible to the very next verify, before the caller
 //! hears back.
 
@@ -29,9 +30,9 @@ pub use credits::change_credits;
 pub use query::{audit, get, list, list_legacy, report, usage, workspace_usage};
 
 use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
-use tokio::sync::MutexGuard;
-
+use crate::engine::rows::Body;
 use crate::error::DaemonError;
+use crate::fleet::{self, write::Writing};
 use crate::host::clock::rfc3339;
 use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, Live};
@@ -62,11 +63,11 @@ struct Committed {
     account: Option<AccountView>,
 }
 
-/// Writes `draft` and its audit entry durably. The caller holds the write lock (`_writing`) and makes
-/// the result visible before releasing it.
+/// Writes `draft` and its audit entry durably: through the engine in fleet mode, else to the store. The
+/// caller holds the write lock (`writing`) and makes the result visible before releasing it.
 async fn commit(
     service: &Service,
-    _writing: &MutexGuard<'_, ()>,
+    writing: &mut Writing<'_>,
     actor: &Actor,
     draft: Draft,
 ) -> Result<Committed, DaemonError> {
@@ -84,14 +85,28 @@ async fn commit(
         changes,
         actor: actor.clone(),
     };
-    let store = service.store().clone();
-    let committed = tokio::task::spawn_blocking(move || {
-        store.commit(&Change { key: record.as_ref(), credits, account: account.as_ref(), audit: &entry })?;
-        Ok::<_, DaemonError>(Committed { record, account })
+    let in_fleet = fleet::write::commit(service, writing, at, |seq| Body::V1 {
+        key: record.clone(),
+        credits,
+        account: account.clone(),
+        audit: Some(AuditEntry { seq, ..entry.clone() }),
     })
-    .await
-    .map_err(DaemonError::task("storage"))??;
-    service.advance_audit_seq();
+    .await?;
+    let committed = match in_fleet {
+        Some(_) => Committed { record, account },
+        None => {
+            let store = service.store().clone();
+            let committed = tokio::task::spawn_blocking(move || {
+                let change = Change { key: record.as_ref(), credits, account: account.as_ref(), audit: Some(&entry) };
+                store.commit(&change)?;
+                Ok::<_, DaemonError>(Committed { record, account })
+            })
+            .await
+            .map_err(DaemonError::task("storage"))??;
+            service.advance_audit_seq();
+            committed
+        }
+    };
     tracing::info!(
         action = %action,
         key = committed.record.as_ref().map(|r| r.id.as_str()),

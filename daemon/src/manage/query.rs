@@ -180,5 +180,6 @@ pub fn report(service: &Service) -> keyward_protocol::StatsReport {
     report.keys.extend(counts.into_iter().map(|(status, n)| (status.as_str().to_owned(), n)));
     (report.argon2_running, report.argon2_waiting) = service.hasher().load();
     report.store_bytes = service.store().size_on_disk();
+    report.fleet = service.engine().map(|engine| engine.link.figures(&engine.settings.node_id));
     report
 }

@@ -31,6 +31,13 @@ pub fn key_material() -> Zeroizing<[u8; 32]> {
     bytes
 }
 
+/// A new random id for a fleet change (so a commit whose answer was lost can be looked up).
+pub fn change_id() -> [u8; 16] {
+    let mut bytes = [0u8; 16];
+    os_fill(&mut bytes);
+    bytes
+}
+
 fn fill_base62(out: &mut [u8]) {
     // 248 = 4 * 62: bytes at or above it are discarded so that `byte % 62` is uniform.
     const ACCEPT_BELOW: u8 = 248;

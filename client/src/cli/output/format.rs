@@ -1,6 +1,6 @@
 //! The words and numbers `keyward` prints in its text and JSON: times (RFC 3339 for JSON, `YYYY-MM-DD
-//! HH:MM` UTC for people), waits, durations, byte sizes, counts by verify code, plurals, and the daemon's
-//! text made safe for a terminal.
+//! HH:MM` UTC for people), waits, durations, byte sizes, counts by verify code, fleet change numbers,
+//! plurals, and the daemon's text made safe for a terminal.
 //!
 //! Every answer file formats through these functions, so a time or a size reads the same in every
 //! command. They only turn values into strings and never write anything.
@@ -49,6 +49,11 @@ pub(super) fn duration_text(seconds: u64) -> String {
         3600..86_400 => format!("{} h {} min", seconds / 3600, seconds % 3600 / 60),
         _ => format!("{} d {} h", seconds / 86_400, seconds % 86_400 / 3600),
     }
+}
+
+/// A change of the fleet's, by the engine's number: `#44`.
+pub(super) fn change_text(seq: u64) -> String {
+    format!("#{seq}")
 }
 
 /// Seconds as microseconds: `3.5 µs` below 10 µs, whole microseconds above.

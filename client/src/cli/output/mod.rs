@@ -12,18 +12,20 @@
 //! - `verify`: a verify answer;
 //! - `audit`: the audit log;
 //! - `usage`: a key's verifications by outcome, and a workspace's busiest keys;
-//! - `stats`: the daemon's counters, as text or JSON;
-//! - `prometheus`: the same counters in the Prometheus text exposition format (`stats --prometheus`).
+//! - `stats`: the daemon's counters, as text or JSON (a host's fleet figures among them);
+//! - `prometheus`: the same counters in the Prometheus text exposition format (`stats --prometheus`);
+//! - `fleet`: the fleet engine and the hosts following it (`fleet status`, `fleet init`).
 //!
 //! The JSON shapes are built from small borrowed view structs. Timestamps are RFC 3339 UTC in JSON and
 //! `YYYY-MM-DD HH:MM` (UTC) in text; absent values are `null` in JSON and `-` in text; codes and actions
 //! appear as their stable names (`VALID`, `regenerate`).
 //!
 //! Imports go one way: each answer file uses this file and `format`, and `prometheus` uses `stats` (the
-//! key statuses and the histogram bounds' labels, which the JSON of `stats` shows too); neither this file
-//! nor `format` uses an answer file.
+//! key statuses, the histogram bounds' labels and a host's fleet lag, which the JSON of `stats` shows
+//! too); neither this file nor `format` uses an answer file.
 
 pub(super) mod audit;
+pub(super) mod fleet;
 mod format;
 pub(super) mod keys;
 pub(super) mod prometheus;

@@ -26,14 +26,30 @@
 //! | `keyward_store_bytes` | gauge | `store_bytes` |
 //! | `keyward_last_flush_timestamp_seconds` | gauge | `last_flush_at`; no sample before the first flush |
 //!
+//! A host in fleet mode adds the families below, after the others; a daemon on its own has none of them,
+//! and its exposition is exactly what it was before fleet mode. Like the families above they carry no
+//! label but `keyward_fleet_info`'s, which names the host (join on it, or on the scrape's own labels).
+//!
+//! | metric | type | from `fleet` |
+//! |---|---|---|
+//! | `keyward_fleet_info{node}` | gauge | 1, labelled with `node_id` |
+//! | `keyward_fleet_engine_reachable` | gauge | `engine_reachable`, 1 or 0 |
+//! | `keyward_fleet_diverged` | gauge | `diverged`, 1 or 0 |
+//! | `keyward_fleet_applied_seq`, `keyward_fleet_head_seq` | gauge | `applied_seq`, `head_seq` |
+//! | `keyward_fleet_lag_changes` | gauge | `head_seq - applied_seq`, as `keyward stats --json` shows it |
+//! | `keyward_fleet_last_sync_timestamp_seconds` | gauge | `last_sync_at`; no sample before the first sync |
+//! | `keyward_fleet_changes_applied_total` | counter | `changes_applied` |
+//! | `keyward_fleet_engine_queries_total` | counter | `engine_queries` |
+//! | `keyward_fleet_reconnects_total` | counter | `reconnects` |
+//!
 //! The percentiles of `keyward stats` are not exported: Prometheus derives them from the histogram
 //! (`histogram_quantile`), and pre-computed quantiles cannot be aggregated across daemons.
 
 use std::fmt::Write as _;
 
-use keyward_protocol::{StatsReport, VerifyCode};
+use keyward_protocol::{FleetFigures, StatsReport, VerifyCode};
 
-use super::stats::{bound_label, keys_by_status};
+use super::stats::{bound_label, fleet_lag, keys_by_status};
 
 /// The exposition of `report`, ending with a newline.
 pub(crate) fn exposition(report: &StatsReport) -> String {
@@ -109,7 +125,60 @@ pub(crate) fn exposition(report: &StatsReport) -> String {
     if let Some(at) = report.last_flush_at {
         text.sample("keyward_last_flush_timestamp_seconds", &[], at);
     }
+    if let Some(fleet) = &report.fleet {
+        fleet_families(&mut text, fleet);
+    }
     text.0
+}
+
+/// The families of a host in fleet mode; see the module documentation.
+fn fleet_families(text: &mut Exposition, fleet: &FleetFigures) {
+    text.family("keyward_fleet_info", "gauge", "The fleet node id of this host, as a label; always 1.");
+    text.sample("keyward_fleet_info", &[("node", &fleet.node_id)], 1);
+    text.family(
+        "keyward_fleet_engine_reachable",
+        "gauge",
+        "Whether this host's last exchange with the fleet engine succeeded (1) or not (0).",
+    );
+    text.sample("keyward_fleet_engine_reachable", &[], u8::from(fleet.engine_reachable));
+    text.family(
+        "keyward_fleet_diverged",
+        "gauge",
+        "Whether this host refuses to follow the fleet engine because it holds changes the engine does not (1).",
+    );
+    text.sample("keyward_fleet_diverged", &[], u8::from(fleet.diverged));
+    text.family("keyward_fleet_applied_seq", "gauge", "The newest fleet change this host has applied.");
+    text.sample("keyward_fleet_applied_seq", &[], fleet.applied_seq);
+    text.family("keyward_fleet_head_seq", "gauge", "The fleet engine's newest change, as this host last saw it.");
+    text.sample("keyward_fleet_head_seq", &[], fleet.head_seq);
+    text.family("keyward_fleet_lag_changes", "gauge", "Fleet changes this host is behind the engine's newest.");
+    text.sample("keyward_fleet_lag_changes", &[], fleet_lag(fleet));
+    text.family(
+        "keyward_fleet_last_sync_timestamp_seconds",
+        "gauge",
+        "When this host last caught up with the fleet engine, Unix seconds; no sample before the first sync.",
+    );
+    if let Some(at) = fleet.last_sync_at {
+        text.sample("keyward_fleet_last_sync_timestamp_seconds", &[], at);
+    }
+    text.family(
+        "keyward_fleet_changes_applied_total",
+        "counter",
+        "Changes made on other hosts that this host applied since start.",
+    );
+    text.sample("keyward_fleet_changes_applied_total", &[], fleet.changes_applied);
+    text.family(
+        "keyward_fleet_engine_queries_total",
+        "counter",
+        "Queries this host sent to the fleet engine since start (never one for a verify).",
+    );
+    text.sample("keyward_fleet_engine_queries_total", &[], fleet.engine_queries);
+    text.family(
+        "keyward_fleet_reconnects_total",
+        "counter",
+        "Times this host lost its link to the fleet engine and made it again since start.",
+    );
+    text.sample("keyward_fleet_reconnects_total", &[], fleet.reconnects);
 }
 
 #[derive(Default)]
@@ -277,7 +346,23 @@ mod tests {
             busy_refusals: 0,
             store_bytes: 1_234_567,
             last_flush_at: Some(1_795_435_205),
+            fleet: None,
         }
+    }
+
+    fn fleet_report() -> StatsReport {
+        let fleet = FleetFigures {
+            node_id: "web-2".into(),
+            engine_reachable: true,
+            diverged: false,
+            applied_seq: 41,
+            head_seq: 44,
+            last_sync_at: Some(1_795_435_207),
+            changes_applied: 12,
+            engine_queries: 345,
+            reconnects: 1,
+        };
+        StatsReport { fleet: Some(fleet), ..report() }
     }
 
     fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -375,6 +460,60 @@ mod tests {
         assert!(!samples.iter().any(|s| s.name == "keyward_last_flush_timestamp_seconds"), "never flushed");
         assert_eq!(value(&samples, "keyward_verify_duration_seconds_bucket", &[("le", "+Inf")]), 0.0);
         assert_eq!(value(&samples, "keyward_verify_total", &[("code", "RATE_LIMITED")]), 0.0);
+    }
+
+    #[test]
+    fn a_daemon_on_its_own_has_no_fleet_family() {
+        let text = exposition(&report());
+        assert!(!text.contains("keyward_fleet"), "{text}");
+        assert!(text.ends_with(
+            "# TYPE keyward_last_flush_timestamp_seconds gauge\nkeyward_last_flush_timestamp_seconds 1795435205\n"
+        ));
+    }
+
+    #[test]
+    fn a_fleet_host_adds_its_families_after_the_others() {
+        let text = exposition(&fleet_report());
+        let fleet = text.strip_prefix(&exposition(&report())).expect("the single-host exposition, then the fleet's");
+        assert!(fleet.starts_with("# HELP keyward_fleet_info "), "{fleet}");
+        let (samples, types) = parse(&text);
+        for (name, kind, expected) in [
+            ("keyward_fleet_engine_reachable", "gauge", 1.0),
+            ("keyward_fleet_diverged", "gauge", 0.0),
+            ("keyward_fleet_applied_seq", "gauge", 41.0),
+            ("keyward_fleet_head_seq", "gauge", 44.0),
+            ("keyward_fleet_lag_changes", "gauge", 3.0),
+            ("keyward_fleet_last_sync_timestamp_seconds", "gauge", 1_795_435_207.0),
+            ("keyward_fleet_changes_applied_total", "counter", 12.0),
+            ("keyward_fleet_engine_queries_total", "counter", 345.0),
+            ("keyward_fleet_reconnects_total", "counter", 1.0),
+        ] {
+            assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+            assert_eq!(value(&samples, name, &[]), expected, "{name}");
+        }
+        assert_eq!(types.get("keyward_fleet_info").map(String::as_str), Some("gauge"));
+        assert_eq!(value(&samples, "keyward_fleet_info", &[("node", "web-2")]), 1.0);
+        for (name, kind) in &types {
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{name}: counters and only counters end in _total");
+        }
+        assert!(fleet.contains("\nkeyward_fleet_lag_changes 3\n"), "{fleet}");
+    }
+
+    #[test]
+    fn a_lost_fleet_host_reads_as_such() {
+        let mut lost = fleet_report();
+        let fleet = lost.fleet.as_mut().unwrap();
+        (fleet.engine_reachable, fleet.diverged, fleet.applied_seq, fleet.head_seq) = (false, true, 44, 40);
+        fleet.last_sync_at = None;
+        fleet.node_id = "web \"2\"".into();
+        let text = exposition(&lost);
+        let (samples, types) = parse(&text);
+        assert_eq!(value(&samples, "keyward_fleet_engine_reachable", &[]), 0.0);
+        assert_eq!(value(&samples, "keyward_fleet_diverged", &[]), 1.0);
+        assert_eq!(value(&samples, "keyward_fleet_lag_changes", &[]), 0.0, "a diverged host is ahead, not behind");
+        assert!(types.contains_key("keyward_fleet_last_sync_timestamp_seconds"));
+        assert!(!samples.iter().any(|s| s.name == "keyward_fleet_last_sync_timestamp_seconds"), "never synced");
+        assert!(text.contains(r#"keyward_fleet_info{node="web \"2\""} 1"#), "{text}");
     }
 
     #[test]

@@ -1,23 +1,26 @@
 //! What `keyward stats` prints: the daemon's counters as aligned text for people, or as JSON with every
-//! key status and verify code present (0 when none).
+//! key status and verify code present (0 when none). A host in fleet mode adds its fleet figures: lines
+//! after the others in text, a `fleet` object in JSON (`null` for a daemon on its own, whose output is
+//! otherwise the same).
 //!
-//! This module also owns the two readings of a [`StatsReport`] that the Prometheus exposition shares with
-//! the JSON, so that both say the same: every key status with its count ([`keys_by_status`]), and a
-//! histogram bucket's bound as a label ([`bound_label`]). `prometheus` uses them from here; this module
-//! uses nothing of it.
+//! This module also owns the three readings of a [`StatsReport`] that the Prometheus exposition shares
+//! with the JSON, so that both say the same: every key status with its count ([`keys_by_status`]), a
+//! histogram bucket's bound as a label ([`bound_label`]), and how many changes a host is behind the fleet
+//! engine ([`fleet_lag`]). `prometheus` uses them from here; this module uses nothing of it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use keyward_protocol::{KeyStatus, StatsReport, VerifyCode};
+use keyward_protocol::{FleetFigures, KeyStatus, StatsReport, VerifyCode};
 use serde::Serialize;
 
-use super::format::{bytes_text, counts_text, duration_text, human_time, micros_text, printable, rfc3339};
+use super::format::{bytes_text, change_text, counts_text, duration_text, human_time, micros_text, printable, rfc3339};
 use super::{write_fields, write_json, Format};
 
 /// The daemon's counters as JSON: the protocol's field names, with every key status and verify code
-/// present (0 when none), times as RFC 3339, and histogram bounds as strings (`"+Inf"` for the last).
+/// present (0 when none), times as RFC 3339, histogram bounds as strings (`"+Inf"` for the last), and the
+/// fleet figures with their lag.
 #[derive(Debug, Serialize)]
 struct StatsJson<'a> {
     version: &'a str,
@@ -37,6 +40,24 @@ struct StatsJson<'a> {
     busy_refusals: u64,
     store_bytes: u64,
     last_flush_at: Option<String>,
+    /// `null` for a daemon on its own.
+    fleet: Option<FleetFiguresJson<'a>>,
+}
+
+/// A host's fleet figures as JSON: the protocol's field names, `last_sync_at` as RFC 3339, and the lag
+/// computed from `applied_seq` and `head_seq`.
+#[derive(Debug, Serialize)]
+struct FleetFiguresJson<'a> {
+    node_id: &'a str,
+    engine_reachable: bool,
+    diverged: bool,
+    applied_seq: u64,
+    head_seq: u64,
+    lag: u64,
+    last_sync_at: Option<String>,
+    changes_applied: u64,
+    engine_queries: u64,
+    reconnects: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +98,12 @@ pub(crate) fn keys_by_status(report: &StatsReport) -> Vec<(String, u64)> {
         }
     }
     counts
+}
+
+/// How many changes a host is behind the engine's newest as it last saw it (0 for a diverged host, which
+/// is ahead).
+pub(crate) fn fleet_lag(fleet: &FleetFigures) -> u64 {
+    fleet.head_seq.saturating_sub(fleet.applied_seq)
 }
 
 /// The share of verifies of known keys answered without Argon2; `None` before the first.
@@ -127,10 +154,26 @@ fn stats_json(report: &StatsReport) -> StatsJson<'_> {
         busy_refusals: report.busy_refusals,
         store_bytes: report.store_bytes,
         last_flush_at: report.last_flush_at.map(rfc3339),
+        fleet: report.fleet.as_ref().map(fleet_json),
     }
 }
 
-/// The daemon's counters as aligned text, one line per subject.
+fn fleet_json(fleet: &FleetFigures) -> FleetFiguresJson<'_> {
+    FleetFiguresJson {
+        node_id: &fleet.node_id,
+        engine_reachable: fleet.engine_reachable,
+        diverged: fleet.diverged,
+        applied_seq: fleet.applied_seq,
+        head_seq: fleet.head_seq,
+        lag: fleet_lag(fleet),
+        last_sync_at: fleet.last_sync_at.map(rfc3339),
+        changes_applied: fleet.changes_applied,
+        engine_queries: fleet.engine_queries,
+        reconnects: fleet.reconnects,
+    }
+}
+
+/// The daemon's counters as aligned text, one line per subject, the fleet figures last.
 fn stats_fields(report: &StatsReport) -> Vec<(&'static str, Cow<'_, str>)> {
     let latency = &report.verify_latency;
     let keys = keys_by_status(report);
@@ -138,7 +181,7 @@ fn stats_fields(report: &StatsReport) -> Vec<(&'static str, Cow<'_, str>)> {
     let key_counts: Vec<String> =
         keys.iter().filter(|(_, n)| *n > 0).map(|(status, n)| format!("{n} {}", printable(status))).collect();
     let verify_total: u64 = report.verifies.values().sum();
-    vec![
+    let mut fields = vec![
         ("Version", printable(&report.version)),
         ("Uptime", duration_text(report.uptime_seconds).into()),
         (
@@ -190,11 +233,52 @@ fn stats_fields(report: &StatsReport) -> Vec<(&'static str, Cow<'_, str>)> {
         ("Argon2", format!("{} running, {} waiting", report.argon2_running, report.argon2_waiting).into()),
         ("BUSY refusals", report.busy_refusals.to_string().into()),
         ("Store size", bytes_text(report.store_bytes).into()),
+        ("Last flush", time_text(report.last_flush_at).into()),
+    ];
+    if let Some(fleet) = &report.fleet {
+        fields.extend(fleet_fields(fleet));
+    }
+    fields
+}
+
+/// A host's fleet figures as text: a diverged host says so loudly, right after whether the engine answers.
+fn fleet_fields(fleet: &FleetFigures) -> Vec<(&'static str, Cow<'_, str>)> {
+    let mut fields: Vec<(&str, Cow<'_, str>)> = vec![
+        ("Fleet node", printable(&fleet.node_id)),
         (
-            "Last flush",
-            report.last_flush_at.map_or_else(|| "never".to_owned(), |at| format!("{} UTC", human_time(at))).into(),
+            "Engine reachable",
+            if fleet.engine_reachable {
+                "yes".into()
+            } else {
+                "no: changes fail with ENGINE_UNAVAILABLE until it answers; verifies go on from the replica".into()
+            },
         ),
-    ]
+    ];
+    if fleet.diverged {
+        fields.push((
+            "Engine diverged",
+            "YES: this host holds changes the engine does not and refuses to follow it; changes fail with \
+             ENGINE_DIVERGED, verifies go on from the replica"
+                .into(),
+        ));
+    }
+    fields.extend([
+        (
+            "Applied change",
+            format!("{} of {} (lag {})", change_text(fleet.applied_seq), change_text(fleet.head_seq), fleet_lag(fleet))
+                .into(),
+        ),
+        ("Last sync", time_text(fleet.last_sync_at).into()),
+        ("Changes applied", format!("{} from other hosts since start", fleet.changes_applied).into()),
+        ("Engine queries", format!("{} since start", fleet.engine_queries).into()),
+        ("Engine reconnects", format!("{} since start", fleet.reconnects).into()),
+    ]);
+    fields
+}
+
+/// `YYYY-MM-DD HH:MM UTC`, or `never`.
+fn time_text(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".to_owned(), |at| format!("{} UTC", human_time(at)))
 }
 
 /// A bucket's upper bound as its `le` label: `+Inf`, or the shortest decimal that reads back as the same
@@ -238,6 +322,22 @@ mod tests {
             busy_refusals: 4,
             store_bytes: 1_234_567,
             last_flush_at: Some(NOON + 5),
+            fleet: None,
+        }
+    }
+
+    /// A host three changes behind, which has reconnected once.
+    fn fleet_figures() -> FleetFigures {
+        FleetFigures {
+            node_id: "web-2".into(),
+            engine_reachable: true,
+            diverged: false,
+            applied_seq: 41,
+            head_seq: 44,
+            last_sync_at: Some(NOON + 7),
+            changes_applied: 12,
+            engine_queries: 345,
+            reconnects: 1,
         }
     }
 
@@ -288,5 +388,75 @@ mod tests {
         assert_eq!((&value["connections_total"], &value["busy_refusals"]), (&json!(17), &json!(4)));
         let idle = render_json(|out| stats(out, Format::Json, &StatsReport::default()));
         assert_eq!((&idle["cache_hit_ratio"], &idle["last_flush_at"]), (&Value::Null, &Value::Null));
+        assert_eq!(value["fleet"], Value::Null, "a daemon on its own");
+        assert!(value.as_object().unwrap().contains_key("fleet"));
+    }
+
+    #[test]
+    fn stats_text_of_a_fleet_host_ends_with_its_fleet_figures() {
+        let report = StatsReport { fleet: Some(fleet_figures()), ..stats_report() };
+        let text = render(|out| stats(out, Format::Text, &report));
+        let single = render(|out| stats(out, Format::Text, &stats_report()));
+        let expected = [
+            "Fleet node         web-2",
+            "Engine reachable   yes",
+            "Applied change     #41 of #44 (lag 3)",
+            "Last sync          2026-11-23 12:00 UTC",
+            "Changes applied    12 from other hosts since start",
+            "Engine queries     345 since start",
+            "Engine reconnects  1 since start",
+        ];
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[lines.len() - expected.len()..], expected);
+        assert_eq!(lines.len(), single.lines().count() + expected.len());
+        assert_eq!(lines[0], "Version            0.1.0", "one alignment for every line");
+        assert!(!text.contains("diverged"), "{text}");
+
+        let lost = FleetFigures {
+            engine_reachable: false,
+            diverged: true,
+            applied_seq: 44,
+            head_seq: 40,
+            last_sync_at: None,
+            ..fleet_figures()
+        };
+        let text = render(|out| stats(out, Format::Text, &StatsReport { fleet: Some(lost), ..stats_report() }));
+        for line in [
+            "Engine reachable   no: changes fail with ENGINE_UNAVAILABLE until it answers; verifies go on from the \
+             replica",
+            "Engine diverged    YES: this host holds changes the engine does not and refuses to follow it; changes \
+             fail with ENGINE_DIVERGED, verifies go on from the replica",
+            "Applied change     #44 of #40 (lag 0)",
+            "Last sync          never",
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line}: {text}");
+        }
+        let diverged_at = text.find("Engine diverged").unwrap();
+        assert!(text.find("Engine reachable").unwrap() < diverged_at && diverged_at < text.find("Applied").unwrap());
+    }
+
+    #[test]
+    fn stats_json_of_a_fleet_host_has_its_figures_and_lag() {
+        let report = StatsReport { fleet: Some(fleet_figures()), ..stats_report() };
+        let value = render_json(|out| stats(out, Format::Json, &report));
+        assert_eq!(
+            value["fleet"],
+            json!({
+                "node_id": "web-2",
+                "engine_reachable": true,
+                "diverged": false,
+                "applied_seq": 41,
+                "head_seq": 44,
+                "lag": 3,
+                "last_sync_at": "2026-11-23T12:00:07Z",
+                "changes_applied": 12,
+                "engine_queries": 345,
+                "reconnects": 1,
+            })
+        );
+        assert_eq!(value["verifies"]["VALID"], 10, "the other counters are unchanged");
+        let never = FleetFigures { last_sync_at: None, applied_seq: 50, ..fleet_figures() };
+        let value = render_json(|out| stats(out, Format::Json, &StatsReport { fleet: Some(never), ..stats_report() }));
+        assert_eq!((&value["fleet"]["last_sync_at"], &value["fleet"]["lag"]), (&Value::Null, &json!(0)));
     }
 }

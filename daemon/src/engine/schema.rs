@@ -1,0 +1,109 @@
+//! The engine's schema, one database per fleet. Tables:
+//!
+//! - `keyward_meta`: one row, the fleet's id and the schema version;
+//! - `keyward_changes`: every management change in the fleet, numbered by `keyward_change_seq`: its id
+//!   (so a change whose commit went unconfirmed can be looked up), time, issuing node, action and key for
+//!   people reading SQL, and the encoded change ([`super::rows::Body`]: the key record with its Argon2
+//!   hash, never a token; the audit entry);
+//! - `keyward_keys`: each key's latest record and the change that wrote it (for SQL readers and counts);
+//! - `keyward_nodes`: each host's applied change and when it last reported, so lag is visible;
+//! - `keyward_credits` and `keyward_credit_grants`: escrowed credit balances ([`crate::engine::write`]);
+//! - `keyward_rate_grants`: the budget of fleet-wide rate limits handed out to hosts.
+//!
+//! Versions only go up; a daemon refuses an engine whose schema is newer than it knows
+//! ([`SCHEMA_VERSION`]), and `keyward fleet init` upgrades an older one.
+
+use tokio::time::Instant;
+
+use super::{until, Connected, EngineError, Settings};
+
+/// The schema version this daemon writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The statements that create version 1.
+const CREATE_V1: &str = "
+CREATE TABLE keyward_meta (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    fleet_id text NOT NULL,
+    schema_version integer NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE SEQUENCE keyward_change_seq;
+CREATE TABLE keyward_changes (
+    seq bigint PRIMARY KEY,
+    change_id bytea NOT NULL UNIQUE,
+    at bigint NOT NULL,
+    node_id text NOT NULL,
+    action text,
+    key_id text,
+    body bytea NOT NULL
+);
+CREATE TABLE keyward_keys (
+    key_id text PRIMARY KEY,
+    workspace text NOT NULL,
+    seq bigint NOT NULL,
+    record bytea NOT NULL
+);
+CREATE TABLE keyward_nodes (
+    node_id text PRIMARY KEY,
+    applied_seq bigint NOT NULL,
+    last_seen bigint NOT NULL,
+    version text NOT NULL
+);
+CREATE TABLE keyward_credits (
+    key_id text PRIMARY KEY,
+    balance bigint NOT NULL CHECK (balance >= 0),
+    epoch bigint NOT NULL
+);
+CREATE TABLE keyward_credit_grants (
+    key_id text NOT NULL,
+    node_id text NOT NULL,
+    epoch bigint NOT NULL,
+    granted bigint NOT NULL,
+    PRIMARY KEY (key_id, node_id)
+);
+CREATE TABLE keyward_rate_grants (
+    key_id text NOT NULL,
+    limit_name text NOT NULL,
+    node_id text NOT NULL,
+    granted_at_ms bigint NOT NULL,
+    amount bigint NOT NULL
+);
+CREATE INDEX keyward_rate_grants_window ON keyward_rate_grants (key_id, limit_name, granted_at_ms);
+";
+
+/// What the engine holds: no schema yet, or a fleet's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    Empty,
+    Fleet { fleet_id: String, version: u32 },
+}
+
+/// Reads what the engine holds.
+pub async fn inspect(settings: &Settings, conn: &Connected, deadline: Instant) -> Result<Found, EngineError> {
+    let waited = settings.request_timeout;
+    let row = until(settings, deadline, waited, conn.client.query_one("SELECT to_regclass('keyward_meta') IS NULL", &[]))
+        .await?;
+    if row.get::<_, bool>(0) {
+        return Ok(Found::Empty);
+    }
+    let row = until(settings, deadline, waited, conn.client.query_one("SELECT fleet_id, schema_version FROM keyward_meta", &[]))
+        .await?;
+    Ok(Found::Fleet { fleet_id: row.get(0), version: row.get::<_, i32>(1).max(0) as u32 })
+}
+
+/// Creates the schema in the open transaction of `conn`, for fleet `fleet_id`.
+pub async fn create(
+    settings: &Settings,
+    conn: &Connected,
+    deadline: Instant,
+    fleet_id: &str,
+    now: i64,
+) -> Result<(), EngineError> {
+    let waited = settings.request_timeout;
+    until(settings, deadline, waited, conn.client.batch_execute(CREATE_V1)).await?;
+    let insert = "INSERT INTO keyward_meta (fleet_id, schema_version, created_at) VALUES ($1, $2, $3)";
+    let version = SCHEMA_VERSION as i32;
+    until(settings, deadline, waited, conn.client.execute(insert, &[&fleet_id, &version, &now])).await?;
+    Ok(())
+}
