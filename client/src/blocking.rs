@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use keyward_protocol::frame::{self, MAX_REPLY};
 use keyward_protocol::{
-    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
-    KeyUsage, KeyView, ListRequest, Reply, Request, FleetReport, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
+    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, FleetReport, ImportRequest,
+    KeyChanges, KeyPage, KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer,
+    VerifyRequest,
 };
 
 use crate::error::ClientError;

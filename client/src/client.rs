@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, ImportRequest, KeyChanges, KeyPage,
-    KeyUsage, KeyView, ListRequest, Reply, Request, FleetReport, StatsReport, UsageReport, VerifyAnswer, VerifyRequest,
+    AccountView, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange, FleetReport, ImportRequest,
+    KeyChanges, KeyPage, KeyUsage, KeyView, ListRequest, Reply, Request, StatsReport, UsageReport, VerifyAnswer,
+    VerifyRequest,
 };
 use tokio::time::Instant;
 

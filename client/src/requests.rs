@@ -22,8 +22,8 @@
 use std::time::Duration;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, CreatedKey, FleetReport, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport, UsageReport,
-    VerifyAnswer, VerifyRequest,
+    AccountView, AuditEntry, CreatedKey, FleetReport, KeyPage, KeyUsage, KeyView, Reply, Request, StatsReport,
+    UsageReport, VerifyAnswer, VerifyRequest,
 };
 
 use crate::error::ClientError;

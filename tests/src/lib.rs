@@ -24,6 +24,7 @@ use keyward_protocol::{
 };
 use serde_json::Value;
 
+pub mod fleet;
 pub mod postgres;
 
 /// How long a daemon may take to start or stop before the test gives up (a hang, not a timing claim).

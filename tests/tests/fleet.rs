@@ -7,84 +7,10 @@
 //! PostgreSQL server is installed the tests say how to install one and skip, unless
 //! `KEYWARD_REQUIRE_POSTGRES=1` (CI), where they fail instead.
 
-use keyward_tests::postgres::{require_postgres, EngineLink, Postgres};
-use keyward_tests::{wait_until, ConfigFile, Daemon};
-use serde_json::Value;
-
-/// One host of a test fleet: its daemon, its configuration file, and the relay its engine link goes
-/// through, if the test wants to cut it.
-struct Host {
-    daemon: Daemon,
-    _config: ConfigFile,
-    link: Option<EngineLink>,
-}
-
-/// The `[fleet]` section of node `node` reaching the engine at `conninfo`.
-fn fleet_section(conninfo: &str, node: &str) -> String {
-    format!("[fleet]\nengine = \"{conninfo}\"\nnode_id = \"{node}\"\npoll_interval_ms = 200\n")
-}
-
-impl Host {
-    /// A host on a new data directory, straight to the engine or through a relay.
-    fn start(postgres: &Postgres, node: &str, relayed: bool) -> Host {
-        let link = relayed.then(|| EngineLink::start(postgres));
-        let conninfo = link.as_ref().map_or_else(|| postgres.conninfo(), EngineLink::conninfo);
-        let config = ConfigFile::new(&fleet_section(&conninfo, node));
-        let daemon = Daemon::start_with_config(&config);
-        Host { daemon, _config: config, link }
-    }
-
-    fn link(&self) -> &EngineLink {
-        self.link.as_ref().expect("this host's engine link goes through a relay")
-    }
-
-    /// `keyward --json stats`'s fleet object.
-    fn fleet_stats(&self) -> Value {
-        self.daemon.json(&["stats"], 0)["fleet"].clone()
-    }
-}
-
-/// A cluster and three hosts a, b, c; the fleet is created by `keyward fleet init` on a (with an empty
-/// store), and c's link goes through a relay when `relay_c`.
-struct Fleet {
-    postgres: Postgres,
-    hosts: Vec<Host>,
-}
-
-impl Fleet {
-    fn start(relay_c: bool) -> Fleet {
-        let postgres = Postgres::start();
-        let a = Host::start(&postgres, "a", false);
-        let init = a.daemon.json(&["fleet", "init"], 0);
-        assert_eq!(init["reachable"], true, "fleet init: {init}");
-        let b = Host::start(&postgres, "b", false);
-        let c = Host::start(&postgres, "c", relay_c);
-        Fleet { postgres, hosts: vec![a, b, c] }
-    }
-
-    fn host(&self, index: usize) -> &Daemon {
-        &self.hosts[index].daemon
-    }
-}
-
-/// The token of a new key created through `host`.
-fn create(host: &Daemon, workspace: &str) -> (String, String) {
-    let created = host.create(workspace, &["read:all"], &[]);
-    let token = created["token"].as_str().expect("a token").to_owned();
-    let id = created["id"].as_str().expect("a key id").to_owned();
-    (token, id)
-}
-
-/// Waits until `host` answers `code` for `token`.
-fn wait_for_code(host: &Daemon, token: &str, code: &str, what: &str) {
-    wait_until(what, || host.verify_code(token, &[]) == code);
-}
-
-/// The audit log as `host` shows it, oldest first, without anything host-specific.
-fn audit(host: &Daemon) -> Vec<Value> {
-    let Value::Array(entries) = host.json(&["audit", "--limit", "1000"], 0) else { panic!("audit is a list") };
-    entries
-}
+use keyward_tests::fleet::{audit, create, wait_for_code, Fleet};
+use keyward_tests::postgres::require_postgres;
+use keyward_tests::wait_until;
+use keyward_tests::Daemon;
 
 #[test]
 fn a_change_on_any_host_is_seen_on_every_host() {
@@ -131,5 +57,4 @@ fn a_change_on_any_host_is_seen_on_every_host() {
         let figures = host.fleet_stats();
         assert_eq!(figures["engine_reachable"], true, "{figures}");
     }
-    drop(fleet.postgres);
 }

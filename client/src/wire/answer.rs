@@ -13,8 +13,8 @@
 use std::sync::Arc;
 
 use keyward_protocol::{
-    AccountView, AuditEntry, CreatedKey, ErrorReply, FleetReport, KeyPage, KeyUsage, KeyView, RateLimitStatus, Reply, StatsReport,
-    UsageReport, VerifiedKey, VerifyAnswer, VerifyCode,
+    AccountView, AuditEntry, CreatedKey, ErrorReply, FleetReport, KeyPage, KeyUsage, KeyView, RateLimitStatus, Reply,
+    StatsReport, UsageReport, VerifiedKey, VerifyAnswer, VerifyCode,
 };
 use serde::Deserialize;
 

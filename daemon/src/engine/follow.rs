@@ -37,8 +37,13 @@ impl Follower {
         let settings = &engine.settings;
         let conn = connect(settings, deadline, settings.notify).await?;
         if settings.notify {
-            until(settings, deadline, settings.request_timeout, conn.client.batch_execute(&format!("LISTEN {CHANNEL}")))
-                .await?;
+            until(
+                settings,
+                deadline,
+                settings.request_timeout,
+                conn.client.batch_execute(&format!("LISTEN {CHANNEL}")),
+            )
+            .await?;
             engine.link.queried(1);
         }
         Ok(Follower { conn })
@@ -79,9 +84,13 @@ impl Follower {
         let work = async {
             client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
             let head = client.query_one("SELECT coalesce(max(seq), 0) FROM keyward_changes", &[]).await?;
-            let anchor_row = client.query_opt("SELECT change_id FROM keyward_changes WHERE seq = $1", &[&after]).await?;
+            let anchor_row =
+                client.query_opt("SELECT change_id FROM keyward_changes WHERE seq = $1", &[&after]).await?;
             let rows = client
-                .query("SELECT seq, change_id, body FROM keyward_changes WHERE seq > $1 ORDER BY seq LIMIT $2", &[&after, &PAGE])
+                .query(
+                    "SELECT seq, change_id, body FROM keyward_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &PAGE],
+                )
                 .await?;
             client.batch_execute("COMMIT").await?;
             Ok((head.get::<_, i64>(0), anchor_row, rows))
@@ -137,7 +146,9 @@ async fn read_status(engine: &Engine, deadline: Instant, report: &mut FleetRepor
     (report.fleet_id, report.schema_version) = (Some(fleet_id), Some(version));
     let client = &conn.client;
     let work = async {
-        let head = client.query_one("SELECT coalesce(max(seq), 0), (SELECT count(*) FROM keyward_keys) FROM keyward_changes", &[]).await?;
+        let head = client
+            .query_one("SELECT coalesce(max(seq), 0), (SELECT count(*) FROM keyward_keys) FROM keyward_changes", &[])
+            .await?;
         let nodes = client
             .query(
                 "SELECT node_id, applied_seq, last_seen, version, extract(epoch FROM now())::bigint - last_seen \

@@ -82,13 +82,19 @@ pub enum Found {
 /// Reads what the engine holds.
 pub async fn inspect(settings: &Settings, conn: &Connected, deadline: Instant) -> Result<Found, EngineError> {
     let waited = settings.request_timeout;
-    let row = until(settings, deadline, waited, conn.client.query_one("SELECT to_regclass('keyward_meta') IS NULL", &[]))
-        .await?;
+    let row =
+        until(settings, deadline, waited, conn.client.query_one("SELECT to_regclass('keyward_meta') IS NULL", &[]))
+            .await?;
     if row.get::<_, bool>(0) {
         return Ok(Found::Empty);
     }
-    let row = until(settings, deadline, waited, conn.client.query_one("SELECT fleet_id, schema_version FROM keyward_meta", &[]))
-        .await?;
+    let row = until(
+        settings,
+        deadline,
+        waited,
+        conn.client.query_one("SELECT fleet_id, schema_version FROM keyward_meta", &[]),
+    )
+    .await?;
     Ok(Found::Fleet { fleet_id: row.get(0), version: row.get::<_, i32>(1).max(0) as u32 })
 }
 

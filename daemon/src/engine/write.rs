@@ -115,7 +115,8 @@ impl Txn<'_> {
         let bytes = body.encode()?;
         let (key_id, action) = body.labels();
         let Body::V1 { key, .. } = body;
-        let record = key.as_ref().map(|k| (k.workspace.clone(), Body::encode_record(k))).map(|(w, r)| r.map(|r| (w, r)));
+        let record =
+            key.as_ref().map(|k| (k.workspace.clone(), Body::encode_record(k))).map(|(w, r)| r.map(|r| (w, r)));
         let record = record.transpose()?;
         let node = self.engine.settings.node_id.clone();
         let (seq, change_id) = (seq as i64, change_id.as_slice());

@@ -92,6 +92,7 @@ async fn found(service: &Service, id: &str) -> Result<Option<Found>, DaemonError
         return Ok(None);
     }
     let (service, id) = (service.clone(), id.to_owned());
-    let found = tokio::task::spawn_blocking(move || service.found(&id)).await.map_err(DaemonError::task("storage"))??;
+    let found =
+        tokio::task::spawn_blocking(move || service.found(&id)).await.map_err(DaemonError::task("storage"))??;
     Ok(found)
 }

@@ -27,7 +27,8 @@ pub async fn status(service: &Service) -> Result<FleetReport, DaemonError> {
     let engine = engine_of(service)?;
     let mut report = follow::status(engine, engine.deadline()).await;
     if engine.link.diverged() {
-        report.problem = Some("this host refuses to follow the engine: it does not hold this host's newest change".into());
+        report.problem =
+            Some("this host refuses to follow the engine: it does not hold this host's newest change".into());
     }
     Ok(report)
 }
@@ -93,9 +94,24 @@ async fn export(service: &Service) -> Result<Vec<Body>, DaemonError> {
         })?;
         let mut keys = keys.into_inner().unwrap_or_else(|p| p.into_inner());
         keys.sort_by(|a, b| (a.0.created_at, a.0.id.as_str()).cmp(&(b.0.created_at, b.0.id.as_str())));
-        let audit = entries.into_iter().map(|entry: AuditEntry| Body::V1 { key: None, credits: None, account: None, audit: Some(entry) });
-        let accounts = accounts.into_iter().map(|account| Body::V1 { key: None, credits: None, account: Some(account), audit: None });
-        let keys = keys.into_iter().map(|(record, credits)| Body::V1 { key: Some(record), credits, account: None, audit: None });
+        let audit = entries.into_iter().map(|entry: AuditEntry| Body::V1 {
+            key: None,
+            credits: None,
+            account: None,
+            audit: Some(entry),
+        });
+        let accounts = accounts.into_iter().map(|account| Body::V1 {
+            key: None,
+            credits: None,
+            account: Some(account),
+            audit: None,
+        });
+        let keys = keys.into_iter().map(|(record, credits)| Body::V1 {
+            key: Some(record),
+            credits,
+            account: None,
+            audit: None,
+        });
         Ok::<_, DaemonError>(audit.chain(accounts).chain(keys).collect())
     })
     .await

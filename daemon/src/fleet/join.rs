@@ -80,7 +80,10 @@ pub async fn join(service: &Service) -> Result<(), JoinError> {
         return Err(JoinError::SchemaTooOld { found: version });
     }
     if let Some(expected) = settings.fleet_id.as_ref().filter(|id| **id != fleet_id) {
-        return Err(JoinError::WrongFleet { engine: fleet_id, expected: format!("`[fleet] fleet_id` is `{expected}`") });
+        return Err(JoinError::WrongFleet {
+            engine: fleet_id,
+            expected: format!("`[fleet] fleet_id` is `{expected}`"),
+        });
     }
     let mark = match mark {
         Some(mark) if mark.fleet_id != fleet_id => {

@@ -86,13 +86,15 @@ pub async fn commit(
     match txn.commit().await {
         Ok(()) => {}
         Err(CommitError::Failed(error)) => return Err(DaemonError::Engine(error)),
-        Err(CommitError::Unknown { error, backend_pid }) => match resolve(engine, &change_id, backend_pid, deadline).await {
-            Ok(Some(committed)) if committed == seq => {
-                tracing::warn!(seq, "the engine's answer to a commit was lost; the change was committed");
+        Err(CommitError::Unknown { error, backend_pid }) => {
+            match resolve(engine, &change_id, backend_pid, deadline).await {
+                Ok(Some(committed)) if committed == seq => {
+                    tracing::warn!(seq, "the engine's answer to a commit was lost; the change was committed");
+                }
+                Ok(_) => return Err(DaemonError::Engine(error)),
+                Err(_) => return Err(DaemonError::Unconfirmed(error)),
             }
-            Ok(_) => return Err(DaemonError::Engine(error)),
-            Err(_) => return Err(DaemonError::Unconfirmed(error)),
-        },
+        }
     }
     let fleet_id = engine.replica().map(|mark| mark.fleet_id).unwrap_or_default();
     apply::persist(service, engine, &[Row { seq, change_id, body }], &fleet_id).await?;

@@ -116,7 +116,9 @@ struct Encoded<'a> {
 
 impl<'a> Encoded<'a> {
     fn of(change: &Change<'a>) -> Result<Encoded<'a>, StoreError> {
-        let key = change.key.map(|record| Ok::<_, StoreError>((record.id.as_str(), encode(&StoredKeyRef::V1(record), "a key")?)));
+        let key = change
+            .key
+            .map(|record| Ok::<_, StoreError>((record.id.as_str(), encode(&StoredKeyRef::V1(record), "a key")?)));
         let account =
             change.account.map(|a| Ok::<_, StoreError>((a.account.as_str(), encode(&a.workspaces, "an account")?)));
         let audit = change.audit.map(|entry| Ok::<_, StoreError>((entry.seq, encode(entry, "an audit entry")?)));

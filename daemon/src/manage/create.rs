@@ -146,7 +146,8 @@ pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) ->
         field("expires_at", None, expiry_text(record.expires_at)),
         field("rate", None, Some(record.limits.rate.to_string())),
     ];
-    let record = commit(service, &mut writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
+    let record =
+        commit(service, &mut writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
     let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
     // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
     key.current.warm.set(service.hasher().digest(&secret[..]));
@@ -187,7 +188,8 @@ pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) ->
     if let Some(account) = &record.account {
         changes.push(field("account", None, Some(account.clone())));
     }
-    let record = commit(service, &mut writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
+    let record =
+        commit(service, &mut writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
     let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
     key.current.warm.set(service.hasher().digest(text.as_bytes()));
     let view = view(service, &key, now);

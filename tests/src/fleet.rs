@@ -1,0 +1,83 @@
+//! A test fleet: a [`Postgres`] cluster and hosts ([`Host`]: a real `keywardd` with a `[fleet]` section,
+//! its own sockets, data directory and node id), optionally behind an [`EngineLink`] each, and the few
+//! reads fleet tests share (a key's token, the audit log, a host's fleet figures).
+
+use serde_json::Value;
+
+use crate::postgres::{EngineLink, Postgres};
+use crate::{wait_until, ConfigFile, Daemon};
+
+/// One host of a test fleet: its daemon, its configuration file, and the relay its engine link goes
+/// through, if the test wants to cut it.
+pub struct Host {
+    pub daemon: Daemon,
+    pub config: ConfigFile,
+    pub link: Option<EngineLink>,
+}
+
+/// The `[fleet]` section of node `node` reaching the engine at `conninfo`.
+pub fn fleet_section(conninfo: &str, node: &str) -> String {
+    format!("[fleet]\nengine = \"{conninfo}\"\nnode_id = \"{node}\"\npoll_interval_ms = 200\n")
+}
+
+impl Host {
+    /// A host on a new data directory, straight to the engine or through a relay.
+    pub fn start(postgres: &Postgres, node: &str, relayed: bool) -> Host {
+        let link = relayed.then(|| EngineLink::start(postgres));
+        let conninfo = link.as_ref().map_or_else(|| postgres.conninfo(), EngineLink::conninfo);
+        let config = ConfigFile::new(&fleet_section(&conninfo, node));
+        let daemon = Daemon::start_with_config(&config);
+        Host { daemon, config, link }
+    }
+
+    pub fn link(&self) -> &EngineLink {
+        self.link.as_ref().expect("this host's engine link goes through a relay")
+    }
+
+    /// `keyward --json stats`'s fleet object.
+    pub fn fleet_stats(&self) -> Value {
+        self.daemon.json(&["stats"], 0)["fleet"].clone()
+    }
+}
+
+/// A cluster and three hosts a, b, c; the fleet is created by `keyward fleet init` on a (with an empty
+/// store), and c's link goes through a relay when `relay_c`.
+pub struct Fleet {
+    pub postgres: Postgres,
+    pub hosts: Vec<Host>,
+}
+
+impl Fleet {
+    pub fn start(relay_c: bool) -> Fleet {
+        let postgres = Postgres::start();
+        let a = Host::start(&postgres, "a", false);
+        let init = a.daemon.json(&["fleet", "init"], 0);
+        assert_eq!(init["reachable"], true, "fleet init: {init}");
+        let b = Host::start(&postgres, "b", false);
+        let c = Host::start(&postgres, "c", relay_c);
+        Fleet { postgres, hosts: vec![a, b, c] }
+    }
+
+    pub fn host(&self, index: usize) -> &Daemon {
+        &self.hosts[index].daemon
+    }
+}
+
+/// The token of a new key created through `host`.
+pub fn create(host: &Daemon, workspace: &str) -> (String, String) {
+    let created = host.create(workspace, &["read:all"], &[]);
+    let token = created["token"].as_str().expect("a token").to_owned();
+    let id = created["id"].as_str().expect("a key id").to_owned();
+    (token, id)
+}
+
+/// Waits until `host` answers `code` for `token`.
+pub fn wait_for_code(host: &Daemon, token: &str, code: &str, what: &str) {
+    wait_until(what, || host.verify_code(token, &[]) == code);
+}
+
+/// The audit log as `host` shows it, oldest first, without anything host-specific.
+pub fn audit(host: &Daemon) -> Vec<Value> {
+    let Value::Array(entries) = host.json(&["audit", "--limit", "1000"], 0) else { panic!("audit is a list") };
+    entries
+}
