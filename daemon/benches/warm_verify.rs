@@ -39,7 +39,7 @@ impl Warm {
         let loaded = store.load().unwrap();
         let hasher = Hasher::new(HashCost::default(), 1, 8, DigestKeys::ephemeral()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let service = Service::new(loaded, store, hasher, &config).unwrap();
+        let service = Service::new(loaded, store, hasher, &config).unwrap().0;
         let token = runtime.block_on(async {
             let mut create = CreateRequest::new("ws1", "bench key", vec!["read:tables".into(), "write:forms".into()]);
             create.expires = ExpirySpec::Never;

@@ -21,6 +21,9 @@ use crate::limits::Plans;
 use crate::secrets::hasher::Hasher;
 use crate::stats::Stats;
 
+/// Keys whose escrowed credits want a grant, as [`Service::top_up_credits`] queues them.
+pub type CreditRequests = tokio::sync::mpsc::UnboundedReceiver<KeyId>;
+
 /// A key as management reads it.
 pub enum Found {
     /// In use: the snapshot verify uses, with its live counters.
@@ -65,13 +68,28 @@ struct Inner {
     stats: Stats,
     /// Fleet mode's engine; `None` on a host on its own.
     engine: Option<Arc<Engine>>,
+    /// Fleet mode: keys whose escrowed credits want a grant, for the task that asks the engine.
+    credit_requests: Option<tokio::sync::mpsc::UnboundedSender<KeyId>>,
 }
 
 impl Service {
     /// The service over what the store held at startup.
     /// Fails if a stored key cannot be decoded.
-    pub fn new(loaded: Loaded, store: Store, hasher: Hasher, config: &Config) -> Result<Service, StoreError> {
+    /// In fleet mode, also returns the queue of keys whose credits want a grant (see [`Service::top_up_credits`]).
+    pub fn new(
+        loaded: Loaded,
+        store: Store,
+        hasher: Hasher,
+        config: &Config,
+    ) -> Result<(Service, Option<CreditRequests>), StoreError> {
         let engine = config.fleet.clone().map(|settings| Arc::new(Engine::new(settings)));
+        let (credit_requests, requested) = match engine {
+            Some(_) => {
+                let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+                (Some(sender), Some(receiver))
+            }
+            None => (None, None),
+        };
         let plans = config.plans.clone();
         let index = Index::with_capacity(store.recorded_keys());
         // The keys in use before the restart (those with persisted warm digests) come back in memory and
@@ -80,13 +98,13 @@ impl Service {
         store.load_keys(|record| {
             index.add_stored(&record);
             if loaded.warm_keys.contains(record.id.as_str()) {
-                let counters = store.counters(record.id.as_str())?;
+                let counters = KeyCounters { escrow: engine.is_some(), ..store.counters(record.id.as_str())? };
                 index.promote(HotKey::new(record, counters, &plans));
             }
             Ok(())
         })?;
         let accounts = loaded.accounts.into_iter().map(|a| (a.account, Arc::from(a.workspaces))).collect();
-        Ok(Service {
+        let service = Service {
             inner: Arc::new(Inner {
                 index,
                 store: Arc::new(store),
@@ -98,8 +116,10 @@ impl Service {
                 plans: Reloadable::new(plans),
                 stats: Stats::default(),
                 engine,
+                credit_requests,
             }),
-        })
+        };
+        Ok((service, requested))
     }
 
     pub fn index(&self) -> &Index {
@@ -108,6 +128,20 @@ impl Service {
 
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
+    }
+
+    /// The counters of a key that has none yet (just created or imported).
+    pub fn fresh_counters(&self) -> KeyCounters {
+        KeyCounters { escrow: self.engine().is_some(), ..KeyCounters::default() }
+    }
+
+    /// Fleet mode: if `key`'s escrowed credits want a grant (see [`crate::limits::credits`]), queues it
+    /// for the task that asks the engine; never waits. Does nothing for a key whose credits are its own.
+    pub fn top_up_credits(&self, key: &HotKey) {
+        let Some(queue) = &self.inner.credit_requests else { return };
+        if key.credits.as_ref().is_some_and(|cell| cell.wants_grant()) {
+            let _ = queue.send(key.record.id.clone());
+        }
     }
 
     /// Fleet mode's engine, if this host is part of a fleet.
@@ -169,7 +203,8 @@ impl Service {
             return Ok(None);
         }
         let Some(record) = self.store().record(id)? else { return Ok(None) };
-        Ok(Some(Found::Stored(Box::new(record), self.store().counters(id)?)))
+        let counters = KeyCounters { escrow: self.engine().is_some(), ..self.store().counters(id)? };
+        Ok(Some(Found::Stored(Box::new(record), counters)))
     }
 
     pub fn stats(&self) -> &Stats {

@@ -36,7 +36,7 @@ fn world() -> &'static World {
         let cheap = HashCost { memory_kib: 8, iterations: 1, parallelism: 1 };
         let hasher = Hasher::new(cheap, 1, 64, DigestKeys::ephemeral()).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        World { runtime, service: Service::new(loaded, store, hasher, &config).unwrap(), _dir: dir }
+        World { runtime, service: Service::new(loaded, store, hasher, &config).unwrap().0, _dir: dir }
     })
 }
 

@@ -58,3 +58,85 @@ fn a_change_on_any_host_is_seen_on_every_host() {
         assert_eq!(figures["engine_reachable"], true, "{figures}");
     }
 }
+
+/// Verifies `token` on `host` until the fleet's credits are spent as far as this host can tell (USAGE_EXCEEDED
+/// without a retry time), counting the VALID answers; `stop` ends it early.
+fn spend_until_exhausted(host: &Daemon, token: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use keyward_protocol::{Secret, VerifyCode};
+    use std::sync::atomic::Ordering;
+    let mut conn = host.verifier();
+    let token = Secret::new(token);
+    let mut valid = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let answer = conn.verify(&token, None, None);
+        match answer.code {
+            VerifyCode::Valid => valid += 1,
+            VerifyCode::UsageExceeded if answer.retry_after_ms.is_none() => break,
+            VerifyCode::UsageExceeded => std::thread::sleep(std::time::Duration::from_millis(5)),
+            other => panic!("a verify of a key with credits answered {other:?}"),
+        }
+    }
+    valid
+}
+
+/// Credits are escrowed: three hosts spending one key's 300 credits at once get exactly 300 VALID between
+/// them (the fleet never over-spends, and in a clean run strands nothing); `credits --add` on another host
+/// voids what each holds and gives the fleet the new balance; a host killed mid-run takes its unspent grant
+/// with it (under-spend, never over-spend).
+#[test]
+fn escrowed_credits_hold_exactly_across_hosts() {
+    if !require_postgres() {
+        return;
+    }
+    let mut fleet = Fleet::start(false);
+    let created = fleet.host(0).create("ws-credits", &["read:all"], &["--credits", "300", "--rate-limit", "none"]);
+    let (token, id) = (created["token"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    for host in 1..3 {
+        wait_for_code(fleet.host(host), &token, "VALID", "every host to know the key");
+    }
+    // Those two verifies (on b and c) spent two credits already.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let spent: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..3)
+            .map(|i| {
+                let (host, token, stop) = (fleet.host(i), &token, &stop);
+                scope.spawn(move || spend_until_exhausted(host, token, stop))
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a spender")).sum()
+    });
+    assert_eq!(spent + 2, 300, "exactly the balance, spread over the hosts");
+
+    fleet.host(1).json(&["credits", &id, "--add", "120"], 0);
+    wait_for_code(fleet.host(2), &token, "VALID", "c to get a grant of the new balance");
+    // Kill c while the others and c itself spend: what c held is lost, never spent twice.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (spenders, killed) = fleet.hosts.split_at_mut(2);
+    let spent: u64 = std::thread::scope(|scope| {
+        let workers: Vec<_> = spenders
+            .iter()
+            .map(|host| {
+                let (host, token, stop) = (&host.daemon, &token, &stop);
+                scope.spawn(move || spend_until_exhausted(host, token, stop))
+            })
+            .collect();
+        let on_c = spend_until_some(&killed[0].daemon, &token, 10);
+        killed[0].daemon.kill();
+        on_c + workers.into_iter().map(|w| w.join().expect("a spender")).sum::<u64>()
+    });
+    let total = spent + 1;
+    assert!(total <= 120, "never more than the balance: {total} of 120");
+}
+
+/// Verifies `token` on `host` until `n` answered VALID; returns `n`.
+fn spend_until_some(host: &Daemon, token: &str, n: u64) -> u64 {
+    let mut conn = host.verifier();
+    let token = keyward_protocol::Secret::new(token);
+    let mut valid = 0;
+    while valid < n {
+        if conn.verify(&token, None, None).code == keyward_protocol::VerifyCode::Valid {
+            valid += 1;
+        }
+    }
+    valid
+}

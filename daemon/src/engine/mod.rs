@@ -5,7 +5,8 @@
 //! them, and every host follows that sequence into its local replica (the sled store). What this module
 //! owns: the connection settings ([`Settings`]), connecting with a deadline ([`connect`]), the schema
 //! ([`schema`]), the encoded change rows ([`rows`]), the one write transaction ([`write`]), the
-//! follower's connection with its notifications and queries ([`follow`]), and the figures of the link
+//! follower's connection with its notifications and queries ([`follow`]), escrowed credits ([`credits`]),
+//! and the figures of the link
 //! ([`Link`]). What a change *means* for the daemon, and when to follow, lives in `crate::fleet`.
 //!
 //! Every call has a deadline: a server that was killed fails a query at once ("connection closed"), but
@@ -15,6 +16,7 @@
 //! Secrets: the connection string may not hold a password (it is read from `password_file`), the
 //! address shown to operators ([`Settings::address`]) has none, and no error here quotes a row.
 
+pub mod credits;
 pub mod follow;
 pub mod rows;
 pub mod schema;
@@ -304,6 +306,8 @@ pub struct Engine {
     pub link: Link,
     /// The connection management writes use, made on first use and dropped after any failure.
     writer: tokio::sync::Mutex<Option<Connected>>,
+    /// The connection credit grants use (never held up behind a management write).
+    grants: tokio::sync::Mutex<Option<Connected>>,
     /// The fleet the local store is a replica of and its newest change, as last made durable; `None`
     /// while the engine holds no fleet yet (before `keyward fleet init`).
     replica: std::sync::Mutex<Option<ReplicaMark>>,
@@ -315,6 +319,7 @@ impl Engine {
             settings,
             link: Link::default(),
             writer: tokio::sync::Mutex::new(None),
+            grants: tokio::sync::Mutex::new(None),
             replica: std::sync::Mutex::new(None),
         }
     }

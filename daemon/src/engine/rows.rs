@@ -1,7 +1,7 @@
 //! A change as the engine stores it: [`Body`], encoded with the protocol's codec into
 //! `keyward_changes.body`, and [`Row`], a change read back with its sequence number and id.
 
-use keyward_protocol::{codec, AccountView, AuditEntry};
+use keyward_protocol::{codec, AccountView, AuditAction, AuditEntry};
 use serde::{Deserialize, Serialize};
 
 use super::EngineError;
@@ -28,6 +28,17 @@ impl Body {
 
     pub fn decode(bytes: &[u8]) -> Result<Body, EngineError> {
         codec::decode(bytes).map_err(|e| EngineError::Decode(e.to_string()))
+    }
+
+    /// The balance this change gives the key's escrowed credits (fleet mode), with its last refill: a
+    /// credits change's, or a new key's starting credits (created, imported, or a snapshot of `fleet init`).
+    pub fn escrow(&self) -> Option<(u64, i64)> {
+        let Body::V1 { key, credits, audit, .. } = self;
+        let key = key.as_ref()?;
+        key.limits.credits?;
+        let new_key =
+            audit.as_ref().is_none_or(|entry| matches!(entry.action, AuditAction::Create | AuditAction::Import));
+        credits.or_else(|| new_key.then(|| (key.limits.credits.unwrap_or(0), key.created_at)))
     }
 
     /// A key's record as `keyward_keys.record` holds it.

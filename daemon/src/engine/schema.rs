@@ -7,7 +7,8 @@
 //!   hash, never a token; the audit entry);
 //! - `keyward_keys`: each key's latest record and the change that wrote it (for SQL readers and counts);
 //! - `keyward_nodes`: each host's applied change and when it last reported, so lag is visible;
-//! - `keyward_credits` and `keyward_credit_grants`: escrowed credit balances ([`crate::engine::write`]);
+//! - `keyward_credits`: each key's escrowed credits not yet granted to a host, the change that set the
+//!   balance (`epoch`) and its last refill; `keyward_credit_grants`: every grant, for operators;
 //! - `keyward_rate_grants`: the budget of fleet-wide rate limits handed out to hosts.
 //!
 //! Versions only go up; a daemon refuses an engine whose schema is newer than it knows
@@ -53,14 +54,15 @@ CREATE TABLE keyward_nodes (
 CREATE TABLE keyward_credits (
     key_id text PRIMARY KEY,
     balance bigint NOT NULL CHECK (balance >= 0),
-    epoch bigint NOT NULL
+    epoch bigint NOT NULL,
+    refilled_at bigint NOT NULL
 );
 CREATE TABLE keyward_credit_grants (
     key_id text NOT NULL,
     node_id text NOT NULL,
     epoch bigint NOT NULL,
     granted bigint NOT NULL,
-    PRIMARY KEY (key_id, node_id)
+    at bigint NOT NULL
 );
 CREATE TABLE keyward_rate_grants (
     key_id text NOT NULL,

@@ -23,7 +23,11 @@ use super::rows::{Body, ChangeId, Row};
 use super::{connect, until, Connected, Engine, EngineError};
 
 /// The advisory lock every writer takes ("keyward" in ASCII).
-const WRITE_LOCK: i64 = 0x6b65_7977_6172_64;
+const WRITE_LOCK: i64 = 0x006b_6579_7761_7264;
+
+/// Sets a key's escrowed balance anew: `epoch` (the change's number) voids every earlier grant.
+const SET_CREDITS: &str = "INSERT INTO keyward_credits (key_id, balance, epoch, refilled_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (key_id) DO UPDATE SET balance = EXCLUDED.balance, epoch = EXCLUDED.epoch, refilled_at = EXCLUDED.refilled_at";
 
 /// How a commit ended when it did not succeed.
 #[derive(Debug)]
@@ -119,6 +123,7 @@ impl Txn<'_> {
             key.as_ref().map(|k| (k.workspace.clone(), Body::encode_record(k))).map(|(w, r)| r.map(|r| (w, r)));
         let record = record.transpose()?;
         let node = self.engine.settings.node_id.clone();
+        let escrow = body.escrow();
         let (seq, change_id) = (seq as i64, change_id.as_slice());
         self.guard(|c| async move {
             let insert = "INSERT INTO keyward_changes (seq, change_id, at, node_id, action, key_id, body) \
@@ -129,12 +134,25 @@ impl Txn<'_> {
                               ON CONFLICT (key_id) DO UPDATE SET seq = EXCLUDED.seq, record = EXCLUDED.record";
                 c.execute(upsert, &[id, workspace, &seq, record]).await?;
             }
+            if let (Some(id), Some((balance, refilled_at))) = (&key_id, escrow) {
+                let (balance, refilled_at) = (balance as i64, refilled_at);
+                c.execute(SET_CREDITS, &[id, &balance, &seq, &refilled_at]).await?;
+            }
             c.execute("SELECT pg_notify('keyward_changes', $1)", &[&seq.to_string()]).await?;
             Ok(())
         })
         .await?;
-        self.engine.link.queried(3);
+        self.engine.link.queried(3 + u64::from(escrow.is_some()));
         Ok(())
+    }
+
+    /// The fleet's ungranted balance of key `id`'s credits and its last refill, locked until the commit (so no grant moves it
+    /// while a credits change is built on it); `None` if the key has no escrowed credits.
+    pub async fn credits(&mut self, id: &str) -> Result<Option<(u64, i64)>, EngineError> {
+        let query = "SELECT balance, refilled_at FROM keyward_credits WHERE key_id = $1 FOR UPDATE";
+        let row = self.guard(|c| async move { c.query_opt(query, &[&id]).await }).await?;
+        self.engine.link.queried(1);
+        Ok(row.map(|row| (row.get::<_, i64>(0).max(0) as u64, row.get::<_, i64>(1))))
     }
 
     /// The open connection, for the statements of `fleet init` that run in this transaction.

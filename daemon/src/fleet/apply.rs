@@ -48,14 +48,15 @@ fn change_of(body: &Body) -> Change<'_> {
 
 /// Makes `rows` (already [persisted](persist)) visible: each key's newest record and each account.
 pub async fn install(service: &Service, rows: &[Row]) -> Result<(), DaemonError> {
-    let mut keys: HashMap<&str, (&KeyRecord, Option<(u64, i64)>)> = HashMap::new();
+    // Per key: its newest record, and the newest change that set its escrowed balance.
+    let mut keys: HashMap<&str, (&KeyRecord, Option<u64>)> = HashMap::new();
     let mut accounts: HashMap<&str, &AccountView> = HashMap::new();
     for row in rows {
-        let Body::V1 { key, credits, account, .. } = &row.body;
+        let Body::V1 { key, account, .. } = &row.body;
         if let Some(record) = key {
             let entry = keys.entry(record.id.as_str()).or_insert((record, None));
             entry.0 = record;
-            entry.1 = credits.or(entry.1);
+            entry.1 = row.body.escrow().map(|_| row.seq).or(entry.1);
         }
         if let Some(account) = account {
             accounts.insert(account.account.as_str(), account);
@@ -65,7 +66,7 @@ pub async fn install(service: &Service, rows: &[Row]) -> Result<(), DaemonError>
         service.put_account(account.account.clone(), account.workspaces.clone());
     }
     let plans = service.plans();
-    for (id, (record, credits)) in keys {
+    for (id, (record, escrow_epoch)) in keys {
         let snapshot = match found(service, id).await? {
             None => {
                 service.index().add_stored(record);
@@ -74,11 +75,13 @@ pub async fn install(service: &Service, rows: &[Row]) -> Result<(), DaemonError>
             Some(Found::Hot(key)) => key.succeed(record.clone(), &plans),
             Some(Found::Stored(_, counters)) => HotKey::new(record.clone(), counters, &plans),
         };
-        if let (Some((balance, refilled_at)), Some(cell)) = (credits, &snapshot.credits) {
-            cell.set(balance);
-            cell.mark_saved(balance, refilled_at);
+        if let (Some(epoch), Some(cell)) = (escrow_epoch, &snapshot.credits) {
+            cell.void(epoch);
         }
         service.index().put(snapshot);
+        if let Some(key) = service.index().get(id) {
+            service.top_up_credits(&key);
+        }
     }
     Ok(())
 }

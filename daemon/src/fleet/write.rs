@@ -57,6 +57,17 @@ pub async fn begin(service: &Service) -> Result<Writing<'_>, DaemonError> {
     Ok(Writing { _local: local, fleet: Some(FleetWrite { engine, txn, deadline }) })
 }
 
+impl Writing<'_> {
+    /// Fleet mode: the fleet's ungranted balance of key `id`'s escrowed credits and its last refill, held
+    /// still until the commit; `None` on a host on its own or for a key without escrowed credits.
+    pub async fn escrowed_credits(&mut self, id: &str) -> Result<Option<(u64, i64)>, DaemonError> {
+        match &mut self.fleet {
+            Some(fleet) => Ok(fleet.txn.credits(id).await?),
+            None => Ok(None),
+        }
+    }
+}
+
 /// The replica's mark when this host may write: not diverged, part of a fleet.
 fn writable(engine: &Engine) -> Result<Option<crate::keys::store::ReplicaMark>, DaemonError> {
     if engine.link.diverged() {

@@ -99,6 +99,8 @@ pub struct HotKey {
     /// Named limits, counted only when a verify names them.
     pub named_limits: Vec<HotLimit>,
     pub credits: Option<Arc<CreditCell>>,
+    /// Fleet mode: the credits are escrowed from the engine ([`CreditCell::escrowed`]).
+    pub escrow: bool,
     /// What a verify answers about the key, built on its first verify and shared by every answer of this
     /// snapshot.
     answer_key: OnceLock<Arc<AnswerKey>>,
@@ -138,12 +140,13 @@ impl HotKey {
     pub fn new(record: KeyRecord, counters: KeyCounters, plans: &Plans) -> HotKey {
         let warm = restored_warm_cells(&record, &counters.warm);
         let credits = match (counters.credits, record.limits.credits) {
+            _ if counters.escrow => record.limits.credits.map(|_| Arc::new(CreditCell::escrowed())),
             (Some((balance, refilled_at)), _) => Some(Arc::new(CreditCell::new(balance, refilled_at))),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
-        let cells =
-            Cells { warm, activity: Arc::new(Activity::new(counters.last_used)), tats: HashMap::new(), credits };
+        let activity = Arc::new(Activity::new(counters.last_used));
+        let cells = Cells { warm, activity, tats: HashMap::new(), credits, escrow: counters.escrow };
         HotKey::build(record, cells, plans)
     }
 
@@ -158,10 +161,11 @@ impl HotKey {
         let tats = main.chain(named).collect();
         let credits = match (&self.credits, record.limits.credits) {
             (Some(cell), _) => Some(cell.clone()),
+            (None, Some(_)) if self.escrow => Some(Arc::new(CreditCell::escrowed())),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
-        let cells = Cells { warm, activity: self.activity.clone(), tats, credits };
+        let cells = Cells { warm, activity: self.activity.clone(), tats, credits, escrow: self.escrow };
         HotKey::build(record, cells, plans)
     }
 
@@ -203,6 +207,7 @@ impl HotKey {
             main_limit,
             named_limits,
             credits: cells.credits,
+            escrow: cells.escrow,
             answer_key: OnceLock::new(),
         }
     }
@@ -277,6 +282,7 @@ struct Cells {
     /// Limit parameters and timestamps: the main limit under [`MAIN_LIMIT`], named limits by name.
     tats: HashMap<Arc<str>, (Gcra, Arc<AtomicU64>)>,
     credits: Option<Arc<CreditCell>>,
+    escrow: bool,
 }
 
 #[cfg(test)]

@@ -191,6 +191,9 @@ pub struct KeyCounters {
     pub credits: Option<(u64, i64)>,
     /// Warm digests persisted by an earlier run: `(fingerprint of the hash, digest)` per secret.
     pub warm: Vec<WarmDigest>,
+    /// Fleet mode: the key's credits are escrowed from the engine, so any saved balance is not this host's
+    /// to spend (not stored; set by whoever builds the snapshot).
+    pub escrow: bool,
 }
 
 impl std::fmt::Debug for KeyCounters {
@@ -199,6 +202,7 @@ impl std::fmt::Debug for KeyCounters {
             .field("last_used", &self.last_used)
             .field("credits", &self.credits)
             .field("warm", &format_args!("[{} redacted]", self.warm.len()))
+            .field("escrow", &self.escrow)
             .finish()
     }
 }
@@ -315,7 +319,7 @@ impl Store {
             Some(bytes) => decode(&bytes, || format!("warm digests of key {id}"))?,
             None => Vec::new(),
         };
-        Ok(KeyCounters { last_used, credits, warm })
+        Ok(KeyCounters { last_used, credits, warm, escrow: false })
     }
 
     /// Writes a change and its audit entry atomically, and waits until they are on disk.

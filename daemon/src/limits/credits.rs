@@ -7,6 +7,14 @@
 //!
 //! Durability: balances reach the store in batches ([`crate::flusher`]), not per verify. After a crash the
 //! balance is the last saved one, so a key can over-spend by at most what it spent in one flush interval.
+//!
+//! In fleet mode a cell is *escrowed* ([`CreditCell::escrowed`]): the fleet's balance lives in the engine,
+//! and the cell holds only the part of it granted to this host ([`CreditCell::grant`]), spent with the same
+//! compare-and-swap. Below half of its last grant the cell asks for the next ([`CreditCell::wants_grant`]),
+//! off the verify path. A grant is never saved: a host that crashes or restarts starts empty, and what it
+//! held counts as spent — the fleet can under-spend, never over-spend. Refills happen in the engine, at
+//! grant time, once for the fleet. A change of the balance (`credits --set/--add`) voids every earlier
+//! grant ([`CreditCell::void`]).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -21,6 +29,23 @@ pub struct CreditCell {
     /// What the store holds, to know whether the flusher has work.
     saved: AtomicU64,
     saved_refilled_at: AtomicI64,
+    /// Fleet mode's grant bookkeeping; `None` on a host on its own.
+    escrow: Option<Escrow>,
+}
+
+/// What an escrowed cell knows about its grants.
+#[derive(Debug, Default)]
+struct Escrow {
+    /// Grants of a balance set before this change (its sequence number) are void.
+    min_epoch: AtomicU64,
+    /// A grant has been asked for and has not arrived.
+    asking: std::sync::atomic::AtomicBool,
+    /// The balance below which the next grant is asked for.
+    low_water: AtomicU64,
+    /// The engine's last answer was that the fleet's balance is spent.
+    exhausted: std::sync::atomic::AtomicBool,
+    /// What the fleet had left, ungranted, after this host's last grant.
+    fleet_left: AtomicU64,
 }
 
 impl CreditCell {
@@ -31,6 +56,77 @@ impl CreditCell {
             refilled_at: AtomicI64::new(refilled_at),
             saved: AtomicU64::new(balance),
             saved_refilled_at: AtomicI64::new(refilled_at),
+            escrow: None,
+        }
+    }
+
+    /// An escrowed cell (fleet mode): empty until its first grant.
+    pub fn escrowed() -> CreditCell {
+        CreditCell { escrow: Some(Escrow::default()), ..CreditCell::new(0, i64::MIN) }
+    }
+
+    pub fn is_escrowed(&self) -> bool {
+        self.escrow.is_some()
+    }
+
+    /// Whether this escrowed cell should ask for a grant now: below its low water, not exhausted, and not
+    /// asking already. `true` at most once until [`CreditCell::grant`] or [`CreditCell::grant_failed`].
+    pub fn wants_grant(&self) -> bool {
+        let Some(escrow) = &self.escrow else { return false };
+        self.balance() <= escrow.low_water.load(Ordering::Relaxed)
+            && !escrow.exhausted.load(Ordering::Relaxed)
+            && !escrow.asking.swap(true, Ordering::AcqRel)
+    }
+
+    /// The balance an answer shows for a cell holding `balance`: for an escrowed cell, this host's grant
+    /// plus what the fleet had left ungranted at its last grant (other hosts' grants are not counted).
+    pub fn shown(&self, balance: u64) -> u64 {
+        self.escrow.as_ref().map_or(balance, |escrow| balance.saturating_add(escrow.fleet_left.load(Ordering::Relaxed)))
+    }
+
+    /// [`CreditCell::shown`] of the current balance.
+    pub fn shown_balance(&self) -> u64 {
+        self.shown(self.balance())
+    }
+
+    /// Whether an empty escrowed cell may still get credits (the fleet's balance was not found spent).
+    pub fn may_get_more(&self) -> bool {
+        self.escrow.as_ref().is_some_and(|escrow| !escrow.exhausted.load(Ordering::Relaxed))
+    }
+
+    /// Takes a grant of `granted` credits of the balance set by change `epoch`, last refilled at
+    /// `refilled_at`; `remaining` is what the fleet has left after it. Ignored if the balance was changed
+    /// since (a later epoch voided it); a grant from a later refill replaces what the cell held.
+    pub fn grant(&self, granted: u64, remaining: u64, epoch: u64, refilled_at: i64) {
+        let Some(escrow) = &self.escrow else { return };
+        if epoch >= escrow.min_epoch.load(Ordering::Acquire) {
+            if refilled_at > self.refilled_at.swap(refilled_at, Ordering::AcqRel) {
+                self.balance.store(granted, Ordering::Release);
+            } else {
+                self.balance.fetch_add(granted, Ordering::AcqRel);
+            }
+            escrow.low_water.store(granted / 2, Ordering::Relaxed);
+            escrow.fleet_left.store(remaining, Ordering::Relaxed);
+            escrow.exhausted.store(granted == 0 && remaining == 0, Ordering::Relaxed);
+        }
+        escrow.asking.store(false, Ordering::Release);
+    }
+
+    /// The grant request failed (engine unreachable): the next verify below low water asks again.
+    pub fn grant_failed(&self) {
+        if let Some(escrow) = &self.escrow {
+            escrow.asking.store(false, Ordering::Release);
+        }
+    }
+
+    /// Voids every grant of a balance older than change `epoch` (the fleet's balance was set anew).
+    pub fn void(&self, epoch: u64) {
+        if let Some(escrow) = &self.escrow {
+            escrow.min_epoch.fetch_max(epoch, Ordering::AcqRel);
+            escrow.exhausted.store(false, Ordering::Relaxed);
+            escrow.low_water.store(0, Ordering::Relaxed);
+            escrow.fleet_left.store(0, Ordering::Relaxed);
+            self.balance.store(0, Ordering::Release);
         }
     }
 
@@ -45,7 +141,7 @@ impl CreditCell {
     /// Spends `cost` (0: only checks that one credit is left) after applying any refill due at `now`.
     /// `Ok(balance after)`, or `Err(balance)` when there is not enough.
     pub fn spend(&self, cost: u64, refill: Option<Refill>, now: i64) -> Result<u64, u64> {
-        if let Some(refill) = refill {
+        if let Some(refill) = refill.filter(|_| self.escrow.is_none()) {
             self.refill_if_due(refill, now);
         }
         let mut balance = self.balance.load(Ordering::Acquire);
@@ -80,8 +176,12 @@ impl CreditCell {
         self.saved.store(balance, Ordering::Release);
     }
 
-    /// The balance and refill mark if they moved since last saved.
+    /// The balance and refill mark if they moved since last saved (never for an escrowed cell: a grant is
+    /// not saved).
     pub fn unsaved(&self) -> Option<(u64, i64)> {
+        if self.escrow.is_some() {
+            return None;
+        }
         let (balance, refilled_at) = (self.balance(), self.refilled_at());
         let moved = balance != self.saved.load(Ordering::Acquire)
             || refilled_at != self.saved_refilled_at.load(Ordering::Acquire);
@@ -95,7 +195,7 @@ impl CreditCell {
     }
 }
 
-fn refill_amount(refill: Refill) -> u64 {
+pub fn refill_amount(refill: Refill) -> u64 {
     match refill {
         Refill::Daily { amount } | Refill::Monthly { amount, .. } => amount,
     }
@@ -170,5 +270,54 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap()).sum()
         });
         assert_eq!((spent, cell.balance()), (1000, 0));
+    }
+}
+
+#[cfg(test)]
+mod escrow_tests {
+    use super::*;
+
+    #[test]
+    fn an_escrowed_cell_spends_its_grants_and_asks_below_half() {
+        let cell = CreditCell::escrowed();
+        assert!(cell.wants_grant(), "empty: asks");
+        assert!(!cell.wants_grant(), "asks once");
+        assert_eq!(cell.spend(1, None, 0), Err(0));
+        cell.grant(10, 90, 1, 0);
+        assert_eq!(cell.balance(), 10);
+        for _ in 0..5 {
+            assert!(cell.spend(1, None, 0).is_ok());
+        }
+        assert!(cell.wants_grant(), "at half of the grant");
+        cell.grant(10, 80, 1, 0);
+        assert_eq!(cell.balance(), 15, "a grant of the same epoch and period adds");
+        assert_eq!(cell.unsaved(), None, "grants are never saved");
+    }
+
+    #[test]
+    fn a_new_balance_voids_older_grants_and_a_refill_replaces_them() {
+        let cell = CreditCell::escrowed();
+        cell.grant(10, 0, 3, 0);
+        cell.void(5);
+        assert_eq!(cell.balance(), 0);
+        cell.grant(10, 0, 4, 0);
+        assert_eq!(cell.balance(), 0, "a grant of a voided balance is ignored");
+        cell.grant(7, 0, 5, 100);
+        cell.grant(4, 0, 5, 200);
+        assert_eq!(cell.balance(), 4, "a grant after a refill replaces the old period's");
+        let spent: u64 =
+            (0..10).filter(|_| cell.spend(1, Some(Refill::Daily { amount: 1000 }), 10_000_000).is_ok()).count() as u64;
+        assert_eq!(spent, 4, "an escrowed cell never refills by itself");
+    }
+
+    #[test]
+    fn an_exhausted_fleet_balance_stops_the_asking() {
+        let cell = CreditCell::escrowed();
+        assert!(cell.wants_grant());
+        cell.grant(0, 0, 1, 0);
+        assert!(!cell.may_get_more());
+        assert!(!cell.wants_grant(), "the fleet's balance is spent: no more asking until it changes");
+        cell.void(2);
+        assert!(cell.may_get_more() && cell.wants_grant());
     }
 }

@@ -11,12 +11,12 @@
 //! | legacy (any)     | conflict: view and revoke only            ||||yes    |
 
 use keyward_protocol::token::Token;
-use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyView};
+use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyId, KeyView};
 
 use super::create::new_secret;
 use super::{commit, expiry_text, field, view, Draft};
 use crate::error::DaemonError;
-use crate::fleet;
+use crate::fleet::{self, write::Writing};
 use crate::host::clock::{rfc3339, unix_now};
 use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, KeyState, PreviousSecret, StoredSecret};
@@ -65,22 +65,43 @@ pub(super) async fn change_key(
     build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
 ) -> Result<KeyView, DaemonError> {
     let id = validate::key_id(id)?;
-    let mut writing = fleet::write::begin(service).await?;
-    let current = service.load_key(&id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
+    let writing = fleet::write::begin(service).await?;
+    change_key_in(service, writing, &id, actor, action, warm, build).await
+}
+
+/// [`change_key`] with the write lock (and in fleet mode the engine's transaction) already taken.
+pub(super) async fn change_key_in(
+    service: &Service,
+    mut writing: Writing<'_>,
+    id: &KeyId,
+    actor: &Actor,
+    action: AuditAction,
+    warm: Option<Digest>,
+    build: impl FnOnce(&HotKey, i64) -> Result<Outcome, DaemonError>,
+) -> Result<KeyView, DaemonError> {
+    let current = service.load_key(id).await?.ok_or_else(|| DaemonError::KeyNotFound(id.to_string()))?;
     let now = unix_now();
     let Outcome { record, changes, credits } = build(&current, now)?;
     let draft = Draft { credits, ..Draft::key(action, record, changes, now) };
-    let record = commit(service, &mut writing, actor, draft).await?.record;
-    let next = current.succeed(record.expect("a key was committed"), &service.plans());
+    let committed = commit(service, &mut writing, actor, draft).await?;
+    let next = current.succeed(committed.record.expect("a key was committed"), &service.plans());
     if let Some(digest) = warm {
         next.current.warm.set(digest);
     }
     if let (Some((balance, refilled_at)), Some(cell)) = (credits, &next.credits) {
-        cell.set(balance);
-        cell.mark_saved(balance, refilled_at);
+        if cell.is_escrowed() {
+            // The fleet's balance was set anew: this host's grant of the old one is void.
+            cell.void(committed.seq);
+        } else {
+            cell.set(balance);
+            cell.mark_saved(balance, refilled_at);
+        }
     }
     let view = view(service, &next, now);
     service.index().put(next);
+    if let Some(key) = service.index().get(id.as_str()) {
+        service.top_up_credits(&key);
+    }
     Ok(view)
 }
 

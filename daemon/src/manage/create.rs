@@ -116,6 +116,15 @@ fn unused_key_id(service: &Service) -> keyward_protocol::KeyId {
     }
 }
 
+/// Installs a new key's snapshot; in fleet mode its escrowed credits ask for their first grant at once.
+fn put_new(service: &Service, key: HotKey) {
+    let id = key.record.id.clone();
+    service.index().put(key);
+    if let Some(key) = service.index().get(id.as_str()) {
+        service.top_up_credits(&key);
+    }
+}
+
 /// Mints a new secret and its hash (Argon2 runs outside the write lock).
 pub(super) async fn new_secret(service: &Service) -> Result<(Zeroizing<[u8; 32]>, String), DaemonError> {
     let secret = mint::secret();
@@ -148,11 +157,11 @@ pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) ->
     ];
     let record =
         commit(service, &mut writing, actor, Draft::key(AuditAction::Create, record, changes, now)).await?.record;
-    let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
+    let key = HotKey::new(record.expect("a key was committed"), service.fresh_counters(), &service.plans());
     // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
     key.current.warm.set(service.hasher().digest(&secret[..]));
     let view = view(service, &key, now);
-    service.index().put(key);
+    put_new(service, key);
     Ok(CreatedKey { token, key: view })
 }
 
@@ -190,10 +199,10 @@ pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) ->
     }
     let record =
         commit(service, &mut writing, actor, Draft::key(AuditAction::Import, record, changes, now)).await?.record;
-    let key = HotKey::new(record.expect("a key was committed"), Default::default(), &service.plans());
+    let key = HotKey::new(record.expect("a key was committed"), service.fresh_counters(), &service.plans());
     key.current.warm.set(service.hasher().digest(text.as_bytes()));
     let view = view(service, &key, now);
-    service.index().put(key);
+    put_new(service, key);
     Ok(view)
 }
 

@@ -1,11 +1,15 @@
-//! Credit balances set or topped up by an operator (`keyward credits KEY_ID --set N | --add N`).
+//! Credit balances set or topped up by an operator (`keyward credits KEY_ID --set N | --add N`). In fleet
+//! mode either sets the fleet's balance anew (`--add` on what the engine has left), which voids what hosts
+//! were granted of the old one: the fleet may under-spend by those grants, never over-spend.
 
 use keyward_protocol::{Actor, AuditAction, CreditChange, KeyView, Limits};
 
-use super::change::{change_key, changeable, Outcome};
+use super::change::{change_key_in, changeable, Outcome};
 use super::field;
 use crate::error::DaemonError;
+use crate::fleet;
 use crate::keys::record::KeyRecord;
+use crate::manage::validate;
 use crate::service::Service;
 
 /// Sets or adds to a key's credits; `Set` also gives credits to a key that had none.
@@ -15,9 +19,13 @@ pub async fn change_credits(
     change: CreditChange,
     actor: &Actor,
 ) -> Result<KeyView, DaemonError> {
-    change_key(service, id, actor, AuditAction::Credits, None, |old, now| {
+    let id = validate::key_id(id)?;
+    let mut writing = fleet::write::begin(service).await?;
+    // In fleet mode the balance is the fleet's, in the engine; a host's cell holds only its grant.
+    let escrowed = writing.escrowed_credits(id.as_str()).await?;
+    change_key_in(service, writing, &id, actor, AuditAction::Credits, None, |old, now| {
         changeable(&old.record)?;
-        let live = old.credits.as_ref().map(|cell| (cell.balance(), cell.refilled_at()));
+        let live = escrowed.or_else(|| old.credits.as_ref().map(|cell| (cell.balance(), cell.refilled_at())));
         let balance = match (change, live) {
             (CreditChange::Set(n), _) => n,
             (CreditChange::Add(n), Some((balance, _))) => balance.saturating_add(n),

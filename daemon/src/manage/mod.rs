@@ -61,6 +61,8 @@ impl Draft {
 struct Committed {
     record: Option<KeyRecord>,
     account: Option<AccountView>,
+    /// Its audit entry's number (in fleet mode, the fleet's change number).
+    seq: u64,
 }
 
 /// Writes `draft` and its audit entry durably: through the engine in fleet mode, else to the store. The
@@ -93,13 +95,14 @@ async fn commit(
     })
     .await?;
     let committed = match in_fleet {
-        Some(_) => Committed { record, account },
+        Some(seq) => Committed { record, account, seq },
         None => {
+            let seq = entry.seq;
             let store = service.store().clone();
             let committed = tokio::task::spawn_blocking(move || {
                 let change = Change { key: record.as_ref(), credits, account: account.as_ref(), audit: Some(&entry) };
                 store.commit(&change)?;
-                Ok::<_, DaemonError>(Committed { record, account })
+                Ok::<_, DaemonError>(Committed { record, account, seq })
             })
             .await
             .map_err(DaemonError::task("storage"))??;
@@ -120,7 +123,7 @@ async fn commit(
 
 /// How listings show `key` at `now`.
 fn view(service: &Service, key: &HotKey, now: i64) -> KeyView {
-    let credits = key.credits.as_ref().map(|cell| cell.balance());
+    let credits = key.credits.as_ref().map(|cell| cell.shown_balance());
     key.record.view(Live { now, sunset: service.legacy_sunset(), last_used_at: key.last_used_at(), credits })
 }
 

@@ -326,9 +326,10 @@ fn judge(service: &Service, key: &HotKey, request: &VerifyRequestRef<'_>, now: N
     let mut answer = VerifyAnswer::refused(code);
     if code.is_valid() {
         spend(key, request, now, &mut answer);
+        service.top_up_credits(key);
     } else {
         answer.ratelimit = limits_of(key, request).map(|limit| peek(limit, now)).collect();
-        answer.credits = key.credits.as_ref().map(|cell| cell.balance());
+        answer.credits = key.credits.as_ref().map(|cell| cell.shown_balance());
     }
     if answer.code.is_valid() {
         key.activity.touch(unix);

@@ -8,6 +8,10 @@ use crate::host::clock::Now;
 use crate::keys::hot::{HotKey, HotLimit};
 use crate::limits::limiter::Decision;
 
+/// How long a verify refused because this host's grant of escrowed credits ran out (fleet mode) is told to
+/// wait: about one round trip to the engine for the next grant.
+const ESCROW_RETRY_AFTER_MS: u64 = 50;
+
 /// The limits a request counts against: the key's main limit, then the named limits it asks for (names
 /// the key does not have are ignored).
 pub(super) fn limits_of<'a>(
@@ -52,17 +56,21 @@ pub(super) fn spend(key: &HotKey, request: &VerifyRequestRef<'_>, now: Now, answ
     if answer.code.is_valid() {
         if let Some(cell) = &key.credits {
             match cell.spend(cost, key.record.limits.refill, now.unix) {
-                Ok(balance) => answer.credits = Some(balance),
+                Ok(balance) => answer.credits = Some(cell.shown(balance)),
                 Err(balance) => {
-                    answer.credits = Some(balance);
+                    answer.credits = Some(cell.shown(balance));
                     answer.code = VerifyCode::UsageExceeded;
+                    // Fleet mode: this host's grant ran out and the next is on its way.
+                    if cell.may_get_more() {
+                        answer.retry_after_ms = Some(ESCROW_RETRY_AFTER_MS);
+                    }
                 }
             }
         }
     } else {
         // Refused by a rate limit: nothing was spent, and the balance is reported as for any other answer
         // about a key with credits, so the app server can show it on its 429.
-        answer.credits = key.credits.as_ref().map(|cell| cell.balance());
+        answer.credits = key.credits.as_ref().map(|cell| cell.shown_balance());
     }
     if !answer.code.is_valid() && reserved > 0 {
         for (limit, shown) in limits_of(key, request).take(reserved).zip(answer.ratelimit.iter_mut()) {
