@@ -109,7 +109,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         loaded.warm_keys.clear();
     }
     let audit_seq = loaded.next_audit_seq - 1;
-    let (service, credit_requests) = Service::new(loaded, store, hasher, &config)?;
+    let (service, grant_requests) = Service::new(loaded, store, hasher, &config)?;
     // Checked before anything is written to the store: a damaged store is refused as it was found.
     service.store().check_high_water(HighWater { audit_seq, keys: service.index().len() as u64 })?;
     // Before serving, so that no key loaded on its first use finds digests made with another warm key.
@@ -137,8 +137,8 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let tracker = TaskTracker::new();
     let flusher = tokio::spawn(flusher::run(service.clone(), config.flush_interval, shutdown.clone()));
     tokio::spawn(fleet::follow::run(service.clone(), shutdown.clone()));
-    if let Some(requests) = credit_requests {
-        tokio::spawn(fleet::credits::run(service.clone(), requests, shutdown.clone()));
+    if let Some(requests) = grant_requests {
+        tokio::spawn(fleet::grants::run(service.clone(), requests, shutdown.clone()));
     }
     tokio::spawn(systemd::keep_watchdog_fed(shutdown.clone()));
     let door = Door {

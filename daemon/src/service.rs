@@ -21,8 +21,18 @@ use crate::limits::Plans;
 use crate::secrets::hasher::Hasher;
 use crate::stats::Stats;
 
-/// Keys whose escrowed credits want a grant, as [`Service::top_up_credits`] queues them.
-pub type CreditRequests = tokio::sync::mpsc::UnboundedReceiver<KeyId>;
+/// What a key wants from the fleet engine, as [`Service::top_up_credits`] and [`Service::top_up_lease`]
+/// queue it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    /// A grant of its escrowed credits.
+    Credits(KeyId),
+    /// A lease of its fleet-wide limit.
+    Lease(KeyId),
+}
+
+/// The queue of [`Wanted`] grants.
+pub type GrantRequests = tokio::sync::mpsc::UnboundedReceiver<Wanted>;
 
 /// A key as management reads it.
 pub enum Found {
@@ -68,22 +78,22 @@ struct Inner {
     stats: Stats,
     /// Fleet mode's engine; `None` on a host on its own.
     engine: Option<Arc<Engine>>,
-    /// Fleet mode: keys whose escrowed credits want a grant, for the task that asks the engine.
-    credit_requests: Option<tokio::sync::mpsc::UnboundedSender<KeyId>>,
+    /// Fleet mode: what keys want from the engine (credits, leases), for the task that asks it.
+    grant_requests: Option<tokio::sync::mpsc::UnboundedSender<Wanted>>,
 }
 
 impl Service {
     /// The service over what the store held at startup.
     /// Fails if a stored key cannot be decoded.
-    /// In fleet mode, also returns the queue of keys whose credits want a grant (see [`Service::top_up_credits`]).
+    /// In fleet mode, also returns the queue of what keys want from the engine ([`Wanted`]).
     pub fn new(
         loaded: Loaded,
         store: Store,
         hasher: Hasher,
         config: &Config,
-    ) -> Result<(Service, Option<CreditRequests>), StoreError> {
+    ) -> Result<(Service, Option<GrantRequests>), StoreError> {
         let engine = config.fleet.clone().map(|settings| Arc::new(Engine::new(settings)));
-        let (credit_requests, requested) = match engine {
+        let (grant_requests, requested) = match engine {
             Some(_) => {
                 let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
                 (Some(sender), Some(receiver))
@@ -116,7 +126,7 @@ impl Service {
                 plans: Reloadable::new(plans),
                 stats: Stats::default(),
                 engine,
-                credit_requests,
+                grant_requests,
             }),
         };
         Ok((service, requested))
@@ -138,9 +148,19 @@ impl Service {
     /// Fleet mode: if `key`'s escrowed credits want a grant (see [`crate::limits::credits`]), queues it
     /// for the task that asks the engine; never waits. Does nothing for a key whose credits are its own.
     pub fn top_up_credits(&self, key: &HotKey) {
-        let Some(queue) = &self.inner.credit_requests else { return };
+        let Some(queue) = &self.inner.grant_requests else { return };
         if key.credits.as_ref().is_some_and(|cell| cell.wants_grant()) {
-            let _ = queue.send(key.record.id.clone());
+            let _ = queue.send(Wanted::Credits(key.record.id.clone()));
+        }
+    }
+
+    /// Fleet mode: if the lease of `key`'s fleet-wide limit wants renewing at `now` (see
+    /// [`crate::limits::lease`]), queues it for the task that asks the engine; never waits.
+    pub fn top_up_lease(&self, key: &HotKey, now: u64) {
+        let Some(queue) = &self.inner.grant_requests else { return };
+        let lease = key.main_limit.as_ref().and_then(|limit| limit.lease.as_ref());
+        if lease.is_some_and(|lease| lease.wants_lease(now)) {
+            let _ = queue.send(Wanted::Lease(key.record.id.clone()));
         }
     }
 

@@ -20,12 +20,26 @@ pub fn fleet_section(conninfo: &str, node: &str) -> String {
     format!("[fleet]\nengine = \"{conninfo}\"\nnode_id = \"{node}\"\npoll_interval_ms = 200\n")
 }
 
+/// Configuration a test adds to every host's file: top-level tables (e.g. `[plans]`) and lines of the
+/// `[fleet]` section.
+#[derive(Clone, Debug, Default)]
+pub struct Extra {
+    pub top: String,
+    pub fleet: String,
+}
+
 impl Host {
     /// A host on a new data directory, straight to the engine or through a relay.
     pub fn start(postgres: &Postgres, node: &str, relayed: bool) -> Host {
+        Host::start_with(postgres, node, relayed, &Extra::default())
+    }
+
+    /// [`Host::start`] with more configuration.
+    pub fn start_with(postgres: &Postgres, node: &str, relayed: bool, extra: &Extra) -> Host {
         let link = relayed.then(|| EngineLink::start(postgres));
         let conninfo = link.as_ref().map_or_else(|| postgres.conninfo(), EngineLink::conninfo);
-        let config = ConfigFile::new(&fleet_section(&conninfo, node));
+        let text = format!("{}{}{}", extra.top, fleet_section(&conninfo, node), extra.fleet);
+        let config = ConfigFile::new(&text);
         let daemon = Daemon::start_with_config(&config);
         Host { daemon, config, link }
     }
@@ -49,12 +63,17 @@ pub struct Fleet {
 
 impl Fleet {
     pub fn start(relay_c: bool) -> Fleet {
+        Fleet::start_with(relay_c, &Extra::default())
+    }
+
+    /// [`Fleet::start`] with more configuration on every host.
+    pub fn start_with(relay_c: bool, extra: &Extra) -> Fleet {
         let postgres = Postgres::start();
-        let a = Host::start(&postgres, "a", false);
+        let a = Host::start_with(&postgres, "a", false, extra);
         let init = a.daemon.json(&["fleet", "init"], 0);
         assert_eq!(init["reachable"], true, "fleet init: {init}");
-        let b = Host::start(&postgres, "b", false);
-        let c = Host::start(&postgres, "c", relay_c);
+        let b = Host::start_with(&postgres, "b", false, extra);
+        let c = Host::start_with(&postgres, "c", relay_c, extra);
         Fleet { postgres, hosts: vec![a, b, c] }
     }
 

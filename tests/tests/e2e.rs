@@ -26,6 +26,7 @@ mod cli_stats;
 mod crash;
 mod faults;
 mod fleet;
+mod fleet_faults;
 mod hardening;
 mod hostile;
 mod http;

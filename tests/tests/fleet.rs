@@ -7,7 +7,7 @@
 //! PostgreSQL server is installed the tests say how to install one and skip, unless
 //! `KEYWARD_REQUIRE_POSTGRES=1` (CI), where they fail instead.
 
-use keyward_tests::fleet::{audit, create, wait_for_code, Fleet};
+use keyward_tests::fleet::{audit, create, wait_for_code, Extra, Fleet};
 use keyward_tests::postgres::require_postgres;
 use keyward_tests::wait_until;
 use keyward_tests::Daemon;
@@ -139,4 +139,61 @@ fn spend_until_some(host: &Daemon, token: &str, n: u64) -> u64 {
         }
     }
     valid
+}
+
+/// Verifies `token` on `host` until `stop`, counting VALID answers; any answer but VALID and RATE_LIMITED
+/// fails the test.
+fn verify_until(host: &Daemon, token: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use keyward_protocol::VerifyCode;
+    let mut conn = host.verifier();
+    let token = keyward_protocol::Secret::new(token);
+    let mut valid = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match conn.verify(&token, None, None).code {
+            VerifyCode::Valid => valid += 1,
+            VerifyCode::RateLimited => {}
+            other => panic!("a verify of a rate-limited key answered {other:?}"),
+        }
+    }
+    valid
+}
+
+/// A plan in `[fleet] shared_plans` is one limit for the whole fleet: three hosts verifying one key as
+/// fast as they can get, between them, no more than the limit allows one host. Leases never let more than
+/// N through in any span of a period plus a lease's lifetime (1.1 s for a per-second limit), so over the
+/// run's T seconds at most N × (T / 1.1 + 1) pass; three per-host limits would pass three times the rate.
+#[test]
+fn a_shared_plan_limits_the_whole_fleet() {
+    if !require_postgres() {
+        return;
+    }
+    const LIMIT: u64 = 30;
+    let extra = Extra { top: format!("[plans]\nteam = \"{LIMIT}/s\"\n"), fleet: "shared_plans = [\"team\"]\n".into() };
+    let fleet = Fleet::start_with(false, &extra);
+    let started = std::time::Instant::now();
+    let created = fleet.host(0).create("ws-shared", &["read:all"], &["--plan", "team"]);
+    let token = created["token"].as_str().expect("a token").to_owned();
+    for host in 1..3 {
+        wait_until("every host to know the key", || fleet.host(host).verify_code(&token, &[]) != "NOT_FOUND");
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let per_host: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..3)
+            .map(|i| {
+                let (host, token, stop) = (fleet.host(i), &token, &stop);
+                scope.spawn(move || verify_until(host, token, stop))
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().expect("a verifier")).collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    // The two verifies that found the key on b and c may have passed too.
+    let admitted = per_host.iter().sum::<u64>() + 2;
+    let bound = (LIMIT as f64 * (seconds / 1.1 + 1.0)).ceil() as u64;
+    assert!(admitted <= bound, "{admitted} admitted in {seconds:.1} s ({per_host:?}), at most {bound} allowed");
+    assert!(per_host.iter().all(|&n| n > 0), "every host got leases: {per_host:?}");
+    let stats = fleet.hosts[1].fleet_stats();
+    assert_eq!(stats["engine_reachable"], true, "{stats}");
 }

@@ -54,6 +54,7 @@
 //! poll_interval_ms = 1000
 //! connect_timeout_ms = 2000
 //! request_timeout_ms = 2000              # the engine's part of one management call
+//! shared_plans = ["paid"]                # plans whose limit holds fleet-wide (default: each host's own)
 //! ```
 
 use std::collections::BTreeMap;
@@ -120,6 +121,8 @@ struct FleetSection {
     poll_interval_ms: Option<Spanned<u64>>,
     connect_timeout_ms: Option<Spanned<u64>>,
     request_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    shared_plans: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -238,6 +241,12 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     apply_limits(&file.limits, config)?;
     if let Some(fleet) = &file.fleet {
         config.fleet = Some(fleet_settings(fleet)?);
+        for plan in &fleet.shared_plans {
+            if !config.plans.contains_key(plan.get_ref()) {
+                return Err(at(plan, format!("fleet.shared_plans: no plan named `{}`", plan.get_ref())));
+            }
+            config.plans.shared.insert(plan.get_ref().clone());
+        }
     }
     Ok(())
 }

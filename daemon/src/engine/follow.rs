@@ -12,6 +12,10 @@ use super::{connect, until, Connected, Engine, EngineError};
 /// The channel every change is announced on.
 pub const CHANNEL: &str = "keyward_changes";
 
+/// A host that reported within this many seconds counts as one of the fleet's (for a fleet-wide limit's
+/// fallback share).
+const RECENT_SECONDS: i64 = 30;
+
 /// Changes fetched per round trip.
 pub const PAGE: i64 = 2_000;
 
@@ -106,7 +110,7 @@ impl Follower {
         Ok(Page { anchored, rows, head: head.max(0) as u64 })
     }
 
-    /// Reports this host's applied change to the engine.
+    /// Reports this host's applied change to the engine, and learns how many hosts reported lately.
     pub async fn report(&self, engine: &Engine, applied: u64, deadline: Instant) -> Result<(), EngineError> {
         let settings = &engine.settings;
         let upsert = "INSERT INTO keyward_nodes (node_id, applied_seq, last_seen, version) \
@@ -117,7 +121,12 @@ impl Follower {
         let version = env!("CARGO_PKG_VERSION");
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&settings.node_id, &applied, &version];
         until(settings, deadline, settings.request_timeout, self.conn.client.execute(upsert, &params)).await?;
-        engine.link.queried(1);
+        let recent = "SELECT count(*) FROM keyward_nodes WHERE last_seen > extract(epoch FROM now())::bigint - $1";
+        let window = (settings.poll_interval.as_secs() as i64 * 3).max(RECENT_SECONDS);
+        let hosts =
+            until(settings, deadline, settings.request_timeout, self.conn.client.query_one(recent, &[&window])).await?;
+        engine.link.set_hosts(hosts.get::<_, i64>(0).max(1) as u64);
+        engine.link.queried(2);
         Ok(())
     }
 }

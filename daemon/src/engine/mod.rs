@@ -6,7 +6,7 @@
 //! owns: the connection settings ([`Settings`]), connecting with a deadline ([`connect`]), the schema
 //! ([`schema`]), the encoded change rows ([`rows`]), the one write transaction ([`write`]), the
 //! follower's connection with its notifications and queries ([`follow`]), escrowed credits ([`credits`]),
-//! and the figures of the link
+//! leases of fleet-wide limits ([`leases`]), and the figures of the link
 //! ([`Link`]). What a change *means* for the daemon, and when to follow, lives in `crate::fleet`.
 //!
 //! Every call has a deadline: a server that was killed fails a query at once ("connection closed"), but
@@ -18,6 +18,7 @@
 
 pub mod credits;
 pub mod follow;
+pub mod leases;
 pub mod rows;
 pub mod schema;
 pub mod write;
@@ -229,6 +230,8 @@ pub struct Link {
     changes_applied: AtomicU64,
     queries: AtomicU64,
     reconnects: AtomicU64,
+    /// Hosts that reported to the engine lately (at least this one).
+    hosts: AtomicU64,
 }
 
 impl Link {
@@ -271,6 +274,15 @@ impl Link {
     pub fn advanced(&self, applied: u64) {
         self.applied_seq.store(applied, Ordering::Release);
         self.head_seq.fetch_max(applied, Ordering::AcqRel);
+    }
+
+    /// Hosts that reported to the engine lately, at least 1.
+    pub fn hosts(&self) -> u64 {
+        self.hosts.load(Ordering::Relaxed).max(1)
+    }
+
+    pub fn set_hosts(&self, hosts: u64) {
+        self.hosts.store(hosts, Ordering::Relaxed);
     }
 
     /// Records `n` changes made elsewhere applied here.

@@ -10,14 +10,14 @@
 //! - [`apply`]: changes from the engine into the local replica (one sled transaction a page, with the
 //!   replica's mark) and into the index.
 //! - [`join`]: startup: which engine, which fleet, whether this store is its replica; a first catch-up.
-//! - [`credits`]: grants of escrowed credits, asked for off the verify path.
+//! - [`grants`]: grants of escrowed credits and leases of fleet-wide limits, asked for off the verify path.
 //! - [`init`]: `keyward fleet init` (schema, import of a host's store) and `keyward fleet status`.
 //!
 //! Verifies never reach this module: they read the index, which this module keeps current.
 
 pub mod apply;
-pub mod credits;
 pub mod follow;
+pub mod grants;
 pub mod init;
 pub mod join;
 pub mod write;

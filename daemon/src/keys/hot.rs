@@ -24,6 +24,7 @@ use crate::keys::activity::Activity;
 use crate::keys::record::{KeyRecord, StoredSecret};
 use crate::keys::store::{KeyCounters, WarmDigest};
 use crate::limits::credits::CreditCell;
+use crate::limits::lease::LeaseCell;
 use crate::limits::limiter::Gcra;
 use crate::limits::Plans;
 use crate::secrets::hasher::{self, Digest};
@@ -81,6 +82,8 @@ pub struct HotLimit {
     pub policy: Arc<str>,
     pub gcra: Gcra,
     pub tat: Arc<AtomicU64>,
+    /// Fleet mode, a plan shared by the fleet: the leases that decide it (the timestamp serves the fallback).
+    pub lease: Option<Arc<LeaseCell>>,
 }
 
 /// One key as the verify path needs it.
@@ -146,7 +149,7 @@ impl HotKey {
             (None, None) => None,
         };
         let activity = Arc::new(Activity::new(counters.last_used));
-        let cells = Cells { warm, activity, tats: HashMap::new(), credits, escrow: counters.escrow };
+        let cells = Cells { warm, activity, tats: HashMap::new(), credits, escrow: counters.escrow, lease: None };
         HotKey::build(record, cells, plans)
     }
 
@@ -159,13 +162,14 @@ impl HotKey {
         let main = self.main_limit.iter().map(|l| (Arc::from(MAIN_LIMIT), (l.gcra, l.tat.clone())));
         let named = self.named_limits.iter().map(|l| (l.policy.clone(), (l.gcra, l.tat.clone())));
         let tats = main.chain(named).collect();
+        let lease = self.main_limit.as_ref().and_then(|l| l.lease.clone());
         let credits = match (&self.credits, record.limits.credits) {
             (Some(cell), _) => Some(cell.clone()),
             (None, Some(_)) if self.escrow => Some(Arc::new(CreditCell::escrowed())),
             (None, Some(balance)) => Some(Arc::new(CreditCell::new(balance, record.created_at))),
             (None, None) => None,
         };
-        let cells = Cells { warm, activity: self.activity.clone(), tats, credits, escrow: self.escrow };
+        let cells = Cells { warm, activity: self.activity.clone(), tats, credits, escrow: self.escrow, lease };
         HotKey::build(record, cells, plans)
     }
 
@@ -183,7 +187,7 @@ impl HotKey {
                 Some((old, tat)) => Arc::new(AtomicU64::new(gcra.rescale(old, tat.load(Ordering::Acquire), now))),
                 None => Arc::default(),
             };
-            HotLimit { policy: shared_name(policy), gcra, tat }
+            HotLimit { policy: shared_name(policy), gcra, tat, lease: None }
         };
         let main_rate = match &record.limits.rate {
             // A plan dropped from the configuration falls back to the default plan's rate, never to none.
@@ -191,8 +195,15 @@ impl HotKey {
             RatePolicy::Custom(rate) => Some(*rate),
             RatePolicy::Unlimited => None,
         };
-        let main_limit =
+        let mut main_limit =
             policy_name(&record.limits.rate).zip(main_rate).map(|(name, rate)| limit(MAIN_LIMIT, name, rate));
+        if let (Some(main), RatePolicy::Plan(plan)) = (&mut main_limit, &record.limits.rate) {
+            if plans.is_shared(plan) {
+                let rate = main_rate.expect("a plan has a rate");
+                let kept = cells.lease.filter(|lease| lease.rate() == rate);
+                main.lease = Some(kept.unwrap_or_else(|| Arc::new(LeaseCell::new(rate))));
+            }
+        }
         let named_limits = record.limits.named.iter().map(|(name, rate)| limit(name, name, *rate)).collect();
         let current = hot(&record.secret);
         let previous = record.previous.as_ref().map(|p| hot(&p.secret));
@@ -283,6 +294,8 @@ struct Cells {
     tats: HashMap<Arc<str>, (Gcra, Arc<AtomicU64>)>,
     credits: Option<Arc<CreditCell>>,
     escrow: bool,
+    /// The main limit's leases, kept while it stays on the same shared plan and rate.
+    lease: Option<Arc<LeaseCell>>,
 }
 
 #[cfg(test)]

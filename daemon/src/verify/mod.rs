@@ -327,6 +327,7 @@ fn judge(service: &Service, key: &HotKey, request: &VerifyRequestRef<'_>, now: N
     if code.is_valid() {
         spend(key, request, now, &mut answer);
         service.top_up_credits(key);
+        service.top_up_lease(key, now.mono);
     } else {
         answer.ratelimit = limits_of(key, request).map(|limit| peek(limit, now)).collect();
         answer.credits = key.credits.as_ref().map(|cell| cell.shown_balance());

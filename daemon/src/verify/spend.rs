@@ -1,4 +1,5 @@
-//! Spending a valid verify's budget: every rate limit it counts against, all or nothing, then its credits;
+//! Spending a valid verify's budget: every rate limit it counts against, all or nothing, then its credits
+//! (a fleet-wide limit from its lease, [`crate::limits::lease`]);
 //! and how each limit's state is reported in the answer. A refused verify spends nothing (reservations made
 //! before a later refusal are given back).
 
@@ -6,7 +7,8 @@ use keyward_protocol::{RateLimitStatus, VerifyAnswer, VerifyCode, VerifyRequestR
 
 use crate::host::clock::Now;
 use crate::keys::hot::{HotKey, HotLimit};
-use crate::limits::limiter::Decision;
+use crate::limits::lease::{self, LeaseCell};
+use crate::limits::limiter::{Decision, Gcra};
 
 /// How long a verify refused because this host's grant of escrowed credits ran out (fleet mode) is told to
 /// wait: about one round trip to the engine for the next grant.
@@ -26,27 +28,22 @@ pub(super) fn limits_of<'a>(
 /// that applies is reported, and a refusal's retry time is the longest any refusing limit asks for.
 pub(super) fn spend(key: &HotKey, request: &VerifyRequestRef<'_>, now: Now, answer: &mut VerifyAnswer) {
     let cost = u64::from(request.cost);
-    let mono = now.mono;
     let mut reserved = 0;
     // `Some(None)`: refused by a limit that can never fit the cost.
     let mut retry: Option<Option<u64>> = None;
     for limit in limits_of(key, request) {
         if retry.is_some() {
-            if let Err(wait) = limit.gcra.check(&limit.tat, mono, cost) {
+            if let Err(wait) = check(limit, now, cost) {
                 retry = Some(longest(retry.flatten(), wait));
             }
             answer.ratelimit.push(peek(limit, now));
             continue;
         }
-        match limit.gcra.reserve(&limit.tat, mono, cost) {
-            Decision::Allowed { tat } => {
-                answer.ratelimit.push(status(limit, tat, now));
-                reserved += 1;
-            }
-            Decision::Refused { retry_after, tat } => {
-                answer.ratelimit.push(status(limit, tat, now));
-                retry = Some(retry_after);
-            }
+        let (decided, shown) = reserve(limit, now, cost);
+        answer.ratelimit.push(shown);
+        match decided {
+            Ok(()) => reserved += 1,
+            Err(retry_after) => retry = Some(retry_after),
         }
     }
     if let Some(wait) = retry {
@@ -74,9 +71,60 @@ pub(super) fn spend(key: &HotKey, request: &VerifyRequestRef<'_>, now: Now, answ
     }
     if !answer.code.is_valid() && reserved > 0 {
         for (limit, shown) in limits_of(key, request).take(reserved).zip(answer.ratelimit.iter_mut()) {
-            limit.gcra.give_back(&limit.tat, cost);
+            give_back(limit, cost);
             *shown = peek(limit, now);
         }
+    }
+}
+
+/// Who decides a limit now: its lease from the engine (a fleet-wide limit), or a limiter of this host's
+/// (every other limit, and a fleet-wide one's fallback while the engine cannot be reached).
+enum Decider<'a> {
+    Lease(&'a LeaseCell),
+    Local(Gcra),
+}
+
+fn decider(limit: &HotLimit) -> Decider<'_> {
+    match limit.lease.as_deref() {
+        Some(lease) if !lease.fallback() => Decider::Lease(lease),
+        Some(lease) => Decider::Local(Gcra::new(lease.fallback_rate())),
+        None => Decider::Local(limit.gcra),
+    }
+}
+
+/// Spends `cost` of `limit`: whether it passed (else how long until a retry would), and its status after.
+fn reserve(limit: &HotLimit, now: Now, cost: u64) -> (Result<(), Option<u64>>, RateLimitStatus) {
+    match decider(limit) {
+        Decider::Lease(lease) => {
+            let decided = lease.take(now.mono, cost).map_err(Some);
+            (decided, leased_status(limit, lease, now))
+        }
+        Decider::Local(gcra) => match gcra.reserve(&limit.tat, now.mono, cost) {
+            Decision::Allowed { tat } => (Ok(()), status(limit, &gcra, tat, now)),
+            Decision::Refused { retry_after, tat } => (Err(retry_after), status(limit, &gcra, tat, now)),
+        },
+    }
+}
+
+/// Whether `cost` would pass `limit`, without spending.
+fn check(limit: &HotLimit, now: Now, cost: u64) -> Result<(), Option<u64>> {
+    match decider(limit) {
+        Decider::Lease(lease) => lease.take(now.mono, 0).map_err(Some).and_then(|()| {
+            if lease.remaining(now.mono) >= cost {
+                Ok(())
+            } else {
+                Err(Some(lease::RETRY_AFTER_MS * 1_000_000))
+            }
+        }),
+        Decider::Local(gcra) => gcra.check(&limit.tat, now.mono, cost),
+    }
+}
+
+/// Gives back a reservation of `cost` made by [`reserve`].
+fn give_back(limit: &HotLimit, cost: u64) {
+    match decider(limit) {
+        Decider::Lease(lease) => lease.give_back(cost),
+        Decider::Local(gcra) => gcra.give_back(&limit.tat, cost),
     }
 }
 
@@ -85,18 +133,32 @@ fn longest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     a.zip(b).map(|(a, b)| a.max(b))
 }
 
-/// A limit's status as of its current timestamp.
+/// A limit's status as it stands.
 pub(super) fn peek(limit: &HotLimit, now: Now) -> RateLimitStatus {
-    status(limit, limit.tat.load(std::sync::atomic::Ordering::Acquire), now)
+    match decider(limit) {
+        Decider::Lease(lease) => leased_status(limit, lease, now),
+        Decider::Local(gcra) => status(limit, &gcra, limit.tat.load(std::sync::atomic::Ordering::Acquire), now),
+    }
 }
 
-fn status(limit: &HotLimit, tat: u64, now: Now) -> RateLimitStatus {
-    let (remaining, reset_in) = limit.gcra.status(tat, now.mono);
+/// A fleet-wide limit's status on this host: what is left of its lease, until the lease ends.
+fn leased_status(limit: &HotLimit, lease: &LeaseCell, now: Now) -> RateLimitStatus {
     RateLimitStatus {
         policy: limit.policy.to_string(),
         limit: limit.gcra.limit(),
+        remaining: lease.remaining(now.mono),
+        reset_at_ms: now.unix_ms + lease.lease_ms() as i64,
+        window_seconds: limit.gcra.window_seconds(),
+    }
+}
+
+fn status(limit: &HotLimit, gcra: &Gcra, tat: u64, now: Now) -> RateLimitStatus {
+    let (remaining, reset_in) = gcra.status(tat, now.mono);
+    RateLimitStatus {
+        policy: limit.policy.to_string(),
+        limit: gcra.limit(),
         remaining,
         reset_at_ms: now.unix_ms + reset_in.div_ceil(1_000_000) as i64,
-        window_seconds: limit.gcra.window_seconds(),
+        window_seconds: gcra.window_seconds(),
     }
 }
