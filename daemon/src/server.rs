@@ -91,7 +91,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     prepare_data_dir(&config.data_dir)?;
     let _lock = lockfile::lock(&config.data_dir)?;
     let keys = DigestKeys {
-        lookup: keyfile::load_or_create(&config.data_dir.join(keyfile::LOOKUP_KEY))?,
+        lookup: keyfile::load_or_create(&config.lookup_key_path())?,
         warm: keyfile::load_or_create(
             &config.warm_key_file.clone().unwrap_or_else(|| config.data_dir.join(keyfile::WARM_KEY)),
         )?,
@@ -118,7 +118,7 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     }
 
     // A fleet host catches up before it opens its sockets: ready means every key of the fleet is here.
-    fleet::join(&service).await?;
+    fleet::join(&service, &config.lookup_key_path()).await?;
 
     let verify_group = config.verify_socket_group.as_ref().and_then(Principal::group_id);
     let verify_mode = SocketMode { mode: config.verify_socket_mode, group: verify_group };

@@ -202,7 +202,12 @@ impl Service {
     pub fn hot_key(&self, id: &str) -> Result<Option<Arc<HotKey>>, StoreError> {
         Ok(self.found(id)?.map(|found| match found {
             Found::Hot(key) => key,
-            Found::Stored(record, counters) => self.index().promote(HotKey::new(*record, counters, &self.plans())),
+            Found::Stored(record, counters) => {
+                let key = self.index().promote(HotKey::new(*record, counters, &self.plans()));
+                // Fleet mode: the first grant is on its way while this first use runs Argon2.
+                self.top_up_credits(&key);
+                key
+            }
         }))
     }
 

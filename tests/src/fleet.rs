@@ -15,9 +15,36 @@ pub struct Host {
     pub link: Option<EngineLink>,
 }
 
-/// The `[fleet]` section of node `node` reaching the engine at `conninfo`.
+/// A fleet host's configuration for node `node` reaching the engine at `conninfo`: the fleet's lookup key
+/// ([`fleet_lookup_key`]) and the `[fleet]` section, to which lines may be appended.
 pub fn fleet_section(conninfo: &str, node: &str) -> String {
+    format!("{}{}", lookup_key_line(), fleet_table(conninfo, node))
+}
+
+/// The `[fleet]` table alone.
+fn fleet_table(conninfo: &str, node: &str) -> String {
     format!("[fleet]\nengine = \"{conninfo}\"\nnode_id = \"{node}\"\npoll_interval_ms = 200\n")
+}
+
+fn lookup_key_line() -> String {
+    format!("lookup_key_file = \"{}\"\n", fleet_lookup_key().display())
+}
+
+/// The lookup key every test fleet of this process shares (the hosts of a fleet need the same one, as an
+/// operator copies `lookup.key` to each): 32 random bytes, mode 0600, made once.
+pub fn fleet_lookup_key() -> &'static std::path::Path {
+    static KEY: std::sync::OnceLock<(tempfile::TempDir, std::path::PathBuf)> = std::sync::OnceLock::new();
+    let (_, path) = KEY.get_or_init(|| {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::Builder::new().prefix("keyward-fleet-key").tempdir().expect("a temp dir");
+        let path = dir.path().join("lookup.key");
+        let key: [u8; 32] = crate::random_base62();
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).expect("the key file");
+        std::io::Write::write_all(&mut file, &key).expect("write the key file");
+        (dir, path)
+    });
+    path
 }
 
 /// Configuration a test adds to every host's file: top-level tables (e.g. `[plans]`) and lines of the
@@ -38,7 +65,7 @@ impl Host {
     pub fn start_with(postgres: &Postgres, node: &str, relayed: bool, extra: &Extra) -> Host {
         let link = relayed.then(|| EngineLink::start(postgres));
         let conninfo = link.as_ref().map_or_else(|| postgres.conninfo(), EngineLink::conninfo);
-        let text = format!("{}{}{}", extra.top, fleet_section(&conninfo, node), extra.fleet);
+        let text = format!("{}{}{}{}", lookup_key_line(), extra.top, fleet_table(&conninfo, node), extra.fleet);
         let config = ConfigFile::new(&text);
         let daemon = Daemon::start_with_config(&config);
         Host { daemon, config, link }

@@ -197,3 +197,111 @@ fn a_shared_plan_limits_the_whole_fleet() {
     let stats = fleet.hosts[1].fleet_stats();
     assert_eq!(stats["engine_reachable"], true, "{stats}");
 }
+
+/// Verifies never reach the engine: a host that follows by a rare poll alone (no LISTEN, so nothing but
+/// verifies happens while they run) sends the engine not one query for hundreds of verifies, warm or not.
+#[test]
+fn verifies_never_query_the_engine() {
+    if !require_postgres() {
+        return;
+    }
+    let postgres = keyward_tests::postgres::Postgres::start();
+    let text = format!(
+        "[fleet]\nengine = \"{}\"\nnode_id = \"quiet\"\nnotify = false\npoll_interval_ms = 600000\n",
+        postgres.conninfo()
+    );
+    let config = keyward_tests::ConfigFile::new(&text);
+    let host = Daemon::start_with_config(&config);
+    host.json(&["fleet", "init"], 0);
+    let created = host.create("ws-quiet", &["read:all"], &["--rate-limit", "none"]);
+    let token = keyward_protocol::Secret::new(created["token"].as_str().expect("a token"));
+    let queries = || host.json(&["stats"], 0)["fleet"]["engine_queries"].as_u64().expect("engine_queries");
+    let before = queries();
+    let mut conn = host.verifier();
+    for _ in 0..500 {
+        assert_eq!(conn.verify(&token, None, None).code, keyward_protocol::VerifyCode::Valid);
+    }
+    let wrong = keyward_protocol::Secret::new(format!("{}x", &created["token"].as_str().unwrap()[..20]));
+    assert_ne!(conn.verify(&wrong, None, None).code, keyward_protocol::VerifyCode::Valid);
+    assert_eq!(queries(), before, "engine queries during 501 verifies");
+}
+
+/// `keyward fleet init` on a host that ran on its own brings its whole store into the new fleet: a host
+/// joining afterwards verifies every token the same way (a generated key, an imported one, a legacy key
+/// through its account's workspaces, a revoked one), shows the same credits, and holds the same audit log.
+#[test]
+fn fleet_init_imports_a_single_host_store_intact() {
+    if !require_postgres() {
+        return;
+    }
+    let postgres = keyward_tests::postgres::Postgres::start();
+    let config = keyward_tests::ConfigFile::new("");
+    let mut single = Daemon::start_with_config(&config);
+    let (generated, _) = create(&single, "ws-a");
+    let with_credits = single.create("ws-a", &["read:all"], &["--credits", "40", "--rate-limit", "none"]);
+    let credits_token = with_credits["token"].as_str().expect("a token").to_owned();
+    let (revoked, revoked_id) = create(&single, "ws-a");
+    single.json(&["revoke", &revoked_id], 0);
+    let imported = "sk_prod_9e8d7c6b5a4f30211f2e3d4c5b6a7980";
+    let args = ["--json", "import", "--workspace", "ws-a", "--name", "old key", "--scope", "read:all", "-"];
+    assert!(single.cli_with_stdin(&args, &format!("{imported}\n")).status.success());
+    single.json(&["account", "set", "acct-1", "--workspace", "ws-a", "--workspace", "ws-b"], 0);
+    let legacy = "legacy.token.0123456789";
+    let args = [
+        "--json",
+        "import",
+        "--workspace",
+        "ws-a",
+        "--name",
+        "personal",
+        "--scope",
+        "read:all",
+        "--legacy",
+        "--account",
+        "acct-1",
+        "-",
+    ];
+    assert!(single.cli_with_stdin(&args, &format!("{legacy}\n")).status.success());
+    for _ in 0..5 {
+        assert_eq!(single.verify_code(&credits_token, &[]), "VALID");
+    }
+    assert_eq!(single.verify_code(imported, &[]), "VALID", "imported, on its own");
+    single.restart();
+    assert_eq!(single.verify_code(imported, &[]), "VALID", "imported, on its own, restarted");
+    let audit_before = audit(&single);
+
+    config.rewrite(&format!("[fleet]\nengine = \"{}\"\nnode_id = \"first\"\n", postgres.conninfo()));
+    single.restart();
+    assert_eq!(single.verify_code(&generated, &[]), "VALID", "serves its store before fleet init");
+    assert_eq!(single.verify_code(imported, &[]), "VALID", "imported, fleet mode, before init");
+    let refused =
+        single.cli(&["--json", "create", "--workspace", "ws-a", "--name", "too early", "--scope", "read:all"]);
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("ENGINE_UNAVAILABLE"), "before fleet init");
+    let report = single.json(&["fleet", "init"], 0);
+    assert_eq!(report["keys"], 5, "{report}");
+    assert_eq!(audit(&single), audit_before, "the store's own audit log is unchanged");
+
+    // The operator's step: the new host gets the first one's lookup key.
+    let joined_config = keyward_tests::ConfigFile::new(&format!(
+        "lookup_key_file = \"{}\"\n[fleet]\nengine = \"{}\"\nnode_id = \"second\"\n",
+        single.data_dir().join("lookup.key").display(),
+        postgres.conninfo()
+    ));
+    let joined = Daemon::start_with_config(&joined_config);
+    for host in [&single, &joined] {
+        assert_eq!(host.verify_code(&generated, &[]), "VALID");
+        assert_eq!(host.verify_code(imported, &[]), "VALID");
+        assert_eq!(host.verify_code(legacy, &["--workspace", "ws-b"]), "VALID", "through its account");
+        assert_eq!(host.verify_code(&revoked, &[]), "REVOKED");
+    }
+    assert_eq!(audit(&joined), audit_before, "the joined host holds the same audit log");
+    // The joined host's first use of the key asks for its first grant of the fleet's credits; until it
+    // arrives the answer is USAGE_EXCEEDED with a retry time, which an app server honours.
+    let mut answer = joined.verify(&credits_token, &[]);
+    while answer["code"] == "USAGE_EXCEEDED" && answer["retry_after_ms"].is_u64() {
+        answer = joined.verify(&credits_token, &[]);
+    }
+    assert_eq!(answer["code"], "VALID", "{answer}");
+    // 40 credits, 5 spent before the move, one now: the fleet holds the rest.
+    assert_eq!(answer["credits"].as_u64().map(|left| left <= 34), Some(true), "{answer}");
+}

@@ -14,6 +14,7 @@
 //! verify_groups = ["www-data"]           # optional: only these groups may use the verify socket
 //! verify_socket_group = "keyward-clients" # the verify socket's group (default: the daemon's)
 //! warm_key_file = "/etc/keyward/warm.key" # default: warm.key in the data directory
+//! lookup_key_file = "/etc/keyward/lookup.key" # default: lookup.key in the data directory (a fleet shares one)
 //!
 //! [log]
 //! level = "info"                         # a tracing filter, e.g. "info,keyward_daemon=debug"
@@ -97,6 +98,7 @@ struct File {
     verify_groups: Option<Vec<Spanned<NameOrId>>>,
     verify_socket_group: Option<Spanned<NameOrId>>,
     warm_key_file: Option<PathBuf>,
+    lookup_key_file: Option<PathBuf>,
     #[serde(default)]
     log: LogSection,
     #[serde(default)]
@@ -227,6 +229,9 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
     }
     if let Some(path) = file.warm_key_file {
         config.warm_key_file = Some(path);
+    }
+    if let Some(path) = file.lookup_key_file {
+        config.lookup_key_file = Some(path);
     }
     apply_log(&file.log, config)?;
     if let Some(threads) = &file.runtime.threads {

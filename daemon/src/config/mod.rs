@@ -94,6 +94,9 @@ pub struct Config {
     pub verify_groups: Option<Vec<Principal>>,
     /// Where the key of the persisted warm digests lives (default: `warm.key` in the data directory).
     pub warm_key_file: Option<PathBuf>,
+    /// Where the key of imported tokens' lookup digests lives (default: `lookup.key` in the data
+    /// directory). Every host of a fleet needs the same one.
+    pub lookup_key_file: Option<PathBuf>,
     /// A tracing filter, e.g. `info` or `info,keyward_daemon=debug`.
     pub log_level: String,
     pub log_format: LogFormat,
@@ -134,10 +137,16 @@ impl Config {
             admin_groups: Vec::new(),
             verify_groups: None,
             warm_key_file: None,
+            lookup_key_file: None,
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
             fleet: None,
         }
+    }
+
+    /// The lookup key's file.
+    pub fn lookup_key_path(&self) -> PathBuf {
+        self.lookup_key_file.clone().unwrap_or_else(|| self.data_dir.join(crate::secrets::keyfile::LOOKUP_KEY))
     }
 
     /// The Argon2 pool these settings ask for.

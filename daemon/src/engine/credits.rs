@@ -64,7 +64,7 @@ pub async fn grant(
     let (boundary, amount) = refill.map_or((i64::MIN, 0), |(at, amount)| (at, amount as i64));
     let max = MAX_GRANT as i64;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&id, &max, &boundary, &amount, &settings.node_id];
-    let result = until(settings, deadline, settings.request_timeout, client.query_opt(GRANT, &params)).await;
+    let result = until(settings, deadline, client.query_opt(GRANT, &params)).await;
     engine.link.queried(1);
     let row = match result {
         Ok(row) => row,

@@ -41,13 +41,7 @@ impl Follower {
         let settings = &engine.settings;
         let conn = connect(settings, deadline, settings.notify).await?;
         if settings.notify {
-            until(
-                settings,
-                deadline,
-                settings.request_timeout,
-                conn.client.batch_execute(&format!("LISTEN {CHANNEL}")),
-            )
-            .await?;
+            until(settings, deadline, conn.client.batch_execute(&format!("LISTEN {CHANNEL}"))).await?;
             engine.link.queried(1);
         }
         Ok(Follower { conn })
@@ -82,7 +76,6 @@ impl Follower {
         deadline: Instant,
     ) -> Result<Page, EngineError> {
         let settings = &engine.settings;
-        let waited = settings.request_timeout;
         let client = &self.conn.client;
         let after = applied as i64;
         let work = async {
@@ -99,7 +92,7 @@ impl Follower {
             client.batch_execute("COMMIT").await?;
             Ok((head.get::<_, i64>(0), anchor_row, rows))
         };
-        let (head, anchor_row, rows) = until(settings, deadline, waited, work).await?;
+        let (head, anchor_row, rows) = until(settings, deadline, work).await?;
         engine.link.queried(5);
         let anchored = match (applied, anchor) {
             (0, _) => true,
@@ -120,11 +113,10 @@ impl Follower {
         let applied = applied as i64;
         let version = env!("CARGO_PKG_VERSION");
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&settings.node_id, &applied, &version];
-        until(settings, deadline, settings.request_timeout, self.conn.client.execute(upsert, &params)).await?;
+        until(settings, deadline, self.conn.client.execute(upsert, &params)).await?;
         let recent = "SELECT count(*) FROM keyward_nodes WHERE last_seen > extract(epoch FROM now())::bigint - $1";
         let window = (settings.poll_interval.as_secs() as i64 * 3).max(RECENT_SECONDS);
-        let hosts =
-            until(settings, deadline, settings.request_timeout, self.conn.client.query_one(recent, &[&window])).await?;
+        let hosts = until(settings, deadline, self.conn.client.query_one(recent, &[&window])).await?;
         engine.link.set_hosts(hosts.get::<_, i64>(0).max(1) as u64);
         engine.link.queried(2);
         Ok(())
@@ -146,9 +138,8 @@ pub async fn status(engine: &Engine, deadline: Instant) -> FleetReport {
 
 async fn read_status(engine: &Engine, deadline: Instant, report: &mut FleetReport) -> Result<(), EngineError> {
     let settings = &engine.settings;
-    let waited = settings.request_timeout;
     let conn = connect(settings, deadline, false).await?;
-    let Found::Fleet { fleet_id, version } = schema::inspect(settings, &conn, deadline).await? else {
+    let Found::Fleet { fleet_id, version, .. } = schema::inspect(settings, &conn, deadline).await? else {
         report.problem = Some("the engine has no keyward schema yet: run `keyward fleet init`".into());
         return Ok(());
     };
@@ -167,7 +158,7 @@ async fn read_status(engine: &Engine, deadline: Instant, report: &mut FleetRepor
             .await?;
         Ok((head, nodes))
     };
-    let (head, nodes) = until(settings, deadline, waited, work).await?;
+    let (head, nodes) = until(settings, deadline, work).await?;
     engine.link.queried(4);
     let head_seq = head.get::<_, i64>(0).max(0) as u64;
     (report.head_seq, report.keys) = (Some(head_seq), Some(head.get::<_, i64>(1).max(0) as u64));

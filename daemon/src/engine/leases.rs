@@ -63,7 +63,7 @@ pub async fn lease(
         client.batch_execute("COMMIT").await?;
         Ok(row)
     };
-    let result = until(settings, deadline, settings.request_timeout, work).await;
+    let result = until(settings, deadline, work).await;
     engine.link.queried(4);
     let row = match result {
         Ok(row) => row,

@@ -159,9 +159,9 @@ fn describe(error: &tokio_postgres::Error) -> String {
 pub(crate) async fn until<T>(
     settings: &Settings,
     deadline: Instant,
-    waited: Duration,
     future: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, EngineError> {
+    let waited = deadline.saturating_duration_since(Instant::now());
     match tokio::time::timeout_at(deadline, future).await {
         Ok(result) => result.map_err(|e| EngineError::from_postgres(settings, e)),
         Err(_) => Err(EngineError::Timeout { address: settings.address(), waited }),
@@ -200,7 +200,7 @@ pub async fn connect(settings: &Settings, deadline: Instant, notifications: bool
         .keepalives_retries(3)
         .tcp_user_timeout(settings.request_timeout);
     let deadline = deadline.min(Instant::now() + settings.connect_timeout);
-    let (client, mut connection) = until(settings, deadline, settings.connect_timeout, config.connect(NoTls)).await?;
+    let (client, mut connection) = until(settings, deadline, config.connect(NoTls)).await?;
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));

@@ -1,6 +1,7 @@
 //! The engine's schema, one database per fleet. Tables:
 //!
-//! - `keyward_meta`: one row, the fleet's id and the schema version;
+//! - `keyward_meta`: one row, the fleet's id, the schema version, and a check value of the fleet's lookup
+//!   key (never the key: every host holds the same key file, and one with another is refused);
 //! - `keyward_changes`: every management change in the fleet, numbered by `keyward_change_seq`: its id
 //!   (so a change whose commit went unconfirmed can be looked up), time, issuing node, action and key for
 //!   people reading SQL, and the encoded change ([`super::rows::Body`]: the key record with its Argon2
@@ -27,7 +28,8 @@ CREATE TABLE keyward_meta (
     only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
     fleet_id text NOT NULL,
     schema_version integer NOT NULL,
-    created_at bigint NOT NULL
+    created_at bigint NOT NULL,
+    lookup_check bytea NOT NULL
 );
 CREATE SEQUENCE keyward_change_seq;
 CREATE TABLE keyward_changes (
@@ -78,26 +80,23 @@ CREATE INDEX keyward_rate_grants_window ON keyward_rate_grants (key_id, limit_na
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Found {
     Empty,
-    Fleet { fleet_id: String, version: u32 },
+    Fleet { fleet_id: String, version: u32, lookup_check: Vec<u8> },
 }
 
 /// Reads what the engine holds.
 pub async fn inspect(settings: &Settings, conn: &Connected, deadline: Instant) -> Result<Found, EngineError> {
-    let waited = settings.request_timeout;
     let row =
-        until(settings, deadline, waited, conn.client.query_one("SELECT to_regclass('keyward_meta') IS NULL", &[]))
-            .await?;
+        until(settings, deadline, conn.client.query_one("SELECT to_regclass('keyward_meta') IS NULL", &[])).await?;
     if row.get::<_, bool>(0) {
         return Ok(Found::Empty);
     }
     let row = until(
         settings,
         deadline,
-        waited,
-        conn.client.query_one("SELECT fleet_id, schema_version FROM keyward_meta", &[]),
+        conn.client.query_one("SELECT fleet_id, schema_version, lookup_check FROM keyward_meta", &[]),
     )
     .await?;
-    Ok(Found::Fleet { fleet_id: row.get(0), version: row.get::<_, i32>(1).max(0) as u32 })
+    Ok(Found::Fleet { fleet_id: row.get(0), version: row.get::<_, i32>(1).max(0) as u32, lookup_check: row.get(2) })
 }
 
 /// Creates the schema in the open transaction of `conn`, for fleet `fleet_id`.
@@ -106,12 +105,13 @@ pub async fn create(
     conn: &Connected,
     deadline: Instant,
     fleet_id: &str,
+    lookup_check: &[u8],
     now: i64,
 ) -> Result<(), EngineError> {
-    let waited = settings.request_timeout;
-    until(settings, deadline, waited, conn.client.batch_execute(CREATE_V1)).await?;
-    let insert = "INSERT INTO keyward_meta (fleet_id, schema_version, created_at) VALUES ($1, $2, $3)";
+    until(settings, deadline, conn.client.batch_execute(CREATE_V1)).await?;
+    let insert =
+        "INSERT INTO keyward_meta (fleet_id, schema_version, created_at, lookup_check) VALUES ($1, $2, $3, $4)";
     let version = SCHEMA_VERSION as i32;
-    until(settings, deadline, waited, conn.client.execute(insert, &[&fleet_id, &version, &now])).await?;
+    until(settings, deadline, conn.client.execute(insert, &[&fleet_id, &version, &now, &lookup_check])).await?;
     Ok(())
 }

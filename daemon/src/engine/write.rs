@@ -80,7 +80,7 @@ impl Txn<'_> {
     {
         let settings = &self.engine.settings;
         let client = &self.conn.as_ref().expect("a transaction has a connection").client;
-        let result = until(settings, self.deadline, settings.request_timeout, work(client)).await;
+        let result = until(settings, self.deadline, work(client)).await;
         if result.is_err() {
             self.engine.link.set_reachable(false);
         }
@@ -207,18 +207,17 @@ pub async fn resolve(
 ) -> Result<Option<u64>, EngineError> {
     let settings = &engine.settings;
     let conn = connect(settings, deadline, false).await?;
-    let waited = settings.request_timeout;
     let pid: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&backend_pid];
-    until(settings, deadline, waited, conn.client.query_one("SELECT pg_terminate_backend($1)", &pid)).await?;
+    until(settings, deadline, conn.client.query_one("SELECT pg_terminate_backend($1)", &pid)).await?;
     // pg_terminate_backend only signals; wait until the backend is gone before trusting the lookup.
     let gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)";
-    while !until(settings, deadline, waited, conn.client.query_one(gone, &pid)).await?.get::<_, bool>(0) {
+    while !until(settings, deadline, conn.client.query_one(gone, &pid)).await?.get::<_, bool>(0) {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let id = change_id.as_slice();
     let id: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
     let find = conn.client.query_opt("SELECT seq FROM keyward_changes WHERE change_id = $1", &id);
-    let row = until(settings, deadline, waited, find).await?;
+    let row = until(settings, deadline, find).await?;
     engine.link.queried(3);
     engine.link.set_reachable(true);
     Ok(row.map(|row| row.get::<_, i64>(0).max(0) as u64))
@@ -229,8 +228,9 @@ pub async fn resolve(
 pub enum Init {
     /// A new fleet: the schema was created and the changes written; the last is `head`, with id `anchor`.
     Created { head: u64, anchor: Option<ChangeId> },
-    /// The engine already holds fleet `fleet_id` (nothing was written).
-    Exists { fleet_id: String },
+    /// The engine already holds fleet `fleet_id`, whose lookup key has check value `lookup_check`
+    /// (nothing was written).
+    Exists { fleet_id: String, lookup_check: Vec<u8> },
 }
 
 /// Creates fleet `fleet_id` with `changes` as its first changes, in one transaction, unless the engine
@@ -239,6 +239,7 @@ pub enum Init {
 pub async fn init(
     engine: &Engine,
     fleet_id: &str,
+    lookup_check: &[u8],
     changes: Vec<Body>,
     now: i64,
     number: impl Fn(&mut Body, u64),
@@ -246,10 +247,10 @@ pub async fn init(
 ) -> Result<Init, EngineError> {
     let mut txn = engine.begin(deadline).await?;
     let found = super::schema::inspect(&engine.settings, txn.connection(), txn.deadline()).await?;
-    if let super::schema::Found::Fleet { fleet_id, .. } = found {
-        return Ok(Init::Exists { fleet_id });
+    if let super::schema::Found::Fleet { fleet_id, lookup_check, .. } = found {
+        return Ok(Init::Exists { fleet_id, lookup_check });
     }
-    super::schema::create(&engine.settings, txn.connection(), txn.deadline(), fleet_id, now).await?;
+    super::schema::create(&engine.settings, txn.connection(), txn.deadline(), fleet_id, lookup_check, now).await?;
     let (mut head, mut anchor) = (0, None);
     for mut body in changes {
         let seq = txn.next_seq().await?;

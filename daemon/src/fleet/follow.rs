@@ -147,7 +147,13 @@ async fn current_mark(
     if let Some(mark) = engine.replica() {
         return Ok(Some(mark));
     }
-    let Found::Fleet { fleet_id, .. } = follower.inspect(engine, deadline(engine)).await? else { return Ok(None) };
+    let Found::Fleet { fleet_id, lookup_check, .. } = follower.inspect(engine, deadline(engine)).await? else {
+        return Ok(None);
+    };
+    if !super::same_lookup_key(service, &lookup_check) {
+        tracing::error!(fleet = %fleet_id, "the engine now holds a fleet whose lookup key is not this host's: not joining it; copy the fleet's lookup.key here and restart");
+        return Ok(None);
+    }
     let _writing = service.write_lock().await;
     if engine.replica().is_none() && service.index().is_empty() {
         tracing::info!(fleet = %fleet_id, "the engine now holds a fleet; joining it");

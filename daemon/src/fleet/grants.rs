@@ -25,6 +25,11 @@ const PAUSE_AFTER_FAILURE: Duration = Duration::from_millis(50);
 /// Serves grant requests until `shutdown`.
 pub async fn run(service: Service, mut requests: GrantRequests, shutdown: CancellationToken) {
     let Some(engine) = service.engine().cloned() else { return };
+    // The keys warm since before the restart: their first verifies need no Argon2, so their first grants
+    // are asked for now.
+    for key in service.index().hot_keys() {
+        service.top_up_credits(&key);
+    }
     loop {
         let wanted = tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -56,7 +56,8 @@ async fn create(service: &Service, engine: &Engine) -> Result<(), DaemonError> {
             entry.seq = seq;
         }
     };
-    match write::init(engine, &fleet_id, changes, unix_now(), numbered, deadline).await? {
+    let lookup_check = service.hasher().lookup_key_check();
+    match write::init(engine, &fleet_id, &lookup_check, changes, unix_now(), numbered, deadline).await? {
         Init::Created { head, anchor } => {
             let mark = ReplicaMark { fleet_id: fleet_id.clone(), applied_seq: head, anchor };
             let (store, written) = (service.store().clone(), mark.clone());
@@ -68,11 +69,18 @@ async fn create(service: &Service, engine: &Engine) -> Result<(), DaemonError> {
             tracing::info!(fleet = %fleet_id, changes = count, keys = service.index().len(), "created the fleet from this host's store");
             Ok(())
         }
-        Init::Exists { fleet_id } if service.index().is_empty() => {
+        Init::Exists { lookup_check, .. } if !super::same_lookup_key(service, &lookup_check) => {
+            Err(DaemonError::Conflict(
+                "the engine already holds a fleet, and its lookup key is not this host's: nothing was changed \
+                 (copy the fleet's lookup.key here, then restart this host)"
+                    .into(),
+            ))
+        }
+        Init::Exists { fleet_id, .. } if service.index().is_empty() => {
             engine.set_replica(ReplicaMark { fleet_id, applied_seq: 0, anchor: None });
             Ok(())
         }
-        Init::Exists { fleet_id } => Err(DaemonError::Conflict(format!(
+        Init::Exists { fleet_id, .. } => Err(DaemonError::Conflict(format!(
             "the engine already holds fleet `{fleet_id}`, and this host's store holds {} keys that are not its replica: \
              nothing was changed (to join the fleet, start this host with an empty data directory)",
             service.index().len()

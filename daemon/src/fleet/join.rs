@@ -12,6 +12,7 @@
 //! | fleet F                | a replica of F, or empty       | catch up, serve                             |
 //! | fleet F                | a replica of G, or `fleet_id`≠F| refuse: wrong fleet                         |
 //! | fleet F                | keys, never part of a fleet    | refuse: import it with `fleet init` instead |
+//! | fleet F, another lookup key | any                       | refuse: copy the fleet's `lookup.key`       |
 
 use tokio::time::Instant;
 
@@ -38,6 +39,8 @@ pub enum JoinError {
     EmptyEngine(String),
     #[error("the fleet engine holds fleet `{fleet}`, and this host's store holds {keys} keys of its own, not a replica of it: start this host with an empty data directory to join the fleet (to bring these keys into a new fleet, run `keyward fleet init` against an empty engine)")]
     NotAReplica { fleet: String, keys: usize },
+    #[error("this host's lookup key ({}) is not the fleet's, so imported tokens would not verify here: copy `lookup.key` from a host of the fleet to that file (mode 0600, owned by keywardd's user), or point `lookup_key_file` at a copy", path.display())]
+    LookupKey { path: std::path::PathBuf },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the first catch-up with the fleet engine failed: {0}")]
@@ -45,7 +48,8 @@ pub enum JoinError {
 }
 
 /// Joins the fleet of `service`'s engine (if it has one): see the module's table.
-pub async fn join(service: &Service) -> Result<(), JoinError> {
+/// `lookup_key` is where this host's lookup key lives (named when it is not the fleet's).
+pub async fn join(service: &Service, lookup_key: &std::path::Path) -> Result<(), JoinError> {
     let Some(engine) = service.engine() else { return Ok(()) };
     let settings = &engine.settings;
     let mark = service.store().replica_mark()?;
@@ -62,7 +66,7 @@ pub async fn join(service: &Service) -> Result<(), JoinError> {
     };
     let found = follower.inspect(engine, deadline).await.map_err(JoinError::Unreachable)?;
     engine.link.set_reachable(true);
-    let (fleet_id, version) = match found {
+    let (fleet_id, version, lookup_check) = match found {
         Found::Empty => {
             if let Some(mark) = mark {
                 return Err(JoinError::EmptyEngine(mark.fleet_id));
@@ -71,7 +75,7 @@ pub async fn join(service: &Service) -> Result<(), JoinError> {
                 "the fleet engine holds no fleet yet: run `keyward fleet init` (on the host whose store holds the keys); until then management calls fail");
             return Ok(());
         }
-        Found::Fleet { fleet_id, version } => (fleet_id, version),
+        Found::Fleet { fleet_id, version, lookup_check } => (fleet_id, version, lookup_check),
     };
     if version > SCHEMA_VERSION {
         return Err(JoinError::SchemaTooNew { found: version });
@@ -96,6 +100,9 @@ pub async fn join(service: &Service) -> Result<(), JoinError> {
         }
         None => ReplicaMark { fleet_id, applied_seq: 0, anchor: None },
     };
+    if !super::same_lookup_key(service, &lookup_check) {
+        return Err(JoinError::LookupKey { path: lookup_key.to_owned() });
+    }
     engine.set_replica(mark);
     catch_up(service, engine, &follower).await?;
     let figures = engine.link.figures(&settings.node_id);

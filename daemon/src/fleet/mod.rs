@@ -24,3 +24,11 @@ pub mod write;
 
 pub use init::{init, status};
 pub use join::{join, JoinError};
+
+use crate::service::Service;
+
+/// Whether this host's lookup key is the fleet's (`check`, as the engine holds it): without it, imported
+/// tokens would not be found here.
+fn same_lookup_key(service: &Service, check: &[u8]) -> bool {
+    service.hasher().lookup_key_check().as_slice() == check
+}

@@ -272,6 +272,11 @@ impl Hasher {
         mac(&self.inner.warm_mac, b"keyward warm key check")[..16].try_into().expect("16 bytes")
     }
 
+    /// A check value of the lookup key (not the key): hosts of a fleet compare theirs with the fleet's.
+    pub fn lookup_key_check(&self) -> [u8; 16] {
+        mac(&self.inner.lookup_mac, b"keyward lookup key check")[..16].try_into().expect("16 bytes")
+    }
+
     /// The persistent lookup digest of a whole imported token.
     pub fn lookup_digest(&self, token: &[u8]) -> [u8; 32] {
         mac(&self.inner.lookup_mac, token)
