@@ -245,6 +245,8 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
         ("runtime.threads", old.runtime_threads != new.runtime_threads),
         ("argon2", old.hash_cost != new.hash_cost || old.hash_pool() != new.hash_pool()),
         ("log.format", old.log_format != new.log_format),
+        ("fleet", old.fleet != new.fleet),
+        ("lookup_key_file", old.lookup_key_file != new.lookup_key_file),
     ];
     for (setting, changed) in restart_only {
         if changed {
