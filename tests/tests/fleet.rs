@@ -51,12 +51,35 @@ fn a_change_on_any_host_is_seen_on_every_host() {
     wait_until("every host to hold the same audit log", || audit(a) == audit(b) && audit(b) == audit(c));
     let entries = audit(a);
     assert_eq!(entries.len(), 6, "create, deactivate, activate, edit, regenerate, revoke: {entries:?}");
+    assert_no_token_in_the_engine(&fleet, &[&token, &new_token]);
     let status = a.json(&["fleet", "status"], 0);
     assert_eq!(status["nodes"].as_array().map(Vec::len), Some(3), "{status}");
     for host in &fleet.hosts {
         let figures = host.fleet_stats();
         assert_eq!(figures["engine_reachable"], true, "{figures}");
     }
+}
+
+/// Neither any of `tokens` nor its secret part (after the last `_`) is anywhere in the engine: not in a
+/// text column, not inside an encoded record or change. The engine holds Argon2 hashes only.
+fn assert_no_token_in_the_engine(fleet: &Fleet, tokens: &[&str]) {
+    let tables = ["keyward_meta", "keyward_changes", "keyward_keys", "keyward_nodes", "keyward_credits"];
+    let mut everything = String::new();
+    for table in tables {
+        // Each row as text (a bytea column as hex), then the encoded columns as raw bytes.
+        everything.push_str(&fleet.postgres.psql(&format!("SELECT t::text FROM {table} t")));
+    }
+    everything.push_str(&fleet.postgres.psql("SELECT encode(body, 'escape') FROM keyward_changes"));
+    everything.push_str(&fleet.postgres.psql("SELECT encode(record, 'escape') FROM keyward_keys"));
+    for token in tokens {
+        let secret = token.rsplit('_').next().expect("a token has a secret part");
+        for needle in [*token, secret] {
+            // As text, and as the hex a bytea column shows as text.
+            assert!(!everything.contains(needle), "a token or secret is in the engine");
+            assert!(!everything.contains(&keyward_tests::hex(needle.as_bytes())), "a token or secret is in the engine");
+        }
+    }
+    assert!(everything.contains("$argon2id$"), "the engine holds the Argon2 hashes (the search looked at the records)");
 }
 
 /// Verifies `token` on `host` until the fleet's credits are spent as far as this host can tell (USAGE_EXCEEDED
