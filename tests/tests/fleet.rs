@@ -164,17 +164,21 @@ fn spend_until_some(host: &Daemon, token: &str, n: u64) -> u64 {
     valid
 }
 
-/// Verifies `token` on `host` until `stop`, counting VALID answers; any answer but VALID and RATE_LIMITED
-/// fails the test.
-fn verify_until(host: &Daemon, token: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
-    use keyward_protocol::VerifyCode;
-    let mut conn = host.verifier();
-    let token = keyward_protocol::Secret::new(token);
+/// Verifies `token` on `conn` until `stop` or until the daemon goes away, counting VALID answers; any answer
+/// but VALID and RATE_LIMITED fails the test.
+fn verify_until(mut conn: keyward_tests::RawConn, token: &str, stop: &std::sync::atomic::AtomicBool) -> u64 {
+    use keyward_protocol::{codec, Reply, Request, RequestFrame, VerifyCode, VerifyRequest};
     let mut valid = 0;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        match conn.verify(&token, None, None).code {
-            VerifyCode::Valid => valid += 1,
-            VerifyCode::RateLimited => {}
+    for id in 1.. {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let request = Request::Verify(VerifyRequest::new(keyward_protocol::Secret::new(token)));
+        let frame = codec::encode(&RequestFrame { id, request }).expect("a request encodes");
+        let Some(reply) = conn.send(&frame).ok().and_then(|()| conn.read_reply()) else { break };
+        match reply.reply {
+            Reply::Verify(answer) if answer.code == VerifyCode::Valid => valid += 1,
+            Reply::Verify(answer) if answer.code == VerifyCode::RateLimited => {}
             other => panic!("a verify of a rate-limited key answered {other:?}"),
         }
     }
@@ -182,9 +186,10 @@ fn verify_until(host: &Daemon, token: &str, stop: &std::sync::atomic::AtomicBool
 }
 
 /// A plan in `[fleet] shared_plans` is one limit for the whole fleet: three hosts verifying one key as
-/// fast as they can get, between them, no more than the limit allows one host. Leases never let more than
-/// N through in any span of a period plus a lease's lifetime (1.1 s for a per-second limit), so over the
-/// run's T seconds at most N × (T / 1.1 + 1) pass; three per-host limits would pass three times the rate.
+/// fast as they can get, between them, no more than the limit allows one host — also when one host is
+/// killed halfway. Leases never let more than N through in any span of a period plus a lease's lifetime
+/// (1.1 s for a per-second limit), so over the run's T seconds at most N × (T / 1.1 + 1) pass; three
+/// per-host limits would pass three times the rate.
 #[test]
 fn a_shared_plan_limits_the_whole_fleet() {
     if !require_postgres() {
@@ -192,22 +197,26 @@ fn a_shared_plan_limits_the_whole_fleet() {
     }
     const LIMIT: u64 = 30;
     let extra = Extra { top: format!("[plans]\nteam = \"{LIMIT}/s\"\n"), fleet: "shared_plans = [\"team\"]\n".into() };
-    let fleet = Fleet::start_with(false, &extra);
+    let mut fleet = Fleet::start_with(false, &extra);
     let started = std::time::Instant::now();
     let created = fleet.host(0).create("ws-shared", &["read:all"], &["--plan", "team"]);
     let token = created["token"].as_str().expect("a token").to_owned();
     for host in 1..3 {
         wait_until("every host to know the key", || fleet.host(host).verify_code(&token, &[]) != "NOT_FOUND");
     }
+    let conns: Vec<_> = (0..3).map(|i| fleet.host(i).verifier()).collect();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let per_host: Vec<u64> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..3)
-            .map(|i| {
-                let (host, token, stop) = (fleet.host(i), &token, &stop);
-                scope.spawn(move || verify_until(host, token, stop))
+        let workers: Vec<_> = conns
+            .into_iter()
+            .map(|conn| {
+                let (token, stop) = (&token, &stop);
+                scope.spawn(move || verify_until(conn, token, stop))
             })
             .collect();
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        fleet.hosts[2].daemon.kill();
+        std::thread::sleep(std::time::Duration::from_secs(2));
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         workers.into_iter().map(|w| w.join().expect("a verifier")).collect()
     });
