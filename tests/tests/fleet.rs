@@ -337,3 +337,18 @@ fn fleet_init_imports_a_single_host_store_intact() {
     // 40 credits, 5 spent before the move, one now: the fleet holds the rest.
     assert_eq!(answer["credits"].as_u64().map(|left| left <= 34), Some(true), "{answer}");
 }
+
+/// With `notify = false` (a pooler in transaction mode cannot LISTEN) the poll alone carries every change.
+#[test]
+fn the_poll_alone_carries_every_change() {
+    if !require_postgres() {
+        return;
+    }
+    let fleet = Fleet::start_with(false, &Extra { fleet: "notify = false\n".into(), ..Extra::default() });
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    let (token, id) = create(a, "ws-poll");
+    wait_for_code(b, &token, "VALID", "b to see the key by polling");
+    a.json(&["revoke", &id], 0);
+    wait_for_code(b, &token, "REVOKED", "b to see the revocation by polling");
+    wait_until("the audit logs to agree", || audit(a) == audit(b));
+}
