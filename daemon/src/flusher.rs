@@ -47,50 +47,83 @@ pub async fn flush(service: &Service) {
     service.stats().flushed(unix_now());
 }
 
-/// `false` when the write failed (the values stay unsaved and are retried).
+/// `false` when the write failed (the values stay unsaved and are retried). The values are written under the
+/// write lock (so a management change's balance is never overwritten by an older one) and flushed after it
+/// is released, so a management change, or a fleet host applying one, never waits for this fsync.
 async fn save_counters(service: &Service, keys: &Keys) -> bool {
-    let _writing = service.write_lock().await;
-    let (store, keys) = (service.store().clone(), Arc::clone(keys));
+    let staged = {
+        let _writing = service.write_lock().await;
+        let (store, keys) = (service.store().clone(), Arc::clone(keys));
+        stored_with("last-used times and credits", move || stage_counters(&store, &keys)).await
+    };
+    let Some(staged) = staged else { return false };
+    let store = service.store().clone();
     stored("last-used times and credits", move || {
-        let last_used: Vec<(&HotKey, i64)> =
-            keys.iter().filter_map(|key| key.activity.unsaved_last_used().map(|at| (&**key, at))).collect();
-        let credits: Vec<(&HotKey, (u64, i64))> = keys
-            .iter()
-            .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (&**key, state)))
-            .collect();
-        if last_used.is_empty() && credits.is_empty() {
-            return Ok(());
-        }
-        let last_used_batch: Vec<(String, i64)> =
-            last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
-        let credits_batch: Vec<(String, (u64, i64))> =
-            credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
-        store.save_counters(&last_used_batch, &credits_batch)?;
-        for (key, at) in &last_used {
-            key.activity.mark_last_used_saved(*at);
-        }
-        for (key, (balance, refilled_at)) in &credits {
-            if let Some(cell) = &key.credits {
-                cell.mark_saved(*balance, *refilled_at);
-            }
-        }
+        store.flush()?;
+        staged.mark_saved();
         Ok(())
     })
     .await
 }
 
+/// Last-used times and credit balances written to the store but not flushed yet.
+#[derive(Default)]
+struct Staged {
+    last_used: Vec<(Arc<HotKey>, i64)>,
+    credits: Vec<(Arc<HotKey>, (u64, i64))>,
+}
+
+impl Staged {
+    /// Notes in each key's cells that the store holds what was written.
+    fn mark_saved(&self) {
+        for (key, at) in &self.last_used {
+            key.activity.mark_last_used_saved(*at);
+        }
+        for (key, (balance, refilled_at)) in &self.credits {
+            if let Some(cell) = &key.credits {
+                cell.mark_saved(*balance, *refilled_at);
+            }
+        }
+    }
+}
+
+/// Writes the last-used times and credit balances that moved (without flushing).
+fn stage_counters(store: &crate::keys::store::Store, keys: &Keys) -> Result<Staged, StoreError> {
+    let last_used: Vec<(Arc<HotKey>, i64)> =
+        keys.iter().filter_map(|key| key.activity.unsaved_last_used().map(|at| (key.clone(), at))).collect();
+    let credits: Vec<(Arc<HotKey>, (u64, i64))> = keys
+        .iter()
+        .filter_map(|key| key.credits.as_ref().and_then(|cell| cell.unsaved()).map(|state| (key.clone(), state)))
+        .collect();
+    if last_used.is_empty() && credits.is_empty() {
+        return Ok(Staged::default());
+    }
+    let last_used_batch: Vec<(String, i64)> = last_used.iter().map(|(k, at)| (k.record.id.to_string(), *at)).collect();
+    let credits_batch: Vec<(String, (u64, i64))> = credits.iter().map(|(k, s)| (k.record.id.to_string(), *s)).collect();
+    store.save_counters(&last_used_batch, &credits_batch)?;
+    Ok(Staged { last_used, credits })
+}
+
 /// Runs one store write off the async workers; `false`, after a warning naming `what`, when it failed (the
 /// values stay unsaved and are retried on the next pass).
 async fn stored(what: &'static str, write: impl FnOnce() -> Result<(), StoreError> + Send + 'static) -> bool {
+    stored_with(what, write).await.is_some()
+}
+
+/// [`stored`] for a write that returns something; `None` when it failed.
+async fn stored_with<T: Send + 'static>(
+    what: &'static str,
+    write: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Option<T> {
     match tokio::task::spawn_blocking(write).await {
-        Ok(Ok(())) => true,
+        Ok(Ok(value)) => Some(value),
         Ok(Err(error)) => {
             tracing::warn!(%error, what, "saving failed; will retry");
-            false
+            None
         }
         Err(error) => {
             tracing::warn!(%error, what, "storage task failed; will retry");
-            false
+            None
         }
     }
 }

@@ -1,49 +1,53 @@
-//! Leases of fleet-wide limits (see [`crate::limits::lease`] for why they bound every window): one
-//! transaction per lease, serialised per key by an advisory lock so two hosts never both take the last of
-//! a budget. A lease is the smaller of a chunk and what the last `period + lease lifetime` of grants left
-//! of the limit; none, when nothing is left, with the time until the oldest grant in that span ages out.
-//! Grants older than the span are deleted as they age out.
+//! Leases of fleet-wide limits (see [`crate::limits::lease`] for why they bound every window): a limit of N
+//! per period P is a schedule of *slots* one interval T = P / N apart, fleet-wide, kept as the engine time
+//! of the next free slot. A lease is the next few slots that fall within a short horizon from now: the
+//! statement moves the next free slot past them under the row's lock, so two hosts never get the same slot
+//! and slots never come closer than T, whatever the number of hosts.
 
 use keyward_protocol::Rate;
 use tokio::time::Instant;
 
 use super::{connect, until, Engine, EngineError};
 
-/// What a lease request got.
+/// What a lease request got: `count` slots, the first `first_in_us` after the engine's now (0 or more),
+/// one `interval_us` apart. With none: microseconds until one falls within the horizon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lease {
-    /// Requests granted (0: the budget is spent).
-    pub granted: u64,
-    /// With nothing granted: milliseconds until some of the budget is free again.
-    pub retry_after_ms: u64,
+    pub count: u64,
+    pub first_in_us: u64,
+    pub interval_us: u64,
+    pub retry_after_us: u64,
 }
 
+/// Takes the slots from the next free one that fall before now + horizon ($4), at most $3 of them, one
+/// interval ($5) apart; returns the next free slot before, and the engine's now.
 const TAKE: &str = "
 WITH now AS (
-    SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms
-), recent AS (
-    SELECT coalesce(sum(amount), 0)::bigint AS used, min(granted_at_ms) AS oldest
-    FROM keyward_rate_grants, now
-    WHERE key_id = $1 AND limit_name = $2 AND granted_at_ms > now.ms - $3
-), pruned AS (
-    DELETE FROM keyward_rate_grants USING now
-    WHERE key_id = $1 AND limit_name = $2 AND granted_at_ms <= now.ms - $3
-), given AS (
-    INSERT INTO keyward_rate_grants (key_id, limit_name, node_id, granted_at_ms, amount)
-    SELECT $1, $2, $6, now.ms, least($4::bigint, $5::bigint - recent.used) FROM now, recent
-    WHERE $5::bigint - recent.used > 0
-    RETURNING amount
+    SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint AS us
+), old AS (
+    SELECT greatest(next_us, now.us) AS first, now.us AS now
+    FROM keyward_rate_slots, now WHERE key_id = $1 AND limit_name = $2 FOR UPDATE
+), taken AS (
+    SELECT first, now, CASE WHEN first < now + $4::bigint
+        THEN least($3::bigint, (now + $4::bigint - 1 - first) / $5::bigint + 1) ELSE 0 END AS count
+    FROM old
 )
-SELECT coalesce((SELECT amount FROM given), 0), coalesce(recent.oldest + $3 - now.ms, 0) FROM now, recent";
+UPDATE keyward_rate_slots s SET next_us = taken.first + taken.count * $5::bigint
+FROM taken WHERE s.key_id = $1 AND s.limit_name = $2
+RETURNING taken.count, taken.first - taken.now";
 
-/// Asks for a lease of at most `chunk` requests of key `id`'s fleet-wide limit `rate`, whose leases live
-/// `lease_ms`, before `deadline`.
+/// A limit's first lease makes its row.
+const MAKE: &str =
+    "INSERT INTO keyward_rate_slots (key_id, limit_name, next_us) VALUES ($1, $2, 0) ON CONFLICT DO NOTHING";
+
+/// Asks before `deadline` for at most `most` slots of key `id`'s fleet-wide limit `rate` that fall within
+/// `horizon_us` from now.
 pub async fn lease(
     engine: &Engine,
     id: &str,
     rate: Rate,
-    lease_ms: u64,
-    chunk: u64,
+    most: u64,
+    horizon_us: u64,
     deadline: Instant,
 ) -> Result<Lease, EngineError> {
     let settings = &engine.settings;
@@ -54,24 +58,31 @@ pub async fn lease(
     }
     let client = &conn.as_ref().expect("connected above").client;
     let name = rate.to_string();
-    let span = (rate.period.seconds() * 1_000 + lease_ms) as i64;
-    let (chunk, limit) = (chunk as i64, rate.count as i64);
+    let interval_us = (rate.period.seconds() * 1_000_000 / rate.count).max(1);
+    let (most, horizon, interval) = (most as i64, horizon_us as i64, interval_us as i64);
     let work = async {
-        client.batch_execute("BEGIN").await?;
-        client.query_one("SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", &[&id]).await?;
-        let row = client.query_one(TAKE, &[&id, &name, &span, &chunk, &limit, &settings.node_id]).await?;
-        client.batch_execute("COMMIT").await?;
-        Ok(row)
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&id, &name, &most, &horizon, &interval];
+        match client.query_opt(TAKE, &params).await? {
+            Some(row) => Ok((row, 1)),
+            None => {
+                client.execute(MAKE, &[&id, &name]).await?;
+                let row = client.query_one(TAKE, &params).await?;
+                Ok((row, 3))
+            }
+        }
     };
     let result = until(settings, deadline, work).await;
-    engine.link.queried(4);
-    let row = match result {
-        Ok(row) => row,
+    let (row, queries) = match result {
+        Ok(answer) => answer,
         Err(error) => {
-            // The connection may be mid-transaction: drop it, which rolls back.
+            engine.link.queried(1);
             *conn = None;
             return Err(error);
         }
     };
-    Ok(Lease { granted: row.get::<_, i64>(0).max(0) as u64, retry_after_ms: row.get::<_, i64>(1).max(1) as u64 })
+    engine.link.queried(queries);
+    let count = row.get::<_, i64>(0).max(0) as u64;
+    let first_in_us = row.get::<_, i64>(1).max(0) as u64;
+    let retry_after_us = if count == 0 { first_in_us.saturating_sub(horizon_us).max(1_000) } else { 0 };
+    Ok(Lease { count, first_in_us, interval_us, retry_after_us })
 }

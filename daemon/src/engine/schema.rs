@@ -10,7 +10,7 @@
 //! - `keyward_nodes`: each host's applied change and when it last reported, so lag is visible;
 //! - `keyward_credits`: each key's escrowed credits not yet granted to a host, the change that set the
 //!   balance (`epoch`) and its last refill; `keyward_credit_grants`: every grant, for operators;
-//! - `keyward_rate_grants`: the budget of fleet-wide rate limits handed out to hosts.
+//! - `keyward_rate_slots`: for each fleet-wide rate limit of a key, the engine time of its next free slot.
 //!
 //! Versions only go up; a daemon refuses an engine whose schema is newer than it knows
 //! ([`SCHEMA_VERSION`]), and `keyward fleet init` upgrades an older one.
@@ -66,14 +66,12 @@ CREATE TABLE keyward_credit_grants (
     granted bigint NOT NULL,
     at bigint NOT NULL
 );
-CREATE TABLE keyward_rate_grants (
+CREATE TABLE keyward_rate_slots (
     key_id text NOT NULL,
     limit_name text NOT NULL,
-    node_id text NOT NULL,
-    granted_at_ms bigint NOT NULL,
-    amount bigint NOT NULL
+    next_us bigint NOT NULL,
+    PRIMARY KEY (key_id, limit_name)
 );
-CREATE INDEX keyward_rate_grants_window ON keyward_rate_grants (key_id, limit_name, granted_at_ms);
 ";
 
 /// What the engine holds: no schema yet, or a fleet's.

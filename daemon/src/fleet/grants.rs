@@ -73,9 +73,9 @@ async fn renew(engine: &Engine, key: &HotKey) -> bool {
     let asked_at = mono_nanos();
     let deadline = Instant::now() + engine.settings.request_timeout;
     let hosts = engine.link.hosts();
-    match lease(engine, key.record.id.as_str(), cell.rate(), cell.lease_ms(), cell.chunk(), deadline).await {
-        Ok(got) if got.granted > 0 => cell.granted(got.granted, asked_at, hosts),
-        Ok(got) => cell.refused(mono_nanos(), got.retry_after_ms, hosts),
+    match lease(engine, key.record.id.as_str(), cell.rate(), cell.chunk(), cell.horizon_us(), deadline).await {
+        Ok(got) if got.count > 0 => cell.granted(got.count, got.first_in_us, asked_at, mono_nanos(), hosts),
+        Ok(got) => cell.refused(mono_nanos(), got.retry_after_us, hosts),
         Err(error) => {
             tracing::debug!(%error, key = %key.record.id, "cannot get a lease of a fleet-wide limit");
             cell.failed(mono_nanos());

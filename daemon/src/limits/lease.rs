@@ -1,14 +1,16 @@
-//! Fleet-wide rate limits: a host spends *leases* of a limit's budget that the engine hands out, never
+//! Fleet-wide rate limits: a host spends *leases* of a limit's slots that the engine hands out, never
 //! waiting for the engine in a verify.
 //!
-//! The engine grants a lease of a few requests (a sixteenth of the limit) to one host at a time, and
-//! records when; it never grants more than the limit N within any span of `P + L` (the limit's period
-//! plus a lease's lifetime). A host spends a lease only within `L` of asking for it. So every request
-//! admitted in any window of length P used a lease granted within a span of P + L: at most N in any window,
-//! whatever the number of hosts. The price is a little throughput (N per P + L under sustained demand;
-//! L is a tenth of the period, at most a second) and leases that expire unspent.
+//! A limit of N per period P is a fleet-wide schedule of slots one interval T = P / N apart
+//! ([`crate::engine::leases`]). A lease gives this host the next few slots within a short horizon; each
+//! slot may be spent once, from its time until one lease lifetime L later (measured from when the host
+//! asked, so never later by the engine's clock). Every request admitted in any window of length P spent a
+//! slot whose time fell within a span of P + L, and slots are T apart: at most N·(1 + L/P) + 1 in any window
+//! — 102 for 100/min with L = 1 s, over any number of hosts. Under sustained demand the slots are spent as
+//! they come, about N per P. L is a tenth of the period, at most a second. Unlike a host's own limiter, a
+//! fleet-wide limit has no burst: its budget comes evenly, one slot every T.
 //!
-//! A host asks for the next lease below a quarter of the last one, or when it expired, off the verify
+//! A host asks for the next lease when fewer than two slots of the current one are left, off the verify
 //! path. While the engine cannot be reached the limit falls back to this host's own limiter at N divided by
 //! the hosts the fleet had (so the fleet stays near N), and goes back to leases with the first granted one.
 
@@ -19,21 +21,25 @@ use keyward_protocol::Rate;
 /// Nanoseconds per millisecond.
 const MILLI: u64 = 1_000_000;
 
-/// How long a verify refused for want of a lease is told to wait when the engine gave no time.
+/// How long a verify refused for want of a lease is told to wait when no slot time is known.
 pub const RETRY_AFTER_MS: u64 = 20;
 
 /// One fleet-wide limit of one key, on one host.
 #[derive(Debug)]
 pub struct LeaseCell {
     rate: Rate,
-    /// Requests left of the current lease.
-    tokens: AtomicU64,
-    /// When the current lease ends (the limiter's monotonic nanoseconds).
-    expires: AtomicU64,
+    /// T, in nanoseconds.
+    interval: u64,
+    /// The current lease: when its first slot opens and closes (the limiter's monotonic nanoseconds), its
+    /// slot count, and how many were spent (or let expire).
+    opens: AtomicU64,
+    closes: AtomicU64,
+    count: AtomicU64,
+    used: AtomicU64,
     /// A lease was asked for and has not arrived.
     asking: AtomicBool,
-    /// Until when the engine said the budget is spent (monotonic nanoseconds).
-    spent_until: AtomicU64,
+    /// Until when no slot is within the engine's horizon (monotonic nanoseconds).
+    none_until: AtomicU64,
     /// The engine could not be reached at the last ask: the host's own limiter decides.
     fallback: AtomicBool,
     /// The hosts the fleet had at the last ask (the fallback's divisor).
@@ -44,10 +50,13 @@ impl LeaseCell {
     pub fn new(rate: Rate) -> LeaseCell {
         LeaseCell {
             rate,
-            tokens: AtomicU64::new(0),
-            expires: AtomicU64::new(0),
+            interval: (rate.period.seconds() * 1_000_000_000 / rate.count).max(1),
+            opens: AtomicU64::new(0),
+            closes: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            used: AtomicU64::new(0),
             asking: AtomicBool::new(false),
-            spent_until: AtomicU64::new(0),
+            none_until: AtomicU64::new(0),
             fallback: AtomicBool::new(false),
             hosts: AtomicU64::new(1),
         }
@@ -57,14 +66,19 @@ impl LeaseCell {
         self.rate
     }
 
-    /// A lease's lifetime: a tenth of the limit's period, at most a second.
+    /// A slot's lifetime: a tenth of the limit's period, at most a second.
     pub fn lease_ms(&self) -> u64 {
         (self.rate.period.seconds() * 100).clamp(1, 1_000)
     }
 
-    /// The largest lease: a sixteenth of the limit, at least one request.
+    /// How far ahead a lease reaches (microseconds): one lifetime.
+    pub fn horizon_us(&self) -> u64 {
+        self.lease_ms() * 1_000
+    }
+
+    /// The most slots one lease holds.
     pub fn chunk(&self) -> u64 {
-        (self.rate.count / 16).max(1)
+        (self.rate.count / 16).max(2)
     }
 
     /// Whether the host's own limiter decides for now (the engine was unreachable at the last ask).
@@ -78,63 +92,81 @@ impl LeaseCell {
         Rate { count: (self.rate.count / hosts).max(1), period: self.rate.period }
     }
 
-    /// Spends `cost` of the current lease at `now` (0: checks that one is left). `Err(retry_after_ns)`.
+    /// The current lease's slots at `now`: how many have opened, and how many are spent or expired.
+    fn slots(&self, now: u64) -> (u64, u64) {
+        let (opens, closes) = (self.opens.load(Ordering::Acquire), self.closes.load(Ordering::Acquire));
+        let count = self.count.load(Ordering::Acquire);
+        let opened = if now >= opens { ((now - opens) / self.interval + 1).min(count) } else { 0 };
+        let closed = if now >= closes { ((now - closes) / self.interval + 1).min(count) } else { 0 };
+        (opened, self.used.load(Ordering::Acquire).max(closed))
+    }
+
+    /// Spends `cost` open slots at `now` (0: checks that one is open). `Err(retry_after_ns)`.
     pub fn take(&self, now: u64, cost: u64) -> Result<(), u64> {
-        let refused = || Err(self.spent_until.load(Ordering::Relaxed).saturating_sub(now).max(RETRY_AFTER_MS * MILLI));
-        if now >= self.expires.load(Ordering::Acquire) {
-            return refused();
-        }
         let needed = cost.max(1);
-        let mut tokens = self.tokens.load(Ordering::Acquire);
         loop {
-            if tokens < needed {
-                return refused();
+            let (opened, gone) = self.slots(now);
+            if gone + needed > opened {
+                return Err(self.retry_after(now, opened));
             }
             if cost == 0 {
                 return Ok(());
             }
-            match self.tokens.compare_exchange_weak(tokens, tokens - cost, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(()),
-                Err(current) => tokens = current,
+            let used = self.used.load(Ordering::Acquire);
+            // Expired slots count as spent: `used` jumps past them.
+            if self.used.compare_exchange_weak(used, gone + cost, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Ok(());
             }
         }
     }
 
+    /// When a refused verify may try again: the next slot of this lease, or the engine's next, or shortly.
+    fn retry_after(&self, now: u64, opened: u64) -> u64 {
+        if opened < self.count.load(Ordering::Acquire) {
+            let next = self.opens.load(Ordering::Acquire) + opened * self.interval;
+            return next.saturating_sub(now).max(1);
+        }
+        self.none_until.load(Ordering::Relaxed).saturating_sub(now).max(RETRY_AFTER_MS * MILLI)
+    }
+
     /// Gives back what [`LeaseCell::take`] spent, for a verify refused by a later limit.
     pub fn give_back(&self, cost: u64) {
-        self.tokens.fetch_add(cost, Ordering::AcqRel);
+        let _ = self.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| Some(used.saturating_sub(cost)));
     }
 
-    /// Requests left of the current lease at `now`.
+    /// Slots open and unspent at `now`.
     pub fn remaining(&self, now: u64) -> u64 {
-        if now >= self.expires.load(Ordering::Acquire) {
-            0
-        } else {
-            self.tokens.load(Ordering::Acquire)
-        }
+        let (opened, gone) = self.slots(now);
+        opened.saturating_sub(gone)
     }
 
-    /// Whether to ask for a lease now: the current one is expired or below a quarter of a lease, the
-    /// engine did not say the budget is spent for longer, and none is being asked for. `true` at most
-    /// once until the answer ([`LeaseCell::granted`], [`LeaseCell::refused`], [`LeaseCell::failed`]).
+    /// Whether to ask for a lease now: fewer than two slots of the current one left (open or to come), the
+    /// engine did not say none is near, and none is being asked for. `true` at most once until the answer
+    /// ([`LeaseCell::granted`], [`LeaseCell::refused`], [`LeaseCell::failed`]).
     pub fn wants_lease(&self, now: u64) -> bool {
-        let low = self.remaining(now) <= self.chunk() / 4;
-        low && now >= self.spent_until.load(Ordering::Relaxed) && !self.asking.swap(true, Ordering::AcqRel)
+        let (_, gone) = self.slots(now);
+        let low = self.count.load(Ordering::Acquire).saturating_sub(gone) < 2;
+        low && now >= self.none_until.load(Ordering::Relaxed) && !self.asking.swap(true, Ordering::AcqRel)
     }
 
-    /// A lease of `amount` requests asked for at `asked_at`: it replaces what is left of the last (whose
-    /// lifetime ends with it) and ends one lifetime after the ask.
-    pub fn granted(&self, amount: u64, asked_at: u64, hosts: u64) {
-        self.tokens.store(amount, Ordering::Release);
-        self.expires.store(asked_at + self.lease_ms() * MILLI, Ordering::Release);
+    /// A lease of `count` slots asked for at `asked_at` and received at `received_at`, the first
+    /// `first_in_us` after the engine's now: its slots open no earlier than the engine's times (counted from
+    /// the receipt) and close no later (counted from the ask). It replaces what is left of the last.
+    pub fn granted(&self, count: u64, first_in_us: u64, asked_at: u64, received_at: u64, hosts: u64) {
+        let first = first_in_us * 1_000;
+        self.count.store(0, Ordering::Release);
+        self.used.store(0, Ordering::Release);
+        self.opens.store(received_at + first, Ordering::Release);
+        self.closes.store(asked_at + first + self.lease_ms() * MILLI, Ordering::Release);
+        self.count.store(count, Ordering::Release);
         self.hosts.store(hosts.max(1), Ordering::Relaxed);
         self.fallback.store(false, Ordering::Relaxed);
         self.asking.store(false, Ordering::Release);
     }
 
-    /// The engine has no budget left until `retry_after_ms` after `now`.
-    pub fn refused(&self, now: u64, retry_after_ms: u64, hosts: u64) {
-        self.spent_until.store(now + retry_after_ms.max(1) * MILLI, Ordering::Relaxed);
+    /// No slot falls within the horizon until `retry_after_us` after `now`.
+    pub fn refused(&self, now: u64, retry_after_us: u64, hosts: u64) {
+        self.none_until.store(now + retry_after_us.max(1) * 1_000, Ordering::Relaxed);
         self.hosts.store(hosts.max(1), Ordering::Relaxed);
         self.fallback.store(false, Ordering::Relaxed);
         self.asking.store(false, Ordering::Release);
@@ -142,7 +174,7 @@ impl LeaseCell {
 
     /// The engine could not be reached: fall back to the host's own limiter, ask again after a pause.
     pub fn failed(&self, now: u64) {
-        self.spent_until.store(now + 100 * MILLI, Ordering::Relaxed);
+        self.none_until.store(now + 100 * MILLI, Ordering::Relaxed);
         self.fallback.store(true, Ordering::Relaxed);
         self.asking.store(false, Ordering::Release);
     }
@@ -156,36 +188,58 @@ mod tests {
 
     const SECOND: u64 = 1_000_000_000;
 
+    fn per_minute(count: u64) -> LeaseCell {
+        LeaseCell::new(Rate { count, period: Period::Minute })
+    }
+
     #[test]
-    fn a_lease_is_spent_within_its_lifetime_only() {
-        let cell = LeaseCell::new(Rate { count: 100, period: Period::Minute });
-        assert_eq!((cell.chunk(), cell.lease_ms()), (6, 1_000));
+    fn slots_open_one_interval_apart_and_close_one_lifetime_later() {
+        let cell = per_minute(100); // one slot every 600 ms; a slot lives 1 s
         assert!(cell.take(SECOND, 1).is_err(), "no lease yet");
         assert!(cell.wants_lease(SECOND) && !cell.wants_lease(SECOND), "asks once");
-        cell.granted(6, SECOND, 3);
-        for _ in 0..6 {
-            assert!(cell.take(SECOND + 1, 1).is_ok());
-        }
-        assert!(cell.take(SECOND + 1, 1).is_err(), "the lease is spent");
+        cell.granted(2, 0, SECOND, SECOND, 3);
+        assert!(cell.take(SECOND, 1).is_ok(), "the first slot is open at once");
+        assert_eq!(cell.take(SECOND, 1), Err(600_000_000), "the second opens 600 ms later");
+        assert!(cell.take(SECOND + 600_000_000, 1).is_ok());
+        assert!(cell.take(SECOND + 700_000_000, 1).is_err(), "the lease is spent");
         cell.give_back(1);
-        assert!(cell.take(SECOND + 1, 1).is_ok(), "given back");
-        cell.granted(6, 2 * SECOND, 3);
-        assert!(cell.take(3 * SECOND, 1).is_err(), "expired one lifetime after the ask");
+        assert!(cell.take(SECOND + 700_000_000, 1).is_ok(), "given back");
+    }
+
+    #[test]
+    fn an_unspent_slot_expires() {
+        let cell = per_minute(100);
+        cell.granted(2, 0, 0, 0, 1);
+        assert_eq!(cell.remaining(SECOND + 1), 1, "the first slot closed at 1 s, the second is open");
+        assert!(cell.take(SECOND + 1, 1).is_ok());
+        assert!(cell.take(2 * SECOND, 1).is_err());
+        assert!(cell.wants_lease(2 * SECOND));
+    }
+
+    #[test]
+    fn a_late_answer_shortens_the_slots_never_lengthens_them() {
+        let cell = per_minute(100);
+        // Asked at 0, received 300 ms later, first slot 100 ms after the engine's now.
+        cell.granted(1, 100_000, 0, 300_000_000, 1);
+        assert!(cell.take(350_000_000, 1).is_err(), "opens no earlier than the receipt + 100 ms");
+        assert!(cell.take(400_000_000, 1).is_ok());
+        cell.granted(1, 100_000, 0, 300_000_000, 1);
+        assert!(cell.take(1_150_000_000, 1).is_err(), "closed 1.1 s after the ask");
     }
 
     #[test]
     fn a_refusal_holds_the_asking_back_and_a_failure_falls_back() {
-        let cell = LeaseCell::new(Rate { count: 100, period: Period::Minute });
+        let cell = per_minute(100);
         assert!(cell.wants_lease(0));
-        cell.refused(0, 500, 3);
-        assert!(!cell.wants_lease(SECOND / 4), "the budget is spent for 500 ms");
+        cell.refused(0, 500_000, 3);
+        assert!(!cell.wants_lease(SECOND / 4), "no slot near for 500 ms");
         assert_eq!(cell.take(SECOND / 4, 1), Err(SECOND / 4), "told when to retry");
         assert!(cell.wants_lease(SECOND));
         cell.failed(SECOND);
         assert!(cell.fallback());
         assert_eq!(cell.fallback_rate().count, 33, "the limit divided among the hosts");
         assert!(cell.wants_lease(2 * SECOND));
-        cell.granted(6, 2 * SECOND, 3);
+        cell.granted(2, 0, 2 * SECOND, 2 * SECOND, 3);
         assert!(!cell.fallback(), "back to leases");
     }
 }
