@@ -10,8 +10,7 @@
 //! they come, about N per P. L is a tenth of the period, at most a second. Unlike a host's own limiter, a
 //! fleet-wide limit has no burst: its budget comes evenly, one slot every T.
 //!
-//! A host asks for the next lease when fewer than two slots of the current one are left, off the verify
-//! path. While the engine cannot be reached the limit falls back to this host's own limiter at N divided by
+//! A host asks for the next lease when the current one is spent, off the verify path. While the engine cannot be reached the limit falls back to this host's own limiter at N divided by
 //! the hosts the fleet had (so the fleet stays near N), and goes back to leases with the first granted one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -140,13 +139,14 @@ impl LeaseCell {
         opened.saturating_sub(gone)
     }
 
-    /// Whether to ask for a lease now: fewer than two slots of the current one left (open or to come), the
-    /// engine did not say none is near, and none is being asked for. `true` at most once until the answer
-    /// ([`LeaseCell::granted`], [`LeaseCell::refused`], [`LeaseCell::failed`]).
+    /// Whether to ask for a lease now: every slot of the current one is spent or expired (a new lease
+    /// replaces the old, so asking earlier would throw slots away), the engine did not say none is near,
+    /// and none is being asked for. `true` at most once until the answer ([`LeaseCell::granted`],
+    /// [`LeaseCell::refused`], [`LeaseCell::failed`]).
     pub fn wants_lease(&self, now: u64) -> bool {
         let (_, gone) = self.slots(now);
-        let low = self.count.load(Ordering::Acquire).saturating_sub(gone) < 2;
-        low && now >= self.none_until.load(Ordering::Relaxed) && !self.asking.swap(true, Ordering::AcqRel)
+        let spent = gone >= self.count.load(Ordering::Acquire);
+        spent && now >= self.none_until.load(Ordering::Relaxed) && !self.asking.swap(true, Ordering::AcqRel)
     }
 
     /// A lease of `count` slots asked for at `asked_at` and received at `received_at`, the first
