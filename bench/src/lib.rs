@@ -16,9 +16,11 @@
 //! - [`fixture`]: the template key a fixture is copied from.
 //! - [`scenario`]: the scenarios, one module each, and the run that strings them together.
 //! - [`report`]: the table.
+//! - [`fleet`]: `keyward-bench fleet`, the fleet-mode targets against a throw-away PostgreSQL and real hosts.
 
 pub mod echo;
 pub mod fixture;
+pub mod fleet;
 pub mod load;
 pub mod process;
 pub mod report;

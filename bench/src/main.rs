@@ -43,6 +43,9 @@ enum Command {
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
     },
+    /// Measure fleet mode's targets (issue 18): starts its own PostgreSQL cluster and keywardd hosts, prints
+    /// a markdown report.
+    Fleet(keyward_bench::fleet::FleetArgs),
 }
 
 #[derive(Args)]
@@ -144,6 +147,15 @@ fn main() -> Result<()> {
                 None => runtime.block_on(scenario::drive_floor(&socket, shape, phase))?,
             };
             println!("{line}");
+            Ok(())
+        }
+        Command::Fleet(args) => {
+            let path = args.report.clone();
+            let report = keyward_bench::fleet::run(args)?;
+            if let Some(path) = &path {
+                std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{report}");
             Ok(())
         }
         Command::Run(args) => {
