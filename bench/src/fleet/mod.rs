@@ -20,6 +20,9 @@
 //! Processes are spawned from the main thread only (see [`crate::process`]); load runs on a tokio
 //! runtime and on plain threads.
 
+// The parts are private; this page is their map, and `cargo doc --document-private-items` checks its links.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod cluster;
 mod cut;
 mod host;

@@ -4,7 +4,7 @@
 //! In fleet mode every host's management changes are committed here, one fleet-wide sequence numbering
 //! them, and every host follows that sequence into its local replica (the sled store). What this module
 //! owns: the connection settings ([`Settings`]), connecting with a deadline ([`connect`]), the schema
-//! ([`schema`]), the encoded change rows ([`rows`]), the one write transaction ([`write`]), the
+//! ([`schema`]), the encoded change rows ([`rows`]), the one write transaction ([`write`](mod@write)), the
 //! follower's connection with its notifications and queries ([`follow`]), escrowed credits ([`credits`]),
 //! leases of fleet-wide limits ([`leases`]), and the figures of the link
 //! ([`Link`]). What a change *means* for the daemon, and when to follow, lives in `crate::fleet`.

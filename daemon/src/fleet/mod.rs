@@ -1,6 +1,6 @@
 //! Fleet mode: many hosts, one set of keys, through the engine (PostgreSQL, [`crate::engine`]).
 //!
-//! - [`write`]: how a management change is made: under the host's write lock, open the engine's write
+//! - [`write`](mod@write): how a management change is made: under the host's write lock, open the engine's write
 //!   transaction (the fleet's one writer), apply what other hosts committed meanwhile, build the change on
 //!   that, commit it in the engine with its audit entry, write it to the local replica, then answer — so the
 //!   issuing host's very next verify sees it, as on a host on its own.
@@ -9,9 +9,9 @@
 //!   follow it (no silent rollback).
 //! - [`apply`]: changes from the engine into the local replica (one sled transaction a page, with the
 //!   replica's mark) and into the index.
-//! - [`join`]: startup: which engine, which fleet, whether this store is its replica; a first catch-up.
+//! - [`join`](mod@join): startup: which engine, which fleet, whether this store is its replica; a first catch-up.
 //! - [`grants`]: grants of escrowed credits and leases of fleet-wide limits, asked for off the verify path.
-//! - [`init`]: `keyward fleet init` (schema, import of a host's store) and `keyward fleet status`.
+//! - [`init`](mod@init): `keyward fleet init` (schema, import of a host's store) and `keyward fleet status`.
 //!
 //! Verifies never reach this module: they read the index, which this module keeps current.
 
