@@ -352,3 +352,37 @@ fn the_poll_alone_carries_every_change() {
     wait_for_code(b, &token, "REVOKED", "b to see the revocation by polling");
     wait_until("the audit logs to agree", || audit(a) == audit(b));
 }
+
+/// A COMMIT the engine does not answer in time has an unknown outcome: the host ends the backend that ran
+/// it (so it can never commit late) and looks the change up by its id. Here a deferred trigger holds every
+/// COMMIT of a change for 5 s, past the host's budget: the call fails with ENGINE_UNAVAILABLE saying nothing
+/// was changed, and indeed no host ever sees the key; once the engine answers again the same call works.
+#[test]
+fn a_commit_left_unanswered_is_settled_never_applied_late() {
+    if !require_postgres() {
+        return;
+    }
+    let fleet = Fleet::start(false);
+    let (a, b) = (fleet.host(0), fleet.host(1));
+    fleet.postgres.psql(
+        "CREATE FUNCTION keyward_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(5); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER keyward_test_slow AFTER INSERT ON keyward_changes \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION keyward_test_slow_commit();",
+    );
+    let args = ["--json", "create", "--workspace", "ws-slow", "--name", "never made", "--scope", "read:all"];
+    let refused = a.cli(&args);
+    let printed = String::from_utf8_lossy(&refused.stdout).into_owned();
+    assert_eq!(refused.status.code(), Some(2), "{printed}");
+    assert!(printed.contains("ENGINE_UNAVAILABLE") && printed.contains("nothing was changed"), "{printed}");
+    // DROP TRIGGER waits for every transaction holding the table: had the held COMMIT's backend lived on,
+    // this would wait for it to commit, and the count below would see its change.
+    fleet.postgres.psql("DROP TRIGGER keyward_test_slow ON keyward_changes");
+    let (token, _) = create(a, "ws-slow");
+    wait_for_code(b, &token, "VALID", "b to see the key made after the engine answered again");
+    let listed = a.json(&["list", "--workspace", "ws-slow"], 0);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "only the second create happened: {listed}");
+    let in_engine = fleet.postgres.psql("SELECT count(*) FROM keyward_changes WHERE action = 'create'");
+    assert_eq!(in_engine, "1", "the unanswered change never committed");
+    wait_until("the audit logs to agree", || audit(a) == audit(b));
+}
