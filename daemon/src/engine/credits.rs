@@ -9,7 +9,7 @@
 
 use tokio::time::Instant;
 
-use super::{connect, until, Engine, EngineError};
+use super::{kept, until, Engine, EngineError};
 
 /// What a grant request got.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,11 +56,7 @@ pub async fn grant(
 ) -> Result<Option<Grant>, EngineError> {
     let settings = &engine.settings;
     let mut conn = engine.grants.lock().await;
-    if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-        *conn = None;
-        *conn = Some(connect(settings, deadline, false).await?);
-    }
-    let client = &conn.as_ref().expect("connected above").client;
+    let client = &kept(settings, &mut conn, deadline).await?.client;
     let (boundary, amount) = refill.map_or((i64::MIN, 0), |(at, amount)| (at, amount as i64));
     let max = MAX_GRANT as i64;
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [&id, &max, &boundary, &amount, &settings.node_id];

@@ -7,7 +7,7 @@
 use keyward_protocol::Rate;
 use tokio::time::Instant;
 
-use super::{connect, until, Engine, EngineError};
+use super::{kept, until, Engine, EngineError};
 
 /// What a lease request got: `count` slots, the first `first_in_us` after the engine's now (0 or more),
 /// one `interval_us` apart. With none: microseconds until one falls within the horizon.
@@ -52,11 +52,7 @@ pub async fn lease(
 ) -> Result<Lease, EngineError> {
     let settings = &engine.settings;
     let mut conn = engine.grants.lock().await;
-    if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-        *conn = None;
-        *conn = Some(connect(settings, deadline, false).await?);
-    }
-    let client = &conn.as_ref().expect("connected above").client;
+    let client = &kept(settings, &mut conn, deadline).await?.client;
     let name = rate.to_string();
     let interval_us = (rate.period.seconds() * 1_000_000 / rate.count).max(1);
     let (most, horizon, interval) = (most as i64, horizon_us as i64, interval_us as i64);

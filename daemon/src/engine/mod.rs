@@ -213,6 +213,20 @@ pub async fn connect(settings: &Settings, deadline: Instant, notifications: bool
     Ok(Connected { client, notifications: notifications.then_some(receiver), driver })
 }
 
+/// The connection kept in `slot`, made anew before `deadline` if there is none or it closed. Callers drop
+/// it (`*slot = None`) after any failure, so a connection whose state is unknown is never reused.
+pub(crate) async fn kept<'a>(
+    settings: &Settings,
+    slot: &'a mut Option<Connected>,
+    deadline: Instant,
+) -> Result<&'a Connected, EngineError> {
+    if slot.as_ref().is_none_or(|c| c.client.is_closed()) {
+        *slot = None;
+        *slot = Some(connect(settings, deadline, false).await?);
+    }
+    Ok(slot.as_ref().expect("connected above"))
+}
+
 fn read_password(path: &std::path::Path) -> Result<String, EngineError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| EngineError::PasswordFile { path: path.to_owned(), reason: e.to_string() })?;

@@ -20,7 +20,7 @@ use tokio::sync::MutexGuard;
 use tokio::time::Instant;
 
 use super::rows::{Body, ChangeId, Row};
-use super::{connect, until, Connected, Engine, EngineError};
+use super::{connect, kept, until, Connected, Engine, EngineError};
 
 /// The advisory lock every writer takes ("keyward" in ASCII).
 const WRITE_LOCK: i64 = 0x006b_6579_7761_7264;
@@ -53,10 +53,7 @@ impl Engine {
     /// write lock.
     pub async fn begin(&self, deadline: Instant) -> Result<Txn<'_>, EngineError> {
         let mut conn = self.writer.lock().await;
-        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = None;
-            *conn = Some(connect(&self.settings, deadline, false).await?);
-        }
+        kept(&self.settings, &mut conn, deadline).await?;
         let mut txn = Txn { engine: self, conn, backend_pid: 0, deadline, done: false };
         let started = txn
             .guard(|c| async move {
