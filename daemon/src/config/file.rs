@@ -449,6 +449,32 @@ mod tests {
     }
 
     #[test]
+    fn a_fleet_section_applies_and_bad_values_name_their_line() {
+        let config = load_text(
+            "[plans]\nteam = \"10/s\"\n[fleet]\nengine = \"host=/run/postgresql dbname=keyward\"\nnode_id = \"app-1\"\n\
+             notify = false\npoll_interval_ms = 250\nshared_plans = [\"team\"]\n",
+        )
+        .unwrap();
+        let fleet = config.fleet.expect("a [fleet] section");
+        assert_eq!(
+            (fleet.node_id.as_str(), fleet.notify, fleet.poll_interval),
+            ("app-1", false, Duration::from_millis(250))
+        );
+        assert_eq!(fleet.request_timeout, Duration::from_secs(2), "the default budget");
+        assert_eq!(fleet.address(), "host=/run/postgresql dbname=keyward");
+        assert!(config.plans.is_shared("team") && !config.plans.is_shared("free"));
+
+        let error = load_text("[fleet]\nengine = \"host=db password=hunter2 dbname=k\"\n").unwrap_err();
+        assert!(error.to_string().contains("password_file"), "{error}");
+        assert!(!error.to_string().contains("hunter2"), "the password is never repeated: {error}");
+        let error = load_text("[fleet]\nengine = \"host=db\"\nnode_id = \"app 1\"\n").unwrap_err();
+        assert!(error.to_string().contains(":3: fleet.node_id"), "{error}");
+        let error = load_text("[fleet]\nengine = \"host=db\"\nshared_plans = [\"gold\"]\n").unwrap_err();
+        assert!(error.to_string().contains("no plan named `gold`"), "{error}");
+        assert!(load_text("[fleet]\nnode_id = \"a\"\n").is_err(), "engine is required");
+    }
+
+    #[test]
     fn errors_name_the_file_line_and_reason() {
         let error = load_text("data_dir = \"/x\"\n\n[limits]\nmax_conections = 5\n").unwrap_err();
         assert_eq!(error.line, 4, "{error}");

@@ -29,6 +29,8 @@ pub use create::{create, import};
 pub use credits::change_credits;
 pub use query::{audit, get, list, list_legacy, report, usage, workspace_usage};
 
+use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
+
 use crate::engine::rows::Body;
 use crate::error::DaemonError;
 use crate::fleet::{self, write::Writing};
@@ -37,7 +39,6 @@ use crate::keys::hot::HotKey;
 use crate::keys::record::{KeyRecord, Live};
 use crate::keys::store::Change;
 use crate::service::{Found, Service};
-use keyward_protocol::{AccountView, Actor, AuditAction, AuditEntry, FieldChange, KeyId, KeyView};
 
 /// A change about to be committed.
 struct Draft {
