@@ -93,15 +93,21 @@ impl Txn<'_> {
         rows?.iter().map(Row::read).collect()
     }
 
-    /// The newest change in the engine and its id (0 and `None` before any).
-    pub async fn head(&mut self) -> Result<(u64, Option<ChangeId>), EngineError> {
-        let query = "SELECT seq, change_id FROM keyward_changes ORDER BY seq DESC LIMIT 1";
-        let row = self.guard(|c| async move { c.query_opt(query, &[]).await }).await?;
-        self.engine.link.queried(1);
-        match row {
-            None => Ok((0, None)),
-            Some(row) => Ok((row.get::<_, i64>(0).max(0) as u64, Some(super::rows::change_id(row.get(1))?))),
+    /// Whether change `applied` is still in the engine with id `anchor` (always, before any change): `false`
+    /// means the engine does not hold what this host has applied.
+    pub async fn holds(&mut self, applied: u64, anchor: Option<ChangeId>) -> Result<bool, EngineError> {
+        if applied == 0 {
+            return Ok(true);
         }
+        let seq = applied as i64;
+        let query = "SELECT change_id FROM keyward_changes WHERE seq = $1";
+        let row = self.guard(|c| async move { c.query_opt(query, &[&seq]).await }).await?;
+        self.engine.link.queried(1);
+        Ok(match (row, anchor) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(row), Some(anchor)) => row.get::<_, &[u8]>(0) == anchor.as_slice(),
+        })
     }
 
     /// Takes the next sequence number, for the change about to be [inserted](Txn::insert).

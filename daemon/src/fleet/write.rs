@@ -48,6 +48,12 @@ pub async fn begin(service: &Service) -> Result<Writing<'_>, DaemonError> {
     let deadline = engine.deadline();
     let budget = engine.settings.request_timeout / 2;
     let mut txn = engine.begin(Instant::now() + budget).await?;
+    if !txn.holds(replica.applied_seq, replica.anchor).await? {
+        // Restored from an older backup since this host last followed it: writing now would number the
+        // change below what this host holds. The follower says so in the log.
+        engine.link.set_diverged(true);
+        return Err(diverged());
+    }
     let behind = txn.changes_after(replica.applied_seq).await?;
     if !behind.is_empty() {
         apply::persist(service, engine, &behind, &replica.fleet_id).await?;
@@ -71,13 +77,17 @@ impl Writing<'_> {
 /// The replica's mark when this host may write: not diverged, part of a fleet.
 fn writable(engine: &Engine) -> Result<Option<crate::keys::store::ReplicaMark>, DaemonError> {
     if engine.link.diverged() {
-        return Err(DaemonError::Diverged(
-            "this host refuses to follow the fleet engine: it holds fewer changes than this host has applied \
-             (restored from an older backup?); see keywardd's log"
-                .into(),
-        ));
+        return Err(diverged());
     }
     Ok(engine.replica())
+}
+
+fn diverged() -> DaemonError {
+    DaemonError::Diverged(
+        "this host refuses to follow the fleet engine: it does not hold the newest change this host has applied \
+         (restored from an older backup?); see keywardd's log"
+            .into(),
+    )
 }
 
 /// Commits a change through the engine and writes it to the local replica. `build` gets the change's
@@ -91,6 +101,11 @@ pub async fn commit(
 ) -> Result<Option<u64>, DaemonError> {
     let Some(FleetWrite { engine, mut txn, deadline }) = writing.fleet.take() else { return Ok(None) };
     let seq = txn.next_seq().await?;
+    if seq <= engine.link.applied_seq() {
+        // A sequence reset behind what this host holds (the engine was tampered with or restored).
+        engine.link.set_diverged(true);
+        return Err(diverged());
+    }
     let body = build(seq);
     let change_id = mint::change_id();
     txn.insert(seq, &change_id, &body, at).await?;
