@@ -191,7 +191,11 @@ pub async fn connect(settings: &Settings, deadline: Instant, notifications: bool
     if let Some(path) = &settings.password_file {
         config.password(read_password(path)?);
     }
+    // A backend whose client vanished mid-transaction (a cut link) would keep the fleet's write lock until
+    // the server's own keepalive gave up, hours later: the server ends such a session itself.
+    let idle = settings.request_timeout.max(Duration::from_secs(5)).as_millis();
     config
+        .options(format!("-c idle_in_transaction_session_timeout={idle}"))
         .application_name(format!("keywardd {}", settings.node_id))
         .connect_timeout(settings.connect_timeout)
         .keepalives(true)

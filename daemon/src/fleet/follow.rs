@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::follow::{Follower, Page, PAGE};
-use crate::engine::schema::Found;
+use crate::engine::schema::{Found, SCHEMA_VERSION};
 use crate::engine::{Engine, EngineError};
 use crate::error::DaemonError;
 use crate::host::clock::unix_now;
@@ -147,9 +147,14 @@ async fn current_mark(
     if let Some(mark) = engine.replica() {
         return Ok(Some(mark));
     }
-    let Found::Fleet { fleet_id, lookup_check, .. } = follower.inspect(engine, deadline(engine)).await? else {
+    let Found::Fleet { fleet_id, version, lookup_check } = follower.inspect(engine, deadline(engine)).await? else {
         return Ok(None);
     };
+    let expected = engine.settings.fleet_id.as_ref();
+    if version != SCHEMA_VERSION || expected.is_some_and(|id| *id != fleet_id) {
+        tracing::error!(fleet = %fleet_id, version, "the engine now holds a fleet this host may not join (another fleet_id or schema version); not joining it");
+        return Ok(None);
+    }
     if !super::same_lookup_key(service, &lookup_check) {
         tracing::error!(fleet = %fleet_id, "the engine now holds a fleet whose lookup key is not this host's: not joining it; copy the fleet's lookup.key here and restart");
         return Ok(None);

@@ -76,6 +76,11 @@ async fn create(service: &Service, engine: &Engine) -> Result<(), DaemonError> {
                     .into(),
             ))
         }
+        Init::Exists { fleet_id, .. } if engine.settings.fleet_id.as_ref().is_some_and(|id| *id != fleet_id) => {
+            Err(DaemonError::Conflict(format!(
+                "the engine already holds fleet `{fleet_id}`, not this host's `[fleet] fleet_id`: nothing was changed"
+            )))
+        }
         Init::Exists { fleet_id, .. } if service.index().is_empty() => {
             engine.set_replica(ReplicaMark { fleet_id, applied_seq: 0, anchor: None });
             Ok(())

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::engine::follow::Follower;
 use crate::engine::schema::{Found, SCHEMA_VERSION};
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError};
 use crate::keys::store::{ReplicaMark, StoreError};
 use crate::service::Service;
 
@@ -47,6 +47,15 @@ pub enum JoinError {
     CatchUp(#[from] FollowError),
 }
 
+/// A host with a replica serves it while the engine cannot be reached; one without cannot start.
+fn serve_replica(engine: &Engine, mark: Option<ReplicaMark>, error: EngineError) -> Result<(), JoinError> {
+    let Some(mark) = mark else { return Err(JoinError::Unreachable(error)) };
+    tracing::warn!(%error, fleet = %mark.fleet_id, applied = mark.applied_seq,
+        "the fleet engine cannot be reached; serving the local replica until it can");
+    engine.set_replica(mark);
+    Ok(())
+}
+
 /// Joins the fleet of `service`'s engine (if it has one): see the module's table.
 /// `lookup_key` is where this host's lookup key lives (named when it is not the fleet's).
 pub async fn join(service: &Service, lookup_key: &std::path::Path) -> Result<(), JoinError> {
@@ -56,15 +65,12 @@ pub async fn join(service: &Service, lookup_key: &std::path::Path) -> Result<(),
     let deadline = Instant::now() + settings.connect_timeout + settings.request_timeout;
     let follower = match Follower::connect(engine, deadline).await {
         Ok(follower) => follower,
-        Err(error) => {
-            let Some(mark) = mark else { return Err(JoinError::Unreachable(error)) };
-            tracing::warn!(%error, fleet = %mark.fleet_id, applied = mark.applied_seq,
-                "the fleet engine cannot be reached; serving the local replica until it can");
-            engine.set_replica(mark);
-            return Ok(());
-        }
+        Err(error) => return serve_replica(engine, mark, error),
     };
-    let found = follower.inspect(engine, deadline).await.map_err(JoinError::Unreachable)?;
+    let found = match follower.inspect(engine, deadline).await {
+        Ok(found) => found,
+        Err(error) => return serve_replica(engine, mark, error),
+    };
     engine.link.set_reachable(true);
     let (fleet_id, version, lookup_check) = match found {
         Found::Empty => {
@@ -103,8 +109,16 @@ pub async fn join(service: &Service, lookup_key: &std::path::Path) -> Result<(),
     if !super::same_lookup_key(service, &lookup_check) {
         return Err(JoinError::LookupKey { path: lookup_key.to_owned() });
     }
-    engine.set_replica(mark);
-    catch_up(service, engine, &follower).await?;
+    engine.set_replica(mark.clone());
+    if let Err(error) = catch_up(service, engine, &follower).await {
+        match error {
+            // The engine stopped answering after it let this host in: a replica serves what it has.
+            FollowError::Engine(error) if mark.applied_seq > 0 || !service.index().is_empty() => {
+                return serve_replica(engine, Some(mark), error)
+            }
+            error => return Err(JoinError::CatchUp(error)),
+        }
+    }
     let figures = engine.link.figures(&settings.node_id);
     tracing::info!(node = %settings.node_id, applied = figures.applied_seq, keys = service.index().len(), "joined the fleet");
     Ok(())

@@ -141,8 +141,10 @@ impl CreditCell {
     /// Spends `cost` (0: only checks that one credit is left) after applying any refill due at `now`.
     /// `Ok(balance after)`, or `Err(balance)` when there is not enough.
     pub fn spend(&self, cost: u64, refill: Option<Refill>, now: i64) -> Result<u64, u64> {
-        if let Some(refill) = refill.filter(|_| self.escrow.is_none()) {
-            self.refill_if_due(refill, now);
+        match (refill, &self.escrow) {
+            (Some(refill), None) => self.refill_if_due(refill, now),
+            (Some(refill), Some(escrow)) => self.new_period_if_due(escrow, refill, now),
+            (None, _) => {}
         }
         let mut balance = self.balance.load(Ordering::Acquire);
         loop {
@@ -156,6 +158,18 @@ impl CreditCell {
                 Ok(_) => return Ok(balance - cost),
                 Err(current) => balance = current,
             }
+        }
+    }
+
+    /// An escrowed cell past a refill boundary its grant predates: the grant was of the last period, which
+    /// is over (as a host on its own drops the old balance at the boundary), so it is dropped and the next
+    /// grant, of the new period, is asked for. The engine applies the refill itself, at that grant.
+    fn new_period_if_due(&self, escrow: &Escrow, refill: Refill, now: i64) {
+        let stale = last_boundary(refill, now) > self.refilled_at.load(Ordering::Acquire);
+        if stale && (self.balance() > 0 || escrow.exhausted.load(Ordering::Relaxed)) {
+            self.balance.store(0, Ordering::Release);
+            escrow.low_water.store(0, Ordering::Relaxed);
+            escrow.exhausted.store(false, Ordering::Relaxed);
         }
     }
 
@@ -302,12 +316,28 @@ mod escrow_tests {
         assert_eq!(cell.balance(), 0);
         cell.grant(10, 0, 4, 0);
         assert_eq!(cell.balance(), 0, "a grant of a voided balance is ignored");
-        cell.grant(7, 0, 5, 100);
-        cell.grant(4, 0, 5, 200);
+        cell.grant(7, 0, 5, 9_849_600);
+        cell.grant(4, 0, 5, 9_936_000);
         assert_eq!(cell.balance(), 4, "a grant after a refill replaces the old period's");
         let spent: u64 =
             (0..10).filter(|_| cell.spend(1, Some(Refill::Daily { amount: 1000 }), 10_000_000).is_ok()).count() as u64;
-        assert_eq!(spent, 4, "an escrowed cell never refills by itself");
+        assert_eq!(spent, 4, "an escrowed cell never refills by itself (its grant is of this day's period)");
+    }
+
+    #[test]
+    fn a_refill_boundary_drops_the_old_period_and_asks_again() {
+        let daily = Some(Refill::Daily { amount: 100 });
+        let (day1, day2) = (86_400 * 20_000, 86_400 * 20_001);
+        let cell = CreditCell::escrowed();
+        cell.grant(5, 0, 1, day1);
+        assert!(cell.spend(1, daily, day1 + 10).is_ok());
+        cell.grant(0, 0, 1, day1);
+        assert!(cell.spend(1, daily, day1 + 20).is_ok(), "what it holds is still spent");
+        assert!(!cell.may_get_more(), "the fleet's balance is spent");
+        assert_eq!(cell.spend(1, daily, day2 + 1), Err(0), "past the boundary: the old period's grant is gone");
+        assert!(cell.may_get_more() && cell.wants_grant(), "and the new period is asked for");
+        cell.grant(6, 94, 1, day2);
+        assert_eq!(cell.spend(1, daily, day2 + 2), Ok(5));
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct LeaseCell {
     used: AtomicU64,
     /// A lease was asked for and has not arrived.
     asking: AtomicBool,
+    /// Odd while [`LeaseCell::granted`] replaces the lease, so a reader never mixes two leases.
+    generation: AtomicU64,
     /// Until when no slot is within the engine's horizon (monotonic nanoseconds).
     none_until: AtomicU64,
     /// The engine could not be reached at the last ask: the host's own limiter decides.
@@ -55,6 +57,7 @@ impl LeaseCell {
             count: AtomicU64::new(0),
             used: AtomicU64::new(0),
             asking: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
             none_until: AtomicU64::new(0),
             fallback: AtomicBool::new(false),
             hosts: AtomicU64::new(1),
@@ -80,8 +83,9 @@ impl LeaseCell {
         (self.rate.count / 16).max(2)
     }
 
-    /// Whether the host's own limiter decides for now (the engine was unreachable at the last ask).
-    pub fn fallback(&self) -> bool {
+    /// Whether the host's own limiter decides (the engine was unreachable at the last ask). While an ask
+    /// is outstanding the limit refuses: it fails closed until the ask's deadline, never open.
+    pub fn decides_locally(&self) -> bool {
         self.fallback.load(Ordering::Relaxed)
     }
 
@@ -93,8 +97,15 @@ impl LeaseCell {
 
     /// The current lease's slots at `now`: how many have opened, and how many are spent or expired.
     fn slots(&self, now: u64) -> (u64, u64) {
-        let (opens, closes) = (self.opens.load(Ordering::Acquire), self.closes.load(Ordering::Acquire));
-        let count = self.count.load(Ordering::Acquire);
+        let (opens, closes, count) = loop {
+            let before = self.generation.load(Ordering::Acquire);
+            let read = (self.opens.load(Ordering::Acquire), self.closes.load(Ordering::Acquire));
+            let count = self.count.load(Ordering::Acquire);
+            if before.is_multiple_of(2) && self.generation.load(Ordering::Acquire) == before {
+                break (read.0, read.1, count);
+            }
+            std::hint::spin_loop();
+        };
         let opened = if now >= opens { ((now - opens) / self.interval + 1).min(count) } else { 0 };
         let closed = if now >= closes { ((now - closes) / self.interval + 1).min(count) } else { 0 };
         (opened, self.used.load(Ordering::Acquire).max(closed))
@@ -154,11 +165,14 @@ impl LeaseCell {
     /// the receipt) and close no later (counted from the ask). It replaces what is left of the last.
     pub fn granted(&self, count: u64, first_in_us: u64, asked_at: u64, received_at: u64, hosts: u64) {
         let first = first_in_us * 1_000;
+        // Only the one grants task writes a cell; readers retry while the generation is odd or moved.
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.count.store(0, Ordering::Release);
         self.used.store(0, Ordering::Release);
         self.opens.store(received_at + first, Ordering::Release);
         self.closes.store(asked_at + first + self.lease_ms() * MILLI, Ordering::Release);
         self.count.store(count, Ordering::Release);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.hosts.store(hosts.max(1), Ordering::Relaxed);
         self.fallback.store(false, Ordering::Relaxed);
         self.asking.store(false, Ordering::Release);
@@ -236,10 +250,10 @@ mod tests {
         assert_eq!(cell.take(SECOND / 4, 1), Err(SECOND / 4), "told when to retry");
         assert!(cell.wants_lease(SECOND));
         cell.failed(SECOND);
-        assert!(cell.fallback());
+        assert!(cell.decides_locally());
         assert_eq!(cell.fallback_rate().count, 33, "the limit divided among the hosts");
         assert!(cell.wants_lease(2 * SECOND));
         cell.granted(2, 0, 2 * SECOND, 2 * SECOND, 3);
-        assert!(!cell.fallback(), "back to leases");
+        assert!(!cell.decides_locally(), "back to leases");
     }
 }

@@ -86,7 +86,7 @@ enum Decider<'a> {
 
 fn decider(limit: &HotLimit) -> Decider<'_> {
     match limit.lease.as_deref() {
-        Some(lease) if !lease.fallback() => Decider::Lease(lease),
+        Some(lease) if !lease.decides_locally() => Decider::Lease(lease),
         Some(lease) => Decider::Local(Gcra::new(lease.fallback_rate())),
         None => Decider::Local(limit.gcra),
     }
