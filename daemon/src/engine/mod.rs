@@ -278,14 +278,12 @@ impl Link {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records that the replica holds every change up to `applied` and the engine's newest is `head`;
-    /// `now` (Unix seconds, 0 for not a sync with the engine) is when this was learnt from the engine.
+    /// Records that the replica holds every change up to `applied` and the engine's newest is `head`, as
+    /// learnt from the engine at `now` (Unix seconds).
     pub fn synced(&self, applied: u64, head: u64, now: i64) {
         self.applied_seq.store(applied, Ordering::Release);
         self.head_seq.store(head.max(applied), Ordering::Release);
-        if now > 0 {
-            self.last_sync_at.store(now, Ordering::Relaxed);
-        }
+        self.last_sync_at.store(now, Ordering::Relaxed);
     }
 
     /// Records that the replica now holds every change up to `applied`.

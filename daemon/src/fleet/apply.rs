@@ -23,11 +23,11 @@ use crate::service::{Found, Service};
 pub async fn persist(service: &Service, engine: &Engine, rows: &[Row], fleet_id: &str) -> Result<(), DaemonError> {
     let Some(last) = rows.last() else { return Ok(()) };
     let mark = ReplicaMark { fleet_id: fleet_id.to_owned(), applied_seq: last.seq, anchor: Some(last.change_id) };
-    let bodies: Vec<(u64, Body)> = rows.iter().map(|row| (row.seq, row.body.clone())).collect();
+    let bodies: Vec<Body> = rows.iter().map(|row| row.body.clone()).collect();
     let store = service.store().clone();
     let written = mark.clone();
     tokio::task::spawn_blocking(move || {
-        let changes: Vec<Change<'_>> = bodies.iter().map(|(_, body)| change_of(body)).collect();
+        let changes: Vec<Change<'_>> = bodies.iter().map(change_of).collect();
         store.commit_all(&changes, Some(&written))
     })
     .await
@@ -78,10 +78,7 @@ pub async fn install(service: &Service, rows: &[Row]) -> Result<(), DaemonError>
         if let (Some(epoch), Some(cell)) = (escrow_epoch, &snapshot.credits) {
             cell.void(epoch);
         }
-        service.index().put(snapshot);
-        if let Some(key) = service.index().get(id) {
-            service.top_up_credits(&key);
-        }
+        service.top_up_credits(&service.index().put(snapshot));
     }
     Ok(())
 }

@@ -152,14 +152,15 @@ impl Index {
 
     /// Installs `key` as the current snapshot of its id (a new key, or the next snapshot of a key in use),
     /// and keeps the directory and the import lookups in step with it. A snapshot that arrives with a warm
-    /// digest to persist (a created or regenerated key) is listed for the flusher.
-    pub fn put(&self, key: HotKey) {
+    /// digest to persist (a created or regenerated key) is listed for the flusher. Returns the snapshot.
+    pub fn put(&self, key: HotKey) -> Arc<HotKey> {
         let key = Arc::new(key);
         let old = self.hot.insert(place(&key.record).1, key.clone());
         self.enter(&key.record, old.as_deref().map(|old| &old.record));
         if key.has_unsaved_warm() {
             self.relist(&key);
         }
+        key
     }
 
     /// Installs `key`, read from the store, unless a snapshot of it is in use already; returns the one in use.

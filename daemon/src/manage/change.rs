@@ -98,10 +98,7 @@ pub(super) async fn change_key_in(
         }
     }
     let view = view(service, &next, now);
-    service.index().put(next);
-    if let Some(key) = service.index().get(id.as_str()) {
-        service.top_up_credits(&key);
-    }
+    service.top_up_credits(&service.index().put(next));
     Ok(view)
 }
 

@@ -116,15 +116,6 @@ fn unused_key_id(service: &Service) -> keyward_protocol::KeyId {
     }
 }
 
-/// Installs a new key's snapshot; in fleet mode its escrowed credits ask for their first grant at once.
-fn put_new(service: &Service, key: HotKey) {
-    let id = key.record.id.clone();
-    service.index().put(key);
-    if let Some(key) = service.index().get(id.as_str()) {
-        service.top_up_credits(&key);
-    }
-}
-
 /// Mints a new secret and its hash (Argon2 runs outside the write lock).
 pub(super) async fn new_secret(service: &Service) -> Result<(Zeroizing<[u8; 32]>, String), DaemonError> {
     let secret = mint::secret();
@@ -161,7 +152,8 @@ pub async fn create(service: &Service, request: CreateRequest, actor: &Actor) ->
     // The daemon has just hashed this very secret, so the first verify need not pay for Argon2 again.
     key.current.warm.set(service.hasher().digest(&secret[..]));
     let view = view(service, &key, now);
-    put_new(service, key);
+    // In fleet mode its escrowed credits ask for their first grant at once.
+    service.top_up_credits(&service.index().put(key));
     Ok(CreatedKey { token, key: view })
 }
 
@@ -202,7 +194,8 @@ pub async fn import(service: &Service, request: ImportRequest, actor: &Actor) ->
     let key = HotKey::new(record.expect("a key was committed"), service.fresh_counters(), &service.plans());
     key.current.warm.set(service.hasher().digest(text.as_bytes()));
     let view = view(service, &key, now);
-    put_new(service, key);
+    // In fleet mode its escrowed credits ask for their first grant at once.
+    service.top_up_credits(&service.index().put(key));
     Ok(view)
 }
 
