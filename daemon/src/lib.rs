@@ -10,6 +10,7 @@
 //!
 //! # Layout (each folder imports only the ones below it)
 //! - [`server`]: startup order, accept loops, SIGHUP reload, drain and final flush.
+//! - `http/`: the forward-auth endpoint for reverse proxies (`[http]`): a verify door over HTTP/1.1.
 //! - `net/`: socket files, who may use which socket, the open verify connections, one connection's
 //!   handshake, framing and pipelining.
 //! - `dispatch`: the one `match` over a request: which socket may ask what, and errors → replies.
@@ -41,6 +42,7 @@ pub mod error;
 mod fleet;
 mod flusher;
 mod host;
+mod http;
 mod keys;
 mod limits;
 mod manage;

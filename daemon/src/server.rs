@@ -19,13 +19,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::file::ConfigError;
-use crate::config::ConnectionLimits;
-use crate::config::{Config, Principal};
+use crate::config::{Config, Principal, Reloadable};
+use crate::config::{ConnectionLimits, HttpSettings};
 use crate::dispatch::SocketRole;
 use crate::fleet::{self, JoinError};
 use crate::host::lockfile::LockError;
 use crate::host::logging::LogError;
 use crate::host::systemd::{self, Activated};
+use crate::http::{Endpoint, ListenError, Listeners};
 use crate::keys::store::StoreError;
 use crate::keys::store::{HighWater, Store};
 use crate::net::connection;
@@ -56,6 +57,8 @@ pub enum StartError {
     Hasher(#[from] HashError),
     #[error("fleet mode: {0}")]
     Fleet(#[from] JoinError),
+    #[error(transparent)]
+    Http(#[from] ListenError),
 }
 
 /// Builds the configuration anew (file, then flags and environment).
@@ -125,11 +128,13 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
     let admin_mode = SocketMode { mode: config.admin_socket_mode, group: None };
     let (verify_listener, _verify_file) = listener(activated.verify, &config.verify_socket, verify_mode)?;
     let (admin_listener, _admin_file) = listener(activated.admin, &config.admin_socket, admin_mode)?;
+    let http_listeners = Listeners::bind(&config.http, verify_mode).await?;
     let keys = service.index().len();
     tracing::info!(
         keys,
         verify_socket = %config.verify_socket.display(),
         admin_socket = %config.admin_socket.display(),
+        http = %config.http.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
         "keywardd ready"
     );
     systemd::ready(&format!("serving {keys} keys"));
@@ -141,20 +146,26 @@ pub async fn run_with(launch: Launch) -> Result<(), StartError> {
         tokio::spawn(fleet::grants::run(service.clone(), requests, shutdown.clone()));
     }
     tokio::spawn(systemd::keep_watchdog_fed(shutdown.clone()));
+    let http_settings = Arc::new(Reloadable::new(config.http.clone()));
+    let gatekeeper = Arc::new(Gatekeeper::new(Gate::new(&config)));
+    let endpoint =
+        Endpoint::new(service.clone(), http_settings.clone(), gatekeeper.clone(), tracker.clone(), shutdown.clone());
     let door = Door {
         service: service.clone(),
+        http_settings,
         limits: Arc::new(RwLock::new(config.connection)),
         verify_permits: Arc::new(Semaphore::new(config.max_connections)),
         admin_permits: Arc::new(Semaphore::new(config.max_admin_connections)),
         roster: Roster::new(),
-        gatekeeper: Arc::new(Gatekeeper::new(Gate::new(&config))),
+        gatekeeper,
         tracker: tracker.clone(),
         shutdown: shutdown.clone(),
     };
     let reloads = reload.map(|reload| tokio::spawn(reload_loop(reload, config.clone(), door.clone())));
     tokio::join!(
         door.clone().accept(verify_listener, SocketRole::Verify),
-        door.accept(admin_listener, SocketRole::Admin)
+        door.accept(admin_listener, SocketRole::Admin),
+        endpoint.serve(http_listeners),
     );
 
     systemd::stopping();
@@ -234,6 +245,7 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
     }
     service.set_legacy_sunset(new.legacy_sunset);
     door.gatekeeper.replace(Gate::new(new));
+    door.http_settings.replace(new.http.clone());
     *door.limits.write().unwrap_or_else(|p| p.into_inner()) = new.connection;
     resize(&door.verify_permits, old.max_connections, new.max_connections);
     resize(&door.admin_permits, old.max_admin_connections, new.max_admin_connections);
@@ -247,6 +259,8 @@ async fn apply(reload: &Reload, old: &Config, new: &Config, door: &Door) {
         ("log.format", old.log_format != new.log_format),
         ("fleet", old.fleet != new.fleet),
         ("lookup_key_file", old.lookup_key_file != new.lookup_key_file),
+        ("http.listen", old.http.listen != new.http.listen),
+        ("http.max_connections", old.http.max_connections != new.http.max_connections),
     ];
     for (setting, changed) in restart_only {
         if changed {
@@ -283,6 +297,8 @@ struct Door {
     roster: Arc<Roster>,
     /// Who may use which socket; a reload replaces the rules.
     gatekeeper: Arc<Gatekeeper>,
+    /// The forward-auth endpoint's key header, query parameter and routes; a reload replaces them.
+    http_settings: Arc<Reloadable<HttpSettings>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }

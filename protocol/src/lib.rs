@@ -24,6 +24,8 @@
 //! - [`audit`]: audit log entries and queries.
 //! - [`limits`]: rate limits, credits and usage.
 //! - [`fleet`]: the fleet engine and its hosts, as `keyward fleet status` shows them.
+//! - [`http`]: what a verify answer becomes over HTTP (status, error body, rate-limit headers), for every
+//!   HTTP door: the tower layer and the daemon's forward-auth endpoint.
 //! - [`token`]: the API token format: prefix, key id, secret and CRC32 checksum.
 //! - [`scope`]: scope strings and their implication rules.
 //! - [`code`]: stable verify outcome codes and error codes.
@@ -39,6 +41,7 @@ pub mod codec;
 pub mod expiry;
 pub mod fleet;
 pub mod frame;
+pub mod http;
 pub mod lifecycle;
 pub mod limits;
 pub mod message;

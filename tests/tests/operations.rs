@@ -45,12 +45,12 @@ fn units_pass_systemd_analyze_verify_without_a_single_complaint() {
     assert!(output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(), "{}", describe(&output));
 }
 
-/// The fleet host's drop-in (`systemd/keywardd-fleet.conf`) staged as `keywardd.service.d/fleet.conf` beside
-/// the staged service, where systemd-analyze reads drop-ins from.
-fn stage_fleet_drop_in(dir: &Path) {
+/// A drop-in of `systemd/` (`keywardd-fleet.conf`, `keywardd-http.conf`) staged as
+/// `keywardd.service.d/<name>` beside the staged service, where systemd-analyze reads drop-ins from.
+fn stage_drop_in(dir: &Path, file: &str, name: &str) {
     let drop_ins = dir.join("keywardd.service.d");
-    std::fs::create_dir(&drop_ins).unwrap();
-    std::fs::copy(units_dir().join("keywardd-fleet.conf"), drop_ins.join("fleet.conf")).unwrap();
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::copy(units_dir().join(file), drop_ins.join(name)).unwrap();
 }
 
 /// A fleet host's service (the drop-in opens the network to reach the engine) still passes verify without a
@@ -59,7 +59,7 @@ fn stage_fleet_drop_in(dir: &Path) {
 fn a_fleet_host_service_passes_verify_and_stays_below_2_0_exposure() {
     let dir = tempfile::tempdir().unwrap();
     let units = staged_units(dir.path());
-    stage_fleet_drop_in(dir.path());
+    stage_drop_in(dir.path(), "keywardd-fleet.conf", "fleet.conf");
     let output = systemd_analyze().arg("verify").args(&units).output().unwrap();
     assert!(output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(), "{}", describe(&output));
     let output =
@@ -69,6 +69,25 @@ fn a_fleet_host_service_passes_verify_and_stays_below_2_0_exposure() {
     assert!(text.contains("Service has access to the host's network"), "the drop-in was not read:\n{text}");
     let drop_in = std::fs::read_to_string(units_dir().join("keywardd-fleet.conf")).unwrap();
     assert!(drop_in.contains("LoadCredential=engine.password:"), "the password comes as a credential");
+}
+
+/// A host whose forward-auth endpoint listens on a loopback port: the drop-in shares the host's network
+/// for loopback only; the service still passes verify without a complaint and stays below 2.0 exposure.
+#[test]
+fn an_http_endpoint_host_service_passes_verify_and_admits_loopback_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = staged_units(dir.path());
+    stage_drop_in(dir.path(), "keywardd-http.conf", "http.conf");
+    let output = systemd_analyze().arg("verify").args(&units).output().unwrap();
+    assert!(output.status.success() && output.stdout.is_empty() && output.stderr.is_empty(), "{}", describe(&output));
+    let output =
+        systemd_analyze().args(["security", "--offline=yes", "--threshold=20"]).arg(&units[0]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(text.contains("Service has access to the host's network"), "the drop-in was not read:\n{text}");
+    assert!(text.contains("allow list with only localhost entries"), "loopback only:\n{text}");
+    let drop_in = std::fs::read_to_string(units_dir().join("keywardd-http.conf")).unwrap();
+    assert!(drop_in.contains("IPAddressDeny=any") && drop_in.contains("IPAddressAllow=localhost"), "{drop_in}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use http::header::AUTHORIZATION;
 use http::request::Parts;
 use http::uri::{PathAndQuery, Uri};
+use keyward_protocol::http::BearerError;
 use keyward_protocol::Secret;
 
 /// The query parameter a token may travel in, when the route allows it.
@@ -78,21 +79,14 @@ pub(crate) fn take(parts: &mut Parts, allow_parameter: bool) -> Result<Secret, C
     }
 }
 
-/// The token of an `Authorization: Bearer <token>` value: the scheme in any case, whitespace around the
-/// value and between scheme and token ignored.
+/// The token of an `Authorization: Bearer <token>` value (the protocol's rule).
 fn bearer_token(value: &http::HeaderValue) -> Result<Secret, CredentialError> {
-    let text = value.to_str().map_err(|_| CredentialError::Unreadable)?.trim_matches([' ', '\t']);
-    let (scheme, token) = match text.split_once([' ', '\t']) {
-        Some((scheme, token)) => (scheme, token.trim_matches([' ', '\t'])),
-        None => (text, ""),
-    };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(CredentialError::NotBearer);
+    let text = value.to_str().map_err(|_| CredentialError::Unreadable)?;
+    match keyward_protocol::http::bearer_token(text) {
+        Ok(token) => Ok(Secret::new(token)),
+        Err(BearerError::NotBearer) => Err(CredentialError::NotBearer),
+        Err(BearerError::Empty) => Err(CredentialError::Empty),
     }
-    if token.is_empty() {
-        return Err(CredentialError::Empty);
-    }
-    Ok(Secret::new(token))
 }
 
 /// A cheap pre-check, so that most queries cost no parsing. It may say yes wrongly (`xapi_key=`, any

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
 use super::key::{Unverified, VerifiedKey};
-use super::refusal::Refusal;
+use super::refusal::{self, Refusal};
 
 /// Why a handler that takes a [`VerifiedKey`] was called without one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ impl IntoResponse for VerifiedKeyRejection {
                 Refusal::internal()
             }
         };
-        refusal.into_response().map(axum::body::Body::from)
+        refusal::response(refusal).map(axum::body::Body::from)
     }
 }
 

@@ -20,7 +20,7 @@ use super::credentials;
 use super::key::{Unverified, VerifiedKey};
 use super::policy::{OnUnavailable, Policy};
 use super::ratelimit;
-use super::refusal::Refusal;
+use super::refusal::{self, Refusal};
 use crate::client::Client;
 use crate::error::ClientError;
 
@@ -107,7 +107,7 @@ where
     strip_original_uri(&mut parts);
     let token = match token {
         Ok(token) => token,
-        Err(error) => return Ok(refuse(Refusal::credentials(error, policy.allow_parameter), &[])),
+        Err(error) => return Ok(refuse(refusal::credentials(error, policy.allow_parameter), &[])),
     };
     let workspace = match &policy.workspace {
         Some(source) => match source.find(&mut parts).await {
@@ -154,7 +154,7 @@ where
 
 /// The response for `refusal`, with the rate-limit headers of the answer that caused it.
 fn refuse<B>(refusal: Refusal, limits: &[RateLimitStatus]) -> Response<ResponseBody<B>> {
-    let mut response = refusal.into_response();
+    let mut response = refusal::response(refusal);
     ratelimit::insert_headers(response.headers_mut(), limits, now_ms());
     response.map(ResponseBody::refusal)
 }

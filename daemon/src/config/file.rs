@@ -56,6 +56,19 @@
 //! connect_timeout_ms = 2000
 //! request_timeout_ms = 2000              # the engine's part of one management call
 //! shared_plans = ["paid"]                # plans whose limit holds fleet-wide (default: each host's own)
+//!
+//! [http]                                 # the forward-auth endpoint for reverse proxies (off unless listed)
+//! listen = ["127.0.0.1:9311", "/run/keyward/http.sock"]  # loopback host:port and/or Unix socket paths
+//! key_header = "X-Custom-Key"            # one more header keys may arrive in (besides Bearer and X-API-Key)
+//! query_parameter = "api_key"            # off unless set: keys in the original URI's query end up in logs
+//! max_connections = 1024
+//!
+//! [[http.route]]                         # optional: requirements by original method and path
+//! methods = ["GET", "HEAD"]              # default: any method
+//! path = "/v1/workspaces/{workspace}/tables/**"   # literal, {workspace}, * (one segment), ** (the rest)
+//! scope = "read:tables"
+//! limits = ["exports"]
+//! cost = 1
 //! ```
 
 use std::collections::BTreeMap;
@@ -67,6 +80,7 @@ use keyward_protocol::Rate;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::config::http::{self, HttpSettings, Listen, Route};
 use crate::config::{Config, LogFormat, Principal};
 use crate::engine::Settings;
 use crate::secrets::hasher::{self, HashCost, MAX_NICE};
@@ -110,6 +124,31 @@ struct File {
     #[serde(default)]
     limits: LimitsSection,
     fleet: Option<FleetSection>,
+    http: Option<HttpSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    #[serde(default)]
+    listen: Vec<Spanned<String>>,
+    key_header: Option<Spanned<String>>,
+    query_parameter: Option<Spanned<String>>,
+    max_connections: Option<Spanned<usize>>,
+    #[serde(default)]
+    route: Vec<Spanned<RouteSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSection {
+    #[serde(default)]
+    methods: Vec<String>,
+    path: String,
+    scope: Option<String>,
+    #[serde(default)]
+    limits: Vec<String>,
+    cost: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,7 +292,35 @@ fn apply(text: &str, config: &mut Config) -> Result<(), Located> {
             config.plans.shared.insert(plan.get_ref().clone());
         }
     }
+    if let Some(section) = &file.http {
+        config.http = http_settings(section)?;
+    }
     Ok(())
+}
+
+/// The `[http]` section and its `[[http.route]]` tables.
+fn http_settings(section: &HttpSection) -> Result<HttpSettings, Located> {
+    let mut settings = HttpSettings::default();
+    for address in &section.listen {
+        settings.listen.push(Listen::parse(address.get_ref()).map_err(|e| at(address, format!("http.listen: {e}")))?);
+    }
+    if let Some(name) = &section.key_header {
+        settings.key_header =
+            Some(http::checked_header_name(name.get_ref()).map_err(|e| at(name, format!("http.key_header: {e}")))?);
+    }
+    if let Some(name) = &section.query_parameter {
+        let checked = http::checked_parameter_name(name.get_ref());
+        settings.query_parameter = Some(checked.map_err(|e| at(name, format!("http.query_parameter: {e}")))?);
+    }
+    if let Some(n) = &section.max_connections {
+        settings.max_connections = positive(n, "http.max_connections")?;
+    }
+    for route in &section.route {
+        let r = route.get_ref();
+        let built = Route::new(&r.methods, &r.path, r.scope.as_deref(), &r.limits, r.cost);
+        settings.routes.push(built.map_err(|e| at(route, format!("http.route: {e}")))?);
+    }
+    Ok(settings)
 }
 
 /// The `[fleet]` section as engine settings.
@@ -472,6 +539,28 @@ mod tests {
         let error = load_text("[fleet]\nengine = \"host=db\"\nshared_plans = [\"gold\"]\n").unwrap_err();
         assert!(error.to_string().contains("no plan named `gold`"), "{error}");
         assert!(load_text("[fleet]\nnode_id = \"a\"\n").is_err(), "engine is required");
+    }
+
+    #[test]
+    fn an_http_section_applies_and_bad_values_name_their_line() {
+        let config = load_text(
+            "[http]\nlisten = [\"127.0.0.1:9311\", \"/run/keyward/http.sock\"]\nkey_header = \"X-Custom-Key\"\n\
+             [[http.route]]\nmethods = [\"get\"]\npath = \"/v1/{workspace}/**\"\nscope = \"read:tables\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.http.listen.len(), 2);
+        assert_eq!(config.http.key_header.as_deref(), Some("x-custom-key"));
+        assert_eq!(config.http.query_parameter, None, "off unless set");
+        assert_eq!(config.http.routes[0].methods, ["GET"]);
+        assert!(load_text("").unwrap().http.listen.is_empty(), "off by default");
+
+        let error = load_text("[http]\nlisten = [\n  \"0.0.0.0:80\",\n]\n").unwrap_err();
+        assert_eq!(error.line, 3, "{error}");
+        assert!(error.reason.contains("http.listen") && error.reason.contains("loopback"), "{error}");
+        let error = load_text("[http]\nlisten = []\n\n[[http.route]]\npath = \"x\"\n").unwrap_err();
+        assert!(error.reason.contains("http.route") && error.reason.contains("start with /"), "{error}");
+        assert!(load_text("[http]\nkey_header = \"Authorization\"\n").is_err());
+        assert!(load_text("[http]\nlisten = []\nport = 80\n").is_err(), "unknown keys are refused");
     }
 
     #[test]

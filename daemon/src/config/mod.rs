@@ -10,8 +10,10 @@ use keyward_protocol::paths;
 pub use crate::host::logging::LogFormat;
 use crate::limits::{default_plans, Plans};
 use crate::secrets::hasher::{self, HashCost, PoolSettings};
+pub use http::HttpSettings;
 
 pub mod file;
+pub mod http;
 mod reloadable;
 
 pub use reloadable::Reloadable;
@@ -102,6 +104,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Fleet mode: the engine every host shares (`[fleet]`); `None` runs on the local store alone.
     pub fleet: Option<crate::engine::Settings>,
+    /// The forward-auth endpoint (`[http]`); off unless it lists an address.
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -141,6 +145,7 @@ impl Config {
             log_level: "info".to_owned(),
             log_format: LogFormat::Auto,
             fleet: None,
+            http: HttpSettings::default(),
         }
     }
 
