@@ -68,10 +68,21 @@ impl FromStr for Rate {
             "d" | "day" => Period::Day,
             _ => return Err(bad()),
         };
-        if count == 0 || count > MAX_RATE_COUNT {
-            return Err(LimitSyntaxError(format!("bad rate {text:?}: the count must be 1 to {MAX_RATE_COUNT}")));
+        let rate = Rate { count, period };
+        rate.check()
+            .map_err(|_| LimitSyntaxError(format!("bad rate {text:?}: the count must be 1 to {MAX_RATE_COUNT}")))?;
+        Ok(rate)
+    }
+}
+
+impl Rate {
+    /// Whether the count is one a limit can hold: 1 to [`MAX_RATE_COUNT`]. A rate read off the wire is
+    /// checked with this, as a parsed one is.
+    pub fn check(&self) -> Result<(), LimitSyntaxError> {
+        if self.count == 0 || self.count > MAX_RATE_COUNT {
+            return Err(LimitSyntaxError(format!("bad rate {self}: the count must be 1 to {MAX_RATE_COUNT}")));
         }
-        Ok(Rate { count, period })
+        Ok(())
     }
 }
 

@@ -129,6 +129,58 @@ fn named_limits_are_all_or_nothing() {
     assert_eq!(verify(&mut conn, &token, 1, &["no-such-limit"]).code, VerifyCode::Valid, "unknown names are ignored");
 }
 
+/// The CLI's parser refuses a rate of 0 per period; a request written by another client must be refused
+/// as well, with INVALID_ARGUMENT, and the daemon keeps serving (a limit of 0 has no interval to divide).
+#[test]
+fn a_rate_counting_zero_from_the_wire_is_refused_and_the_daemon_serves_on() {
+    let daemon = Daemon::start();
+    let mut admin = daemon.admin();
+    let zero = Rate { count: 0, period: keyward_protocol::Period::Minute };
+    let too_many =
+        Rate { count: keyward_protocol::limits::MAX_RATE_COUNT + 1, period: keyward_protocol::Period::Second };
+    let refused = |reply: Reply| match reply {
+        Reply::Error(error) => {
+            assert_eq!(error.code, ErrorCode::InvalidArgument, "{error:?}");
+            assert!(error.message.contains("the count must be 1 to"), "{}", error.message);
+        }
+        other => panic!("{other:?}"),
+    };
+    for limits in [
+        Limits { rate: RatePolicy::Custom(zero), ..Default::default() },
+        Limits { rate: RatePolicy::Custom(too_many), ..Default::default() },
+        Limits { named: BTreeMap::from([("exports".to_owned(), zero)]), ..Default::default() },
+    ] {
+        let request = CreateRequest {
+            workspace: "ws1".into(),
+            name: "zero key".into(),
+            description: None,
+            scopes: vec!["read:all".into()],
+            expires: ExpirySpec::Never,
+            env: Default::default(),
+            role: Role::Member,
+            metadata: BTreeMap::new(),
+            limits,
+        };
+        let id = admin.send_request(Request::Create(request));
+        match admin.read_reply() {
+            Some(frame) => {
+                assert_eq!(frame.id, id);
+                refused(frame.reply);
+            }
+            None => panic!("no reply; the daemon's log:\n{}", daemon.log()),
+        }
+    }
+    let (token, id) = create(&mut admin, Limits::default());
+    refused(admin.request(Request::Edit {
+        id: id.clone(),
+        changes: KeyChanges { rate: Some(RatePolicy::Custom(zero)), ..Default::default() },
+    }));
+    let named = BTreeMap::from([("exports".to_owned(), Some(zero))]);
+    refused(admin.request(Request::Edit { id, changes: KeyChanges { named_limits: named, ..Default::default() } }));
+    let mut conn = daemon.verifier();
+    assert_eq!(verify(&mut conn, &token, 1, &[]).code, VerifyCode::Valid, "the daemon serves on, the key unchanged");
+}
+
 #[test]
 fn editing_the_plan_takes_effect_on_the_next_verify() {
     let daemon = Daemon::start();

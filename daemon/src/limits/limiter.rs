@@ -49,10 +49,13 @@ pub enum Decision {
 }
 
 impl Gcra {
+    /// The limiter of `rate`. Requests never carry a count of 0 (`validate::limits` refuses one), but a
+    /// limit is never a division by zero either: a count of 0 is held as 1.
     pub fn new(rate: Rate) -> Gcra {
+        let count = rate.count.max(1);
         let period = rate.period.seconds() * NANOS;
-        let interval = (period / rate.count).max(1);
-        Gcra { interval, tau: interval * (rate.count - 1), limit: rate.count, window_seconds: rate.period.seconds() }
+        let interval = (period / count).max(1);
+        Gcra { interval, tau: interval * (count - 1), limit: count, window_seconds: rate.period.seconds() }
     }
 
     pub fn limit(&self) -> u64 {

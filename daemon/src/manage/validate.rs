@@ -117,20 +117,23 @@ pub fn importable_token(text: &str) -> Result<(), DaemonError> {
 
 const MAX_NAMED_LIMITS: usize = 16;
 
-/// A key's limits: the plan must exist, named limits need word names, and a refill without a balance
-/// starts the balance at the refill amount.
+/// A key's limits: the plan must exist, every rate must count 1 to 10⁹, named limits need word names, and
+/// a refill without a balance starts the balance at the refill amount.
 pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
-    if let RatePolicy::Plan(name) = &limits.rate {
-        if !plans.contains_key(name) {
+    match &limits.rate {
+        RatePolicy::Plan(name) if !plans.contains_key(name) => {
             let known: Vec<&str> = plans.keys().map(String::as_str).collect();
             return Err(invalid(format!("unknown plan {name:?}; the plans are: {}", known.join(", "))));
         }
+        RatePolicy::Custom(rate) => rate.check().map_err(|e| invalid(e.to_string()))?,
+        RatePolicy::Plan(_) | RatePolicy::Unlimited => {}
     }
     if limits.named.len() > MAX_NAMED_LIMITS {
         return Err(invalid("a key may have at most 16 named limits"));
     }
-    for name in limits.named.keys() {
+    for (name, rate) in &limits.named {
         keyward_protocol::limits::check_limit_name(name).map_err(|e| invalid(e.to_string()))?;
+        rate.check().map_err(|e| invalid(format!("limit {name}: {e}")))?;
     }
     let credits = match (limits.credits, limits.refill) {
         (None, Some(Refill::Daily { amount } | Refill::Monthly { amount, .. })) => Some(amount),
