@@ -156,11 +156,25 @@ impl FromStr for Refill {
         match period.split_once('@') {
             None if period == "day" => Ok(Refill::Daily { amount }),
             None if period == "month" => Ok(Refill::Monthly { amount, day: 1 }),
-            Some(("month", day)) => match day.parse::<u8>() {
-                Ok(day @ 1..=31) => Ok(Refill::Monthly { amount, day }),
-                _ => Err(bad()),
-            },
+            Some(("month", day)) => {
+                let refill = Refill::Monthly { amount, day: day.parse().map_err(|_| bad())? };
+                refill.check().map_err(|_| bad())?;
+                Ok(refill)
+            }
             _ => Err(bad()),
+        }
+    }
+}
+
+impl Refill {
+    /// Whether a monthly refill's day is a day of a month (1–31). A refill read off the wire is checked
+    /// with this, as a parsed one is.
+    pub fn check(&self) -> Result<(), LimitSyntaxError> {
+        match self {
+            Refill::Monthly { day, .. } if !(1..=31).contains(day) => {
+                Err(LimitSyntaxError(format!("bad refill day {day}: a monthly refill's day is 1 to 31")))
+            }
+            _ => Ok(()),
         }
     }
 }

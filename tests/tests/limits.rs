@@ -129,10 +129,11 @@ fn named_limits_are_all_or_nothing() {
     assert_eq!(verify(&mut conn, &token, 1, &["no-such-limit"]).code, VerifyCode::Valid, "unknown names are ignored");
 }
 
-/// The CLI's parser refuses a rate of 0 per period; a request written by another client must be refused
-/// as well, with INVALID_ARGUMENT, and the daemon keeps serving (a limit of 0 has no interval to divide).
+/// The CLI's parser refuses a rate of 0 per period and a monthly refill on day 0; a request written by
+/// another client must be refused as well, with INVALID_ARGUMENT, and the daemon keeps serving (a limit of
+/// 0 has no interval to divide).
 #[test]
-fn a_rate_counting_zero_from_the_wire_is_refused_and_the_daemon_serves_on() {
+fn a_rate_of_zero_or_a_refill_day_of_zero_from_the_wire_is_refused_and_the_daemon_serves_on() {
     let daemon = Daemon::start();
     let mut admin = daemon.admin();
     let zero = Rate { count: 0, period: keyward_protocol::Period::Minute };
@@ -141,7 +142,8 @@ fn a_rate_counting_zero_from_the_wire_is_refused_and_the_daemon_serves_on() {
     let refused = |reply: Reply| match reply {
         Reply::Error(error) => {
             assert_eq!(error.code, ErrorCode::InvalidArgument, "{error:?}");
-            assert!(error.message.contains("the count must be 1 to"), "{}", error.message);
+            let says = ["the count must be 1 to", "day is 1 to 31"];
+            assert!(says.iter().any(|rule| error.message.contains(rule)), "{}", error.message);
         }
         other => panic!("{other:?}"),
     };
@@ -149,6 +151,8 @@ fn a_rate_counting_zero_from_the_wire_is_refused_and_the_daemon_serves_on() {
         Limits { rate: RatePolicy::Custom(zero), ..Default::default() },
         Limits { rate: RatePolicy::Custom(too_many), ..Default::default() },
         Limits { named: BTreeMap::from([("exports".to_owned(), zero)]), ..Default::default() },
+        Limits { refill: Some(Refill::Monthly { amount: 5, day: 0 }), ..Default::default() },
+        Limits { refill: Some(Refill::Monthly { amount: 5, day: 32 }), ..Default::default() },
     ] {
         let request = CreateRequest {
             workspace: "ws1".into(),

@@ -117,8 +117,9 @@ pub fn importable_token(text: &str) -> Result<(), DaemonError> {
 
 const MAX_NAMED_LIMITS: usize = 16;
 
-/// A key's limits: the plan must exist, every rate must count 1 to 10⁹, named limits need word names, and
-/// a refill without a balance starts the balance at the refill amount.
+/// A key's limits: the plan must exist, every rate must count 1 to 10⁹, named limits need word names, a
+/// monthly refill needs a day of the month, and a refill without a balance starts the balance at the refill
+/// amount.
 pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
     match &limits.rate {
         RatePolicy::Plan(name) if !plans.contains_key(name) => {
@@ -134,6 +135,9 @@ pub fn limits(limits: &Limits, plans: &Plans) -> Result<Limits, DaemonError> {
     for (name, rate) in &limits.named {
         keyward_protocol::limits::check_limit_name(name).map_err(|e| invalid(e.to_string()))?;
         rate.check().map_err(|e| invalid(format!("limit {name}: {e}")))?;
+    }
+    if let Some(refill) = &limits.refill {
+        refill.check().map_err(|e| invalid(e.to_string()))?;
     }
     let credits = match (limits.credits, limits.refill) {
         (None, Some(Refill::Daily { amount } | Refill::Monthly { amount, .. })) => Some(amount),
