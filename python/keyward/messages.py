@@ -23,6 +23,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import functools
+import hmac
 import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple, Union as _U
@@ -138,7 +139,8 @@ class Secret:
         return "[redacted]"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
+        # In constant time, as the daemon compares: an equality test must not tell how much of it matched.
+        return isinstance(other, Secret) and hmac.compare_digest(other._value.encode(), self._value.encode())
 
     def __hash__(self) -> int:
         return hash((Secret, self._value))
