@@ -216,6 +216,12 @@ fn rate_status(policy: &str, limit: u64, remaining: u64, window_seconds: u64) ->
     RateLimitStatus { policy: policy.into(), limit, remaining, reset_at_ms: T0 * 1000 + 60_000, window_seconds }
 }
 
+/// A limit's status as the daemon reports it at `T0`: `reset_in_ms` from then until the limit is full again
+/// (0 for a full one).
+fn status_at_t0(policy: &str, limit: u64, remaining: u64, reset_in_ms: i64, window_seconds: u64) -> RateLimitStatus {
+    RateLimitStatus { policy: policy.into(), limit, remaining, reset_at_ms: T0 * 1000 + reset_in_ms, window_seconds }
+}
+
 fn key_view(status: KeyStatus) -> KeyView {
     KeyView {
         id: "AbCdEf012345".into(),
@@ -529,6 +535,26 @@ fn verify_answer(code: VerifyCode) -> VerifyAnswer {
     }
 }
 
+/// The daemon's answer with `code` about a key, for the codes without a vector of their own. A refused code
+/// carries the key's limits (as they stand: nothing was spent) and balance as VALID does: REVOKED and
+/// INSUFFICIENT_SCOPE show it; the others are about a key with no rate limit (`Unlimited`) and no credits.
+fn refused_answer(code: VerifyCode) -> VerifyAnswer {
+    match code {
+        VerifyCode::Revoked => VerifyAnswer {
+            ratelimit: vec![status_at_t0("free", 100, 97, 1_800, 60)],
+            credits: Some(250),
+            ..verify_answer(code)
+        },
+        // The request named the limit `export`, which the key has, and `bulk`, which it has not (ignored).
+        VerifyCode::InsufficientScope => VerifyAnswer {
+            ratelimit: vec![status_at_t0("custom", 1000, 1000, 0, 60), status_at_t0("export", 10, 4, 2_160_000, 3_600)],
+            credits: Some(4_999),
+            ..verify_answer(code)
+        },
+        _ => verify_answer(code),
+    }
+}
+
 fn reply_vectors() -> Vec<Vector> {
     let mut vectors = vec![
         vector("reply.pong", reply(1, Reply::Pong)),
@@ -568,14 +594,35 @@ fn reply_vectors() -> Vec<Vector> {
         ),
         vector(
             "reply.verify.usage_exceeded",
-            reply(11, Reply::Verify(VerifyAnswer { credits: Some(0), ..verify_answer(VerifyCode::UsageExceeded) })),
+            reply(
+                11,
+                Reply::Verify(VerifyAnswer {
+                    // The rate limit's reservation was given back.
+                    ratelimit: vec![status_at_t0("free", 100, 99, 600, 60)],
+                    credits: Some(0),
+                    ..verify_answer(VerifyCode::UsageExceeded)
+                }),
+            ),
+        ),
+        vector(
+            // Cost 20 against `export` (10/h): more than its whole burst, so no retry time; `free` was given back.
+            "reply.verify.rate_limited_over_burst",
+            reply(
+                13,
+                Reply::Verify(VerifyAnswer {
+                    retry_after_ms: None,
+                    ratelimit: vec![status_at_t0("free", 100, 100, 0, 60), status_at_t0("export", 10, 10, 0, 3_600)],
+                    credits: Some(120),
+                    ..verify_answer(VerifyCode::RateLimited)
+                }),
+            ),
         ),
     ];
     // Every other outcome a verify answers (BUSY is an error reply, never an answer's code).
     for code in VerifyCode::ALL {
         if !matches!(code, VerifyCode::RateLimited | VerifyCode::UsageExceeded | VerifyCode::Busy) {
             let name = format!("reply.verify.{}", code.as_str().to_lowercase());
-            vectors.push(vector(name, reply(100 + code as u64, Reply::Verify(verify_answer(code)))));
+            vectors.push(vector(name, reply(100 + code as u64, Reply::Verify(refused_answer(code)))));
         }
     }
     let every_status = [
