@@ -17,10 +17,12 @@
 //! - [`scenario`]: the scenarios, one module each, and the run that strings them together.
 //! - [`report`]: the table.
 //! - [`fleet`]: `keyward-bench fleet`, the fleet-mode targets against a throw-away PostgreSQL and real hosts.
+//! - [`forward_auth`]: `keyward-bench forward-auth`, the HTTP endpoint behind nginx against nginx alone.
 
 pub mod echo;
 pub mod fixture;
 pub mod fleet;
+pub mod forward_auth;
 pub mod load;
 pub mod process;
 pub mod report;

@@ -46,6 +46,9 @@ enum Command {
     /// Measure fleet mode's targets (issue 18): starts its own PostgreSQL cluster and keywardd hosts, prints
     /// a markdown report.
     Fleet(keyward_bench::fleet::FleetArgs),
+    /// What the forward-auth endpoint adds behind nginx (the proxy/ snippets) over nginx alone: starts its
+    /// own keywardd, nginx and upstream, prints a markdown report.
+    ForwardAuth(keyward_bench::forward_auth::ForwardAuthArgs),
 }
 
 #[derive(Args)]
@@ -156,6 +159,10 @@ fn main() -> Result<()> {
                 std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
             }
             println!("{report}");
+            Ok(())
+        }
+        Command::ForwardAuth(args) => {
+            println!("{}", keyward_bench::forward_auth::run(args)?);
             Ok(())
         }
         Command::Run(args) => {

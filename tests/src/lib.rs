@@ -26,6 +26,7 @@ use serde_json::Value;
 
 pub mod fleet;
 pub mod postgres;
+pub mod proxy;
 
 /// How long a daemon may take to start or stop before the test gives up (a hang, not a timing claim).
 const PATIENCE: Duration = Duration::from_secs(30);

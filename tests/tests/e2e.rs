@@ -27,6 +27,7 @@ mod crash;
 mod faults;
 mod fleet;
 mod fleet_faults;
+mod forward_auth;
 mod hardening;
 mod hostile;
 mod http;
