@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the README's shell examples as a reader would: every ```sh block of "A short tour" (with its
-# subsections) and of "For HTTP servers: the tower layer", top to bottom, in one bash session, against a
+# subsections), of "For HTTP servers: the tower layer" and of "For any app server: forward auth…", top to bottom, in one bash session, against a
 # fresh daemon in a temporary directory. Fails, naming the README line, when a command does not do what
 # the README says:
 #
@@ -12,9 +12,10 @@
 #   when it mentions `RateLimit-*` headers the answer must carry them.
 #
 # The tour's daemon is started here with its defaults, under temporary XDG_RUNTIME_DIR and XDG_STATE_HOME
-# (the README runs it in another terminal). Before running, the commands are rewritten in four ways only:
+# (the README runs it in another terminal). Before running, the commands are rewritten in five ways only:
 # `target/release/` becomes $KEYWARD_BIN_DIR, the example's `cargo run --release …` its binary built there,
-# `/tmp/kw` a temporary directory and port 8080 a free port.
+# `/tmp/kw` a temporary directory, and ports 8080 (the example server) and 9311 (the forward-auth
+# endpoint) free ports.
 #
 # Needs the release binaries and the example (cargo build --release --locked; cargo build --release
 # --locked -p keyward-client --features axum --example tables_api). Installs jq and curl when missing.
@@ -29,7 +30,8 @@ readme=$repo/README.md
 bin_dir=${KEYWARD_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/release}
 bin_dir=$(cd "$bin_dir" 2>/dev/null && pwd) || { echo "readme-tour: no directory ${KEYWARD_BIN_DIR:-target/release}" >&2; exit 1; }
 timeout_secs=${KEYWARD_TOUR_TIMEOUT:-120}
-sections=("A short tour" "For HTTP servers: the tower layer")
+sections=("A short tour" "For HTTP servers: the tower layer"
+  "For any app server: forward auth from nginx, Caddy, Envoy or Traefik")
 example_run='cargo run --release -p keyward-client --features axum --example tables_api --'
 
 # Messages go to the script's own stderr (fd 3), also from inside a command whose output is captured.
@@ -73,15 +75,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A free port for the example server, in place of the README's 8080.
-port=
-for candidate in $(seq 18080 18180); do
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    port=$candidate
-    break
-  fi
-done
-[ -n "$port" ] || fail "no free port in 18080-18180"
+# Free ports for the example server and the forward-auth endpoint, in place of the README's 8080 and 9311.
+free_port() {
+  local candidate
+  for candidate in $(seq "$1" "$(($1 + 100))"); do
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+port=$(free_port 18080)
+auth_port=$(free_port 19311)
+[ -n "$port" ] && [ -n "$auth_port" ] || fail "no free ports in 18080-18180 and 19311-19411"
 
 # The blocks: "LINE<TAB>TEXT" for every line inside a ```sh fence of the sections, in README order.
 extract() {
@@ -99,17 +105,19 @@ extract() {
 lines=$(extract) || fail "README.md has lost a section this script runs"
 [ -n "$lines" ] || fail "no \`\`\`sh block found in the README's tour"
 
-# The four rewrites, through placeholders so that no replacement is rewritten again.
+# The five rewrites, through placeholders so that no replacement is rewritten again.
 rewrite() {
   local text=$1
   text=${text//"$example_run"/@EXAMPLE@}
   text=${text//target\/release\//@BIN@/}
   text=${text//\/tmp\/kw/@TMP@/kw}
   text=${text//127.0.0.1:8080/127.0.0.1:@PORT@}
+  text=${text//127.0.0.1:9311/127.0.0.1:@AUTHPORT@}
   text=${text//@EXAMPLE@/"$bin_dir/examples/tables_api"}
   text=${text//@BIN@/"$bin_dir"}
   text=${text//@TMP@/"$tmp"}
   text=${text//@PORT@/"$port"}
+  text=${text//@AUTHPORT@/"$auth_port"}
   printf '%s' "$text"
 }
 

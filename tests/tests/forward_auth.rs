@@ -863,3 +863,24 @@ fn a_stalled_client_is_closed_and_others_are_served_meanwhile() {
     assert!(started.elapsed() < Duration::from_secs(60));
     assert_eq!(keyward.health().status, 200);
 }
+
+/// The README shows the example sites the tests run: each block marked `<!-- the file F, verbatim … -->` is
+/// F's text exactly, so the snippet a reader copies is the one tested here.
+#[test]
+fn the_readme_shows_the_tested_proxy_files_verbatim() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let mut shown = Vec::new();
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let Some(rest) = line.strip_prefix("<!-- the file ") else { continue };
+        let path = rest.split([' ', ',']).next().expect("a path after `the file`");
+        let fence = lines.next().unwrap_or_default();
+        assert!(fence.starts_with("```"), "README: a fence must follow the marker for {path}, not {fence:?}");
+        let block: Vec<&str> = lines.by_ref().take_while(|line| *line != "```").collect();
+        let file = std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("README names {path}: {e}"));
+        assert_eq!(block.join("\n"), file.trim_end_matches('\n'), "README's copy of {path} differs from the file");
+        shown.push(path.to_owned());
+    }
+    assert_eq!(shown, ["proxy/nginx.conf", "proxy/Caddyfile"], "the README shows both tested example sites");
+}
