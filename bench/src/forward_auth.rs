@@ -72,16 +72,19 @@ enum Target {
     NoAuth,
     Auth,
     Direct,
+    /// The floor of one HTTP hop: the app itself, a trivial server answering `200 ok`.
+    App,
 }
 
 impl Target {
-    const ALL: [Target; 3] = [Target::NoAuth, Target::Auth, Target::Direct];
+    const ALL: [Target; 4] = [Target::NoAuth, Target::Auth, Target::Direct, Target::App];
 
     fn label(self) -> &'static str {
         match self {
             Target::NoAuth => "nginx, no auth",
             Target::Auth => "nginx + keyward (auth_request)",
             Target::Direct => "keywardd /auth, directly",
+            Target::App => "the app, directly (one hop's floor)",
         }
     }
 }
@@ -128,6 +131,7 @@ pub fn run(args: ForwardAuthArgs) -> Result<String> {
                 http_port,
                 format!("GET /auth HTTP/1.1\r\nHost: bench\r\n{key}X-Keyward-Scope: read:tables\r\n\r\n").into_bytes(),
             ),
+            Target::App => (app, format!("GET {PATH} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes()),
         }
     };
     // Every target answers 200 before anything is measured: a misconfiguration is an error, not a figure.
@@ -209,6 +213,13 @@ fn markdown(args: &ForwardAuthArgs, sequential: &[Vec<Measurement>], concurrent:
             p(auth, 0.5) - p(plain, 0.5),
             p(auth, 0.99) - p(plain, 0.99),
             rate(auth) / rate(plain).max(1e-9)
+        );
+        let (direct, app) = (&runs[2], &runs[3]);
+        let _ = writeln!(
+            out,
+            "- {load}: keywardd's /auth directly ÷ the app directly: p50 {:.2}×, throughput {:.2}",
+            p(direct, 0.5) / p(app, 0.5).max(1e-9),
+            rate(direct) / rate(app).max(1e-9)
         );
     }
     out
