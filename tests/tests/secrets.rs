@@ -3,8 +3,9 @@
 //!
 //! Searched: the daemon's log (its stderr), every CLI invocation's stderr, every CLI invocation's stdout
 //! except the answers that exist to show a token (`create` and `regenerate`; `import` is searched too, since
-//! it never needs to repeat the token it was given), and every file under the data directory, raw bytes,
-//! recursively. A keyward token's secret part is its 32 characters at bytes 21..53; an imported token is a
+//! it never needs to repeat the token it was given), every answer of the forward-auth endpoint to requests
+//! carrying the tokens in every way a proxy may send them, and every file under the data directory, raw
+//! bytes, recursively. A keyward token's secret part is its 32 characters at bytes 21..53; an imported token is a
 //! secret as a whole.
 //!
 //! So that the test cannot pass vacuously, it checks that the log really holds trace output, that each
@@ -13,7 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use keyward_tests::{describe, Daemon};
+use keyward_tests::proxy::{get, Address};
+use keyward_tests::{describe, ConfigFile, Daemon};
 use serde_json::Value;
 
 /// Where a keyward token's secret part lies: after `kw_live_`, the 12-character id and `_`.
@@ -136,7 +138,10 @@ fn token_in_text(stdout: &[u8]) -> String {
 
 #[test]
 fn no_token_or_secret_appears_in_logs_outputs_or_the_data_directory() {
-    let daemon = Daemon::start_with_env(&[("KEYWARD_LOG", "trace")], &[]);
+    let http = Address::loopback(keyward_tests::proxy::free_port());
+    let config = ConfigFile::new(&format!("[http]\nlisten = [\"{}\"]\n", http.listen()));
+    let config_path = config.path().to_str().expect("a UTF-8 path");
+    let daemon = Daemon::start_with_env(&[("KEYWARD_LOG", "trace")], &["--config", config_path]);
     let mut tour = Tour { daemon, runs: Vec::new(), minted: Vec::new(), imported: Vec::new() };
 
     // Keys of every kind.
@@ -218,6 +223,27 @@ fn no_token_or_secret_appears_in_logs_outputs_or_the_data_directory() {
     }
     tour.run(&["ping"], "", 0);
 
+    // The forward-auth endpoint, asked about every token the way proxies ask: valid, refused, malformed,
+    // doubled, in a parameter that is not enabled, in the original URI.
+    let mut answers = Vec::new();
+    for token in [&live2, &test2, &text_token, &foreign, &legacy, &admin] {
+        let bearer = format!("Bearer {token}");
+        let typo = format!("Bearer {token}x");
+        let in_uri = format!("/v1/tables?api_key={token}");
+        for headers in [
+            vec![("Authorization", bearer.as_str())],
+            vec![("X-API-Key", token.as_str()), ("X-Keyward-Scope", "admin")],
+            vec![("Authorization", typo.as_str())],
+            vec![("Authorization", bearer.as_str()), ("X-API-Key", token.as_str())],
+            vec![("X-Forwarded-Uri", in_uri.as_str())],
+            vec![("Authorization", bearer.as_str()), ("X-Keyward-Cost", token.as_str())],
+        ] {
+            answers.push(get(&http, "/auth", &headers).to_string());
+        }
+    }
+    let granted = answers.iter().filter(|answer| answer.starts_with("HTTP/1.1 200")).count();
+    assert!(granted >= 4, "the endpoint granted the valid tokens: {granted} of {} answers", answers.len());
+
     // A graceful stop flushes everything the daemon holds in memory to the data directory.
     let status = tour.daemon.stop();
     assert!(status.success(), "keywardd stopped with {status}");
@@ -249,6 +275,9 @@ fn no_token_or_secret_appears_in_logs_outputs_or_the_data_directory() {
             if !run.shows_token && contains(&run.output.stdout, needle) {
                 leaks.push(format!("{what} on the stdout of keyward run {}", run.label));
             }
+        }
+        if answers.iter().any(|answer| contains(answer.as_bytes(), needle)) {
+            leaks.push(format!("{what} in an answer of the forward-auth endpoint"));
         }
         for (path, bytes) in &data {
             if contains(bytes, needle) {
