@@ -10,8 +10,9 @@ use keyward_protocol::{
 };
 use keyward_tests::{Daemon, RawConn};
 
-fn create(admin: &mut RawConn, limits: Limits) -> (Secret, String) {
-    let request = CreateRequest {
+/// A key of workspace `ws1` with `read:all`, no expiry and `limits`.
+fn create_request(limits: Limits) -> CreateRequest {
+    CreateRequest {
         workspace: "ws1".into(),
         name: "limited key".into(),
         description: None,
@@ -21,8 +22,11 @@ fn create(admin: &mut RawConn, limits: Limits) -> (Secret, String) {
         role: Role::Member,
         metadata: BTreeMap::new(),
         limits,
-    };
-    match admin.request(Request::Create(request)) {
+    }
+}
+
+fn create(admin: &mut RawConn, limits: Limits) -> (Secret, String) {
+    match admin.request(Request::Create(create_request(limits))) {
         Reply::Created(created) => (created.token, created.key.id),
         other => panic!("{other:?}"),
     }
@@ -154,18 +158,7 @@ fn a_rate_of_zero_or_a_refill_day_of_zero_from_the_wire_is_refused_and_the_daemo
         Limits { refill: Some(Refill::Monthly { amount: 5, day: 0 }), ..Default::default() },
         Limits { refill: Some(Refill::Monthly { amount: 5, day: 32 }), ..Default::default() },
     ] {
-        let request = CreateRequest {
-            workspace: "ws1".into(),
-            name: "zero key".into(),
-            description: None,
-            scopes: vec!["read:all".into()],
-            expires: ExpirySpec::Never,
-            env: Default::default(),
-            role: Role::Member,
-            metadata: BTreeMap::new(),
-            limits,
-        };
-        let id = admin.send_request(Request::Create(request));
+        let id = admin.send_request(Request::Create(create_request(limits)));
         match admin.read_reply() {
             Some(frame) => {
                 assert_eq!(frame.id, id);

@@ -36,7 +36,7 @@ use crate::config::http::Listen;
 use crate::config::{HttpSettings, Reloadable};
 use crate::dispatch::{self, Handled, SocketRole};
 use crate::host::clock::Now;
-use crate::net::peer::Gatekeeper;
+use crate::net::peer::{self, Gatekeeper};
 use crate::net::socket::{self, SocketError, SocketFile, SocketMode};
 use crate::secrets::hasher::Caller;
 use crate::service::Service;
@@ -142,8 +142,8 @@ impl Endpoint {
             let Some(accepted) = self.cancellable(listener.accept()).await else { return };
             match accepted {
                 Ok((stream, _)) => {
-                    let peer = match stream.peer_cred() {
-                        Ok(cred) => Actor { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), label: None },
+                    let peer = match peer::peer_of(&stream) {
+                        Ok(peer) => peer,
                         Err(error) => {
                             tracing::warn!(%error, "cannot read an HTTP peer's credentials; closing");
                             continue;

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::ConnectionLimits;
 use crate::dispatch::{self, Handled, SocketRole};
 use crate::host::clock::Now;
-use crate::net::peer::Gatekeeper;
+use crate::net::peer::{self, Gatekeeper};
 use crate::net::roster::Membership;
 use crate::secrets::hasher::Caller;
 use crate::service::Service;
@@ -65,8 +65,8 @@ pub async fn serve(
     gatekeeper: Arc<Gatekeeper>,
     shutdown: CancellationToken,
 ) {
-    let actor = match stream.peer_cred() {
-        Ok(cred) => Actor { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), label: None },
+    let actor = match peer::peer_of(&stream) {
+        Ok(actor) => actor,
         Err(error) => {
             tracing::warn!(%error, "cannot read the peer's credentials; closing");
             return;

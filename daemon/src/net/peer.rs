@@ -15,6 +15,12 @@ use std::sync::Arc;
 use crate::config::{Config, Principal, Reloadable};
 use crate::dispatch::SocketRole;
 
+/// Who is at the other end of `stream` (`SO_PEERCRED`), as the access rules and the audit log name it.
+pub fn peer_of(stream: &tokio::net::UnixStream) -> std::io::Result<Actor> {
+    let cred = stream.peer_cred()?;
+    Ok(Actor { uid: cred.uid(), gid: cred.gid(), pid: cred.pid(), label: None })
+}
+
 /// The access rules in force, which a reload replaces, and a generation that changes with each replacement
 /// so that an open connection notices one with an atomic load and checks its peer again.
 #[derive(Debug)]
