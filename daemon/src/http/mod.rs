@@ -48,7 +48,8 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// A request head must arrive whole within this, counted from the connection's start or the previous
 /// answer: a slow client is closed, and so is a kept-alive connection idle this long.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that neither reads nor writes a byte for this long while a request is open is dropped.
+/// A connection that moves no byte for this long is dropped: a caller that stops reading its answers (one
+/// that is merely idle is closed sooner, by [`HEAD_TIMEOUT`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an `[http]` address could not be listened on.
