@@ -1,14 +1,15 @@
-//! Operational counters: connections, verifies by code, verify service time, cache hits, Argon2 load.
+//! Operational counters: connections, verifies by code, verify service time, cache hits, Argon2 load, and
+//! the forward-auth endpoint's connections and answers.
 //!
 //! Everything is an atomic counter bumped on the path it measures; nothing allocates or locks. The verify
 //! service time goes into a log-linear histogram (8 buckets per power of two of nanoseconds, so any
 //! reported percentile is within 12.5 % of the truth) from which [`Stats::report`] derives p50/p99/p99.9 and
 //! Prometheus-style cumulative buckets.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use keyward_protocol::{LatencySummary, StatsReport, VerifyCode};
+use keyward_protocol::{HttpFigures, LatencySummary, StatsReport, VerifyCode};
 
 use crate::keys::usage::{slot, CODES};
 
@@ -96,6 +97,39 @@ impl Histogram {
     }
 }
 
+/// The statuses the forward-auth endpoint answers with, counted each in its own cell.
+const HTTP_STATUSES: [u16; 7] = [200, 401, 403, 404, 429, 500, 503];
+
+/// The forward-auth endpoint's counters; reported only once it serves (`[http]` lists addresses).
+#[derive(Default)]
+struct HttpCounters {
+    serving: AtomicBool,
+    connections_open: AtomicU64,
+    connections_total: AtomicU64,
+    connections_forbidden: AtomicU64,
+    answers: [AtomicU64; HTTP_STATUSES.len()],
+}
+
+impl HttpCounters {
+    fn figures(&self) -> Option<HttpFigures> {
+        if !self.serving.load(Ordering::Relaxed) {
+            return None;
+        }
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Some(HttpFigures {
+            connections_open: load(&self.connections_open),
+            connections_total: load(&self.connections_total),
+            connections_forbidden: load(&self.connections_forbidden),
+            answers: HTTP_STATUSES
+                .iter()
+                .zip(&self.answers)
+                .map(|(&status, n)| (status, load(n)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        })
+    }
+}
+
 /// The daemon's counters.
 pub struct Stats {
     started: Instant,
@@ -111,6 +145,7 @@ pub struct Stats {
     /// The store high-water mark last recorded in the manifest: (audit sequence, keys).
     recorded_audit_seq: AtomicU64,
     recorded_keys: AtomicU64,
+    http: HttpCounters,
 }
 
 impl Default for Stats {
@@ -128,16 +163,17 @@ impl Default for Stats {
             last_flush_at: AtomicI64::new(0),
             recorded_audit_seq: AtomicU64::new(u64::MAX),
             recorded_keys: AtomicU64::new(u64::MAX),
+            http: HttpCounters::default(),
         }
     }
 }
 
 /// Counts an open connection until dropped.
-pub struct OpenConnection<'a>(&'a Stats);
+pub struct OpenConnection<'a>(&'a AtomicU64);
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -145,7 +181,29 @@ impl Stats {
     pub fn connection_opened(&self) -> OpenConnection<'_> {
         self.connections_open.fetch_add(1, Ordering::Relaxed);
         self.connections_total.fetch_add(1, Ordering::Relaxed);
-        OpenConnection(self)
+        OpenConnection(&self.connections_open)
+    }
+
+    /// The forward-auth endpoint serves: its figures are reported from now on.
+    pub fn http_serving(&self) {
+        self.http.serving.store(true, Ordering::Relaxed);
+    }
+
+    pub fn http_connection_opened(&self) -> OpenConnection<'_> {
+        self.http.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.http.connections_total.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(&self.http.connections_open)
+    }
+
+    pub fn http_connection_forbidden(&self) {
+        self.http.connections_forbidden.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The endpoint answered with `status` (one of its own: others are not counted).
+    pub fn http_answered(&self, status: u16) {
+        if let Some(index) = HTTP_STATUSES.iter().position(|&known| known == status) {
+            self.http.answers[index].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn connection_forbidden(&self) {
@@ -203,6 +261,7 @@ impl Stats {
             cache_misses: load(&self.cache_misses),
             busy_refusals: load(&self.busy),
             last_flush_at: Some(self.last_flush_at.load(Ordering::Relaxed)).filter(|&at| at > 0),
+            http: self.http.figures(),
             ..StatsReport::default()
         }
     }
@@ -223,6 +282,23 @@ mod tests {
                 assert!(Histogram::upper(index - 1) < nanos, "{nanos} belongs to an earlier bucket");
             }
         }
+    }
+
+    #[test]
+    fn http_figures_appear_once_the_endpoint_serves() {
+        let stats = Stats::default();
+        assert_eq!(stats.report().http, None, "no [http]: no figures");
+        stats.http_serving();
+        let open = stats.http_connection_opened();
+        for status in [200, 200, 429, 431] {
+            stats.http_answered(status);
+        }
+        let figures = stats.report().http.expect("serving");
+        assert_eq!((figures.connections_open, figures.connections_total), (1, 1));
+        assert_eq!(figures.answers, [(200, 2), (429, 1)].into(), "431 is hyper's, not counted");
+        drop(open);
+        assert_eq!(stats.report().http.unwrap().connections_open, 0);
+        assert_eq!(stats.report().connections_open, 0, "the socket's count is apart");
     }
 
     #[test]

@@ -58,8 +58,8 @@ pub use expiry::ExpirySpec;
 pub use fleet::{FleetFigures, FleetReport, NodeReport};
 pub use lifecycle::{AccountView, ImportRequest, KeyChanges, KeyOrigin, Role};
 pub use limits::{
-    CreditChange, KeyUsage, LatencySummary, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill, StatsReport,
-    UsageBucket, UsageReport, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE,
+    CreditChange, HttpFigures, KeyUsage, LatencySummary, Limits, Period, Rate, RateLimitStatus, RatePolicy, Refill,
+    StatsReport, UsageBucket, UsageReport, DEFAULT_PLAN, DEFAULT_PLAN_RATE, PAID_PLAN_RATE,
 };
 pub use message::{
     CreateRequest, CreatedKey, ErrorReply, Hello, HelloReply, KeyPage, KeyStatus, KeyView, ListRequest, Reply,

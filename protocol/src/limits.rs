@@ -352,4 +352,19 @@ pub struct StatsReport {
     pub last_flush_at: Option<i64>,
     /// Fleet mode's figures; `None` for a daemon on its own.
     pub fleet: Option<crate::fleet::FleetFigures>,
+    /// The forward-auth endpoint's figures; `None` when `[http]` listens nowhere.
+    pub http: Option<HttpFigures>,
+}
+
+/// The forward-auth endpoint's counters since start, in `keyward stats` and Prometheus. Its verifies also
+/// count in [`StatsReport::verifies`] and the latency, as every verify does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpFigures {
+    pub connections_open: u64,
+    pub connections_total: u64,
+    /// Connections refused for their peer's credentials (Unix sockets only).
+    pub connections_forbidden: u64,
+    /// Answers by HTTP status (200, 401, 403, 404, 429, 500, 503); the 400 and 431 that hyper gives to
+    /// malformed requests before the endpoint sees them are not counted.
+    pub answers: BTreeMap<u16, u64>,
 }

@@ -23,8 +23,8 @@ use keyward_protocol::verify_ref::decode_verify_request;
 use keyward_protocol::{
     codec, frame, AccountView, Actor, AuditAction, AuditEntry, AuditQuery, CreateRequest, CreatedKey, CreditChange,
     Environment, ErrorCode, ErrorReply, ExpirySpec, FieldChange, FleetFigures, FleetReport, Hello, HelloReply,
-    ImportRequest, KeyChanges, KeyId, KeyOrigin, KeyPage, KeyStatus, KeyUsage, KeyView, LatencySummary, Limits,
-    ListRequest, NodeReport, Period, Rate, RateLimitStatus, RatePolicy, Refill, Reply, ReplyFrame, Request,
+    HttpFigures, ImportRequest, KeyChanges, KeyId, KeyOrigin, KeyPage, KeyStatus, KeyUsage, KeyView, LatencySummary,
+    Limits, ListRequest, NodeReport, Period, Rate, RateLimitStatus, RatePolicy, Refill, Reply, ReplyFrame, Request,
     RequestFrame, Role, Secret, StatsReport, UsageBucket, UsageReport, VerifyAnswer, VerifyCode, VerifyRequest,
     PROTOCOL_VERSION,
 };
@@ -815,22 +815,31 @@ fn reply_vectors() -> Vec<Vector> {
                 ]),
             ),
         ),
-        vector("reply.stats.standalone", reply(25, Reply::Stats(Box::new(stats(None))))),
+        vector("reply.stats.standalone", reply(25, Reply::Stats(Box::new(stats(None, None))))),
         vector(
             "reply.stats.fleet",
             reply(
                 26,
-                Reply::Stats(Box::new(stats(Some(FleetFigures {
-                    node_id: "app-1".into(),
-                    engine_reachable: true,
-                    diverged: false,
-                    applied_seq: 70_000,
-                    head_seq: 70_000,
-                    last_sync_at: Some(T0),
-                    changes_applied: 12,
-                    engine_queries: 1 << 32,
-                    reconnects: 1,
-                })))),
+                Reply::Stats(Box::new(stats(
+                    Some(FleetFigures {
+                        node_id: "app-1".into(),
+                        engine_reachable: true,
+                        diverged: false,
+                        applied_seq: 70_000,
+                        head_seq: 70_000,
+                        last_sync_at: Some(T0),
+                        changes_applied: 12,
+                        engine_queries: 1 << 32,
+                        reconnects: 1,
+                    }),
+                    // The forward-auth endpoint's answers: u16 keys, one byte (200) and three (fb + u16 LE).
+                    Some(HttpFigures {
+                        connections_open: 2,
+                        connections_total: 300,
+                        connections_forbidden: 1,
+                        answers: BTreeMap::from([(200, 12), (401, 3), (429, 1)]),
+                    }),
+                ))),
             ),
         ),
         vector("reply.fleet.reachable", reply(27, Reply::Fleet(Box::new(fleet)))),
@@ -851,7 +860,7 @@ fn reply_vectors() -> Vec<Vector> {
     vectors
 }
 
-fn stats(fleet: Option<FleetFigures>) -> StatsReport {
+fn stats(fleet: Option<FleetFigures>, http: Option<HttpFigures>) -> StatsReport {
     StatsReport {
         version: "0.1.0".into(),
         uptime_seconds: 86_400,
@@ -880,6 +889,7 @@ fn stats(fleet: Option<FleetFigures>) -> StatsReport {
         store_bytes: 1_048_576,
         last_flush_at: Some(T0 + 86_398),
         fleet,
+        http,
     }
 }
 
@@ -1257,6 +1267,8 @@ fn the_encoding_rules_in_protocol_md_hold() {
     assert_eq!(repeated, map(&[("a", "2")]));
     // A map keyed by an enum writes the key as the variant's index (VerifyCode: Valid 0, Busy 12).
     assert_eq!(bytes(&BTreeMap::from([(VerifyCode::Busy, 2u64), (VerifyCode::Valid, 1)])), "0200010c02");
+    // A map keyed by u16 (HttpFigures.answers) writes its keys as varints, in numeric order.
+    assert_eq!(bytes(&BTreeMap::from([(401u16, 3u64), (200, 12)])), "02c80cfb910103");
 
     // Enums: the variant index as a varint u32, then the payload; a unit variant is the index alone.
     assert_eq!(bytes(&Request::Stats), "13");
@@ -1515,6 +1527,7 @@ fn protocol_md_tables_match_the_types() {
     check::<StatsReport>(&doc, "StatsReport");
     check::<LatencySummary>(&doc, "LatencySummary");
     check::<FleetFigures>(&doc, "FleetFigures");
+    check::<HttpFigures>(&doc, "HttpFigures");
     check::<FleetReport>(&doc, "FleetReport");
     check::<NodeReport>(&doc, "NodeReport");
     check::<ExpirySpec>(&doc, "ExpirySpec");

@@ -243,6 +243,20 @@ class UInt(WireType):
         return _expect(value, int, f"a u{self.bits}")
 
 
+class UIntKey(UInt):
+    """An unsigned integer as a map's key (``BTreeMap<u16, _>``): a varint on the wire like any ``u16``, but
+    a decimal string in serde JSON, whose object keys are strings (``{"200": 12}``)."""
+
+    def to_json(self, value: Any, expose: bool) -> Any:
+        return str(_expect(value, int, f"a u{self.bits}"))
+
+    def from_json(self, value: Any) -> Any:
+        text = _expect(value, str, f"a u{self.bits} key (a decimal string)")
+        if not (text.isascii() and text.isdigit()) or int(text) >= 1 << self.bits:
+            raise ValueError(f"{text!r} is not a u{self.bits} key")
+        return int(text)
+
+
 class SInt(WireType):
     def __init__(self, bits: int) -> None:
         self.bits = bits
@@ -579,6 +593,7 @@ class Ref(WireType):
 
 
 U16, U32, U64 = UInt(16), UInt(32), UInt(64)
+U16_KEY = UIntKey(16)
 I32, I64 = SInt(32), SInt(64)
 BYTE = U8()
 BOOL = Bool()

@@ -95,6 +95,7 @@ __all__ = [
     "KeyUsage",
     "LatencySummary",
     "FleetFigures",
+    "HttpFigures",
     "NodeReport",
     "Actor",
     "FieldChange",
@@ -941,6 +942,24 @@ class FleetFigures:
 
 
 @dataclass
+class HttpFigures:
+    """The forward-auth endpoint's counters since start. Its verifies also count in
+    :attr:`StatsReport.verifies` and the latency, as every verify does."""
+
+    connections_open: int
+    connections_total: int
+    #: Connections refused for their peer's credentials (Unix sockets only).
+    connections_forbidden: int
+    #: Answers by HTTP status (200, 401, 403, 404, 429, 500, 503); the 400 and 431 that hyper gives to
+    #: malformed requests before the endpoint sees them are not counted.
+    answers: Dict[int, int]
+    _wire: ClassVar[Tuple[c.Field, ...]] = _wire(
+        ("connections_open", c.U64), ("connections_total", c.U64), ("connections_forbidden", c.U64),
+        ("answers", c.Map(c.U16_KEY, c.U64)),
+    )
+
+
+@dataclass
 class StatsReport:
     """The daemon's counters, as ``keyward stats`` shows them."""
 
@@ -961,12 +980,15 @@ class StatsReport:
     store_bytes: int
     last_flush_at: Optional[int]
     fleet: Optional[FleetFigures]
+    #: The forward-auth endpoint's figures; ``None`` when ``[http]`` listens nowhere.
+    http: Optional[HttpFigures]
     _wire: ClassVar[Tuple[c.Field, ...]] = _wire(
         ("version", c.STR), ("uptime_seconds", c.U64), ("keys", c.Map(c.STR, c.U64)), ("connections_open", c.U64),
         ("connections_total", c.U64), ("connections_forbidden", c.U64), ("verifies", _COUNTS),
         ("verify_latency", _struct(LatencySummary)), ("cache_hits", c.U64), ("cache_misses", c.U64),
         ("argon2_running", c.U64), ("argon2_waiting", c.U64), ("busy_refusals", c.U64), ("store_bytes", c.U64),
         ("last_flush_at", c.OPT_I64), ("fleet", c.Opt(_struct(FleetFigures))),
+        ("http", c.Opt(_struct(HttpFigures))),
     )
 
 

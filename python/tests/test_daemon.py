@@ -214,6 +214,7 @@ class KeyLife(unittest.TestCase):
         self.assertGreater(stats.verify_latency.count, 0)
         self.assertEqual(stats.verify_latency.buckets[-1][0], float("inf"))
         self.assertIsNone(stats.fleet)
+        self.assertIsNone(stats.http, "no [http] listens")
 
         entries = admin.audit(AuditQuery(key=first.key.id))
         actions = [entry.action for entry in entries]

@@ -67,6 +67,20 @@ class Encoding(unittest.TestCase):
         # A BTreeMap is written in key order, whatever order the dict has.
         self.assertEqual(enc(c.STR_MAP, {"b": "1", "a": "2"}), "0201610132" + "01620131")
 
+    def test_a_u16_keyed_map_is_varints_on_the_wire_and_decimal_strings_in_json(self) -> None:
+        answers = m._struct(m.HttpFigures)
+        figures = m.HttpFigures(connections_open=0, connections_total=1, connections_forbidden=0,
+                                answers={401: 3, 200: 12})
+        self.assertEqual(enc(answers, figures), "000100" + "02c80cfb910103")
+        self.assertEqual(answers.to_json(figures, False)["answers"], {"200": 12, "401": 3})
+        self.assertEqual(list(answers.to_json(figures, False)["answers"]), ["200", "401"], "numeric order")
+        self.assertEqual(answers.from_json(answers.to_json(figures, False)), figures)
+        for bad in ("abc", "-1", "65536", "", "٣"):
+            with self.assertRaises(ValueError):
+                c.U16_KEY.from_json(bad)
+        with self.assertRaises(TypeError):
+            c.U16_KEY.from_json(200)
+
     def test_a_length_that_claims_more_than_is_left_is_refused_before_anything_is_built(self) -> None:
         with self.assertRaises(keyward.ProtocolError):
             c.decode(c.STRS, bytes.fromhex("fdffffffffffffff7f"))

@@ -513,6 +513,31 @@ fn direct() -> Keyward {
     Keyward::start("", "")
 }
 
+/// `keyward stats` shows the endpoint's connections and answers by status (and Prometheus exports them);
+/// a daemon without `[http]` shows none.
+#[test]
+fn the_endpoints_figures_are_in_keyward_stats() {
+    let keyward = direct();
+    let (token, _) = keyward.create("acme", &["read:tables"], &[]);
+    assert_eq!(get(&keyward.address, "/auth", &[("Authorization", &bearer(&token))]).status, 200);
+    for _ in 0..2 {
+        assert_eq!(get(&keyward.address, "/auth", &[]).status, 401);
+    }
+    assert_eq!(get(&keyward.address, "/nowhere", &[]).status, 404);
+    let stats = keyward.daemon.json(&["stats"], 0);
+    let http = &stats["http"];
+    assert_eq!(http["answers"], json!({"200": 1, "401": 2, "404": 1}), "{stats}");
+    assert!(http["connections_total"].as_u64() >= Some(4), "{stats}");
+    assert_eq!(http["connections_forbidden"], 0);
+    assert_eq!(stats["verifies"]["VALID"], 1, "the endpoint's verify counts as every verify does");
+    let output = keyward.daemon.cli(&["stats", "--prometheus"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("\nkeyward_http_answers_total{status=\"401\"} 2\n"), "{text}");
+
+    let plain = keyward_tests::Daemon::start();
+    assert_eq!(plain.json(&["stats"], 0)["http"], Value::Null, "no [http], no figures");
+}
+
 #[test]
 fn health_answers_ok() {
     let keyward = direct();

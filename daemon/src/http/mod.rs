@@ -11,7 +11,8 @@
 //! connection is closed, a connection that makes no progress for [`STALL_TIMEOUT`] (a caller that stops
 //! reading its answers) is dropped, and at most `http.max_connections` are open at once, the rest waiting
 //! in the kernel's backlog. A verify through HTTP is the same verify as on the socket
-//! ([`dispatch::handle_verify`]), counted in the same statistics.
+//! ([`dispatch::handle_verify`]), counted in the same statistics; the endpoint's connections and answers
+//! by status are counted apart (`keyward stats`, Prometheus).
 
 mod answer;
 mod ask;
@@ -106,6 +107,9 @@ impl Endpoint {
         shutdown: CancellationToken,
     ) -> Endpoint {
         let permits = Arc::new(Semaphore::new(settings.get().max_connections));
+        if !settings.get().listen.is_empty() {
+            service.stats().http_serving();
+        }
         Endpoint { service, settings, gatekeeper, permits, tracker, shutdown }
     }
 
@@ -182,11 +186,13 @@ impl Endpoint {
     {
         if let Some(peer) = &peer {
             if !self.gatekeeper.rules().admits(SocketRole::Verify, peer) {
-                self.service.stats().connection_forbidden();
+                self.service.stats().http_connection_forbidden();
                 tracing::warn!(uid = peer.uid, pid = peer.pid, "HTTP peer not allowed on the verify socket; refused");
                 return;
             }
         }
+        let counted = self.service.clone();
+        let _open = counted.stats().http_connection_opened();
         let activity = Activity::new();
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let caller = Caller::next();
@@ -199,7 +205,9 @@ impl Endpoint {
                     tracing::warn!(uid = peer.uid, pid = peer.pid, "HTTP peer no longer allowed; closing");
                     return Err(PeerWithdrawn);
                 }
-                Ok::<_, PeerWithdrawn>(endpoint.answer(request, caller).await)
+                let response = endpoint.answer(request, caller).await;
+                endpoint.service.stats().http_answered(response.status().as_u16());
+                Ok::<_, PeerWithdrawn>(response)
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();

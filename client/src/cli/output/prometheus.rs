@@ -42,12 +42,21 @@
 //! | `keyward_fleet_engine_queries_total` | counter | `engine_queries` |
 //! | `keyward_fleet_reconnects_total` | counter | `reconnects` |
 //!
+//! A daemon serving forward auth (`[http]`) adds the endpoint's families, last; one that does not has none.
+//!
+//! | metric | type | from `http` |
+//! |---|---|---|
+//! | `keyward_http_connections_open` | gauge | `connections_open` |
+//! | `keyward_http_connections_total` | counter | `connections_total` |
+//! | `keyward_http_connections_forbidden_total` | counter | `connections_forbidden` |
+//! | `keyward_http_answers_total{status}` | counter | `answers`, every status the daemon counted |
+//!
 //! The percentiles of `keyward stats` are not exported: Prometheus derives them from the histogram
 //! (`histogram_quantile`), and pre-computed quantiles cannot be aggregated across daemons.
 
 use std::fmt::Write as _;
 
-use keyward_protocol::{FleetFigures, StatsReport, VerifyCode};
+use keyward_protocol::{FleetFigures, HttpFigures, StatsReport, VerifyCode};
 
 use super::stats::{bound_label, fleet_lag, keys_by_status};
 
@@ -128,7 +137,36 @@ pub(crate) fn exposition(report: &StatsReport) -> String {
     if let Some(fleet) = &report.fleet {
         fleet_families(&mut text, fleet);
     }
+    if let Some(http) = &report.http {
+        http_families(&mut text, http);
+    }
     text.0
+}
+
+/// The families of a daemon serving forward auth; see the module documentation.
+fn http_families(text: &mut Exposition, http: &HttpFigures) {
+    text.family("keyward_http_connections_open", "gauge", "Connections open now on the forward-auth endpoint.");
+    text.sample("keyward_http_connections_open", &[], http.connections_open);
+    text.family(
+        "keyward_http_connections_total",
+        "counter",
+        "Connections the forward-auth endpoint accepted since start.",
+    );
+    text.sample("keyward_http_connections_total", &[], http.connections_total);
+    text.family(
+        "keyward_http_connections_forbidden_total",
+        "counter",
+        "Connections to the forward-auth endpoint's Unix sockets refused since start for their peer's credentials.",
+    );
+    text.sample("keyward_http_connections_forbidden_total", &[], http.connections_forbidden);
+    text.family(
+        "keyward_http_answers_total",
+        "counter",
+        "Answers of the forward-auth endpoint since start, by HTTP status.",
+    );
+    for (status, count) in &http.answers {
+        text.sample("keyward_http_answers_total", &[("status", &status.to_string())], count);
+    }
 }
 
 /// The families of a host in fleet mode; see the module documentation.
@@ -226,7 +264,7 @@ fn escape_label_value(value: &str) -> String {
 mod tests {
     use std::collections::{BTreeMap, HashMap};
 
-    use keyward_protocol::LatencySummary;
+    use keyward_protocol::{HttpFigures, LatencySummary};
 
     use super::*;
 
@@ -347,6 +385,7 @@ mod tests {
             store_bytes: 1_234_567,
             last_flush_at: Some(1_795_435_205),
             fleet: None,
+            http: None,
         }
     }
 
@@ -497,6 +536,33 @@ mod tests {
             assert_eq!(name.ends_with("_total"), kind == "counter", "{name}: counters and only counters end in _total");
         }
         assert!(fleet.contains("\nkeyward_fleet_lag_changes 3\n"), "{fleet}");
+    }
+
+    #[test]
+    fn a_daemon_serving_forward_auth_adds_its_families_last() {
+        let http = HttpFigures {
+            connections_open: 2,
+            connections_total: 40,
+            connections_forbidden: 1,
+            answers: BTreeMap::from([(200, 37), (401, 3)]),
+        };
+        let text = exposition(&StatsReport { http: Some(http), ..report() });
+        let added =
+            text.strip_prefix(&exposition(&report())).expect("the exposition without [http], then the endpoint's");
+        assert!(added.starts_with("# HELP keyward_http_connections_open "), "{added}");
+        let (samples, types) = parse(&text);
+        for (name, kind, expected) in [
+            ("keyward_http_connections_open", "gauge", 2.0),
+            ("keyward_http_connections_total", "counter", 40.0),
+            ("keyward_http_connections_forbidden_total", "counter", 1.0),
+        ] {
+            assert_eq!(types.get(name).map(String::as_str), Some(kind), "{name}");
+            assert_eq!(value(&samples, name, &[]), expected, "{name}");
+        }
+        assert_eq!(types.get("keyward_http_answers_total").map(String::as_str), Some("counter"));
+        assert_eq!(value(&samples, "keyward_http_answers_total", &[("status", "200")]), 37.0);
+        assert_eq!(value(&samples, "keyward_http_answers_total", &[("status", "401")]), 3.0);
+        assert!(!exposition(&report()).contains("keyward_http"), "no [http], no families");
     }
 
     #[test]

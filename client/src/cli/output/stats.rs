@@ -1,7 +1,7 @@
 //! What `keyward stats` prints: the daemon's counters as aligned text for people, or as JSON with every
 //! key status and verify code present (0 when none). A host in fleet mode adds its fleet figures: lines
 //! after the others in text, a `fleet` object in JSON (`null` for a daemon on its own, whose output is
-//! otherwise the same).
+//! otherwise the same). A daemon serving forward auth adds its endpoint's figures the same way (`http`).
 //!
 //! This module also owns the three readings of a [`StatsReport`] that the Prometheus exposition shares
 //! with the JSON, so that both say the same: every key status with its count ([`keys_by_status`]), a
@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use keyward_protocol::{FleetFigures, KeyStatus, StatsReport, VerifyCode};
+use keyward_protocol::{FleetFigures, HttpFigures, KeyStatus, StatsReport, VerifyCode};
 use serde::Serialize;
 
 use super::format::{bytes_text, change_text, counts_text, duration_text, human_time, micros_text, printable, rfc3339};
@@ -42,6 +42,8 @@ struct StatsJson<'a> {
     last_flush_at: Option<String>,
     /// `null` for a daemon on its own.
     fleet: Option<FleetFiguresJson<'a>>,
+    /// `null` when `[http]` listens nowhere; answers keyed by status (`"401"`), those the daemon counted.
+    http: Option<&'a HttpFigures>,
 }
 
 /// A host's fleet figures as JSON: the protocol's field names, `last_sync_at` as RFC 3339, and the lag
@@ -155,6 +157,7 @@ fn stats_json(report: &StatsReport) -> StatsJson<'_> {
         store_bytes: report.store_bytes,
         last_flush_at: report.last_flush_at.map(rfc3339),
         fleet: report.fleet.as_ref().map(fleet_json),
+        http: report.http.as_ref(),
     }
 }
 
@@ -238,7 +241,22 @@ fn stats_fields(report: &StatsReport) -> Vec<(&'static str, Cow<'_, str>)> {
     if let Some(fleet) = &report.fleet {
         fields.extend(fleet_fields(fleet));
     }
+    if let Some(http) = &report.http {
+        fields.push(("HTTP endpoint", http_text(http).into()));
+    }
     fields
+}
+
+/// The forward-auth endpoint's figures on one line: `2 open, 40 since start, 0 forbidden; answered 37 × 200,
+/// 3 × 401`.
+fn http_text(http: &HttpFigures) -> String {
+    let answers: Vec<String> = http.answers.iter().map(|(status, n)| format!("{n} × {status}")).collect();
+    let answered =
+        if answers.is_empty() { "nothing answered yet".to_owned() } else { format!("answered {}", answers.join(", ")) };
+    format!(
+        "{} open, {} since start, {} forbidden; {answered}",
+        http.connections_open, http.connections_total, http.connections_forbidden
+    )
 }
 
 /// A host's fleet figures as text: a diverged host says so loudly, right after whether the engine answers.
@@ -323,6 +341,7 @@ mod tests {
             store_bytes: 1_234_567,
             last_flush_at: Some(NOON + 5),
             fleet: None,
+            http: None,
         }
     }
 
@@ -433,6 +452,31 @@ mod tests {
         }
         let diverged_at = text.find("Engine diverged").unwrap();
         assert!(text.find("Engine reachable").unwrap() < diverged_at && diverged_at < text.find("Applied").unwrap());
+    }
+
+    #[test]
+    fn a_daemon_serving_forward_auth_shows_its_endpoint_last() {
+        let http = HttpFigures {
+            connections_open: 2,
+            connections_total: 40,
+            connections_forbidden: 0,
+            answers: BTreeMap::from([(200, 37), (401, 3)]),
+        };
+        let report = StatsReport { http: Some(http), ..stats_report() };
+        let text = render(|out| stats(out, Format::Text, &report));
+        assert_eq!(
+            text.lines().last(),
+            Some("HTTP endpoint    2 open, 40 since start, 0 forbidden; answered 37 × 200, 3 × 401")
+        );
+        let value = render_json(|out| stats(out, Format::Json, &report));
+        assert_eq!(
+            value["http"],
+            json!({"connections_open": 2, "connections_total": 40, "connections_forbidden": 0,
+                   "answers": {"200": 37, "401": 3}})
+        );
+        let off = render_json(|out| stats(out, Format::Json, &stats_report()));
+        assert_eq!(off["http"], Value::Null, "no [http]");
+        assert!(!render(|out| stats(out, Format::Text, &stats_report())).contains("HTTP endpoint"));
     }
 
     #[test]
