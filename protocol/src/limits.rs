@@ -364,7 +364,8 @@ pub struct HttpFigures {
     pub connections_total: u64,
     /// Connections refused for their peer's credentials (Unix sockets only).
     pub connections_forbidden: u64,
-    /// Answers by HTTP status (200, 401, 403, 404, 429, 500, 503); the 400 and 431 that hyper gives to
-    /// malformed requests before the endpoint sees them are not counted.
+    /// Answers by HTTP status (200, 401, 403, 404, 429, 500, 503): a refusal's own status, also when it
+    /// was sent as a 401 for nginx (`X-Keyward-Refuse-With`); the 400 and 431 that hyper gives to malformed
+    /// requests before the endpoint sees them are not counted.
     pub answers: BTreeMap<u16, u64>,
 }

@@ -524,9 +524,14 @@ fn the_endpoints_figures_are_in_keyward_stats() {
         assert_eq!(get(&keyward.address, "/auth", &[]).status, 401);
     }
     assert_eq!(get(&keyward.address, "/nowhere", &[]).status, 404);
+    let auth = bearer(&token);
+    let misconfigured =
+        [("Authorization", auth.as_str()), ("X-Keyward-Scope", "Bad"), ("X-Keyward-Refuse-With", "401")];
+    let for_nginx = get(&keyward.address, "/auth", &misconfigured);
+    assert_eq!(for_nginx.status, 401, "{for_nginx}");
     let stats = keyward.daemon.json(&["stats"], 0);
     let http = &stats["http"];
-    assert_eq!(http["answers"], json!({"200": 1, "401": 2, "404": 1}), "{stats}");
+    assert_eq!(http["answers"], json!({"200": 1, "401": 2, "404": 1, "500": 1}), "a refusal counts as itself: {stats}");
     assert!(http["connections_total"].as_u64() >= Some(4), "{stats}");
     assert_eq!(http["connections_forbidden"], 0);
     assert_eq!(stats["verifies"]["VALID"], 1, "the endpoint's verify counts as every verify does");

@@ -82,6 +82,13 @@ pub fn refused(
     response
 }
 
+/// The status `response` stands for: a refusal's own, also when it was sent as a 401 for nginx
+/// (`X-Keyward-Refuse-With`), so that the figures count a 429 as a 429.
+pub fn real_status(response: &Response<Body>) -> u16 {
+    let own = response.headers().get(X_KEYWARD_STATUS).and_then(|value| value.to_str().ok()?.parse().ok());
+    own.unwrap_or_else(|| response.status().as_u16())
+}
+
 /// `GET /health`: the endpoint is serving.
 pub fn healthy() -> Response<Body> {
     json(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
@@ -180,5 +187,6 @@ mod tests {
         let for_nginx = refused(&refusal, &[], Some(401), 0);
         assert_eq!(for_nginx.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(header(&for_nginx, "x-keyward-status"), "429", "the real status stays readable");
+        assert_eq!((real_status(&for_nginx), real_status(&healthy())), (429, 200), "and is what is counted");
     }
 }

@@ -206,7 +206,7 @@ impl Endpoint {
                     return Err(PeerWithdrawn);
                 }
                 let response = endpoint.answer(request, caller).await;
-                endpoint.service.stats().http_answered(response.status().as_u16());
+                endpoint.service.stats().http_answered(answer::real_status(&response));
                 Ok::<_, PeerWithdrawn>(response)
             }
         });
