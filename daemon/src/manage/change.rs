@@ -6,9 +6,12 @@
 //! |------------------|------|------------|------------|----------|--------|
 //! | active           | yes  | yes        | yes        | conflict | yes    |
 //! | inactive         | yes  | yes        | conflict   | yes      | yes    |
-//! | expired          | yes  | conflict   | yes        | yes      | yes    |
+//! | expired          | yes  | conflict   | as active  | as active | yes   |
 //! | revoked          | conflict (final)                          ||||conflict|
 //! | legacy (any)     | conflict: view and revoke only            ||||yes    |
+//!
+//! An expired key keeps the active or inactive state it had: deactivate and activate treat it as that state
+//! (an expired key never deactivated is "already active"); the table's row is the never-deactivated case.
 
 use keyward_protocol::token::Token;
 use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyId, KeyView};
