@@ -6,12 +6,12 @@
 //! |------------------|------|------------|------------|----------|--------|
 //! | active           | yes  | yes        | yes        | conflict | yes    |
 //! | inactive         | yes  | yes        | conflict   | yes      | yes    |
-//! | expired          | yes  | conflict   | as active  | as active | yes   |
+//! | expired          | yes  | conflict   | yes ¹      | conflict ¹ | yes   |
 //! | revoked          | conflict (final)                          ||||conflict|
 //! | legacy (any)     | conflict: view and revoke only            ||||yes    |
 //!
-//! An expired key keeps the active or inactive state it had: deactivate and activate treat it as that state
-//! (an expired key never deactivated is "already active"); the table's row is the never-deactivated case.
+//! ¹ An expired key keeps the active or inactive state it had: one deactivated before it expired answers
+//! deactivate and activate as an inactive key does.
 
 use keyward_protocol::token::Token;
 use keyward_protocol::{Actor, AuditAction, CreatedKey, FieldChange, KeyChanges, KeyId, KeyView};
