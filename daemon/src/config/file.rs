@@ -549,7 +549,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.http.listen.len(), 2);
-        assert_eq!(config.http.key_header.as_deref(), Some("x-custom-key"));
+        assert_eq!(config.http.key_header.as_ref().map(|name| name.as_str()), Some("x-custom-key"));
         assert_eq!(config.http.query_parameter, None, "off unless set");
         assert_eq!(config.http.routes[0].methods, ["GET"]);
         assert!(load_text("").unwrap().http.listen.is_empty(), "off by default");

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use http::HeaderName;
+
 use keyward_protocol::limits::check_limit_name;
 use keyward_protocol::scope;
 
@@ -12,9 +14,8 @@ use keyward_protocol::scope;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSettings {
     pub listen: Vec<Listen>,
-    /// One more header an API key may arrive in, besides `Authorization: Bearer` and `X-API-Key`; lower
-    /// case.
-    pub key_header: Option<String>,
+    /// One more header an API key may arrive in, besides `Authorization: Bearer` and `X-API-Key`.
+    pub key_header: Option<HeaderName>,
     /// The query parameter of the original URI an API key may arrive in; `None` (the default) accepts
     /// none: URLs end up in logs.
     pub query_parameter: Option<String>,
@@ -169,18 +170,14 @@ fn parse_pattern(pattern: &str) -> Result<Vec<Segment>, String> {
     Ok(parsed)
 }
 
-/// Checks a header name given in the file (`key_header`) and gives it in lower case.
-pub fn checked_header_name(name: &str) -> Result<String, String> {
-    const TOKEN: &[u8] = b"!#$%&'*+-.^_`|~";
-    let is_token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || TOKEN.contains(&b));
-    if !is_token {
-        return Err(format!("{name:?} is not an HTTP header name"));
-    }
-    let lower = name.to_ascii_lowercase();
-    if ["authorization", "x-api-key"].contains(&lower.as_str()) || lower.starts_with("x-keyward-") {
+/// Checks a header name given in the file (`key_header`): a header name (HTTP's token rule), and not one
+/// the endpoint reads already.
+pub fn checked_header_name(name: &str) -> Result<HeaderName, String> {
+    let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not an HTTP header name"))?;
+    if ["authorization", "x-api-key"].contains(&header.as_str()) || header.as_str().starts_with("x-keyward-") {
         return Err(format!("{name:?} is already read by the endpoint; name another header"));
     }
-    Ok(lower)
+    Ok(header)
 }
 
 /// Checks a query parameter name given in the file (`query_parameter`).
@@ -242,7 +239,7 @@ mod tests {
 
     #[test]
     fn header_and_parameter_names() {
-        assert_eq!(checked_header_name("X-Custom-Key"), Ok("x-custom-key".into()));
+        assert_eq!(checked_header_name("X-Custom-Key"), Ok(HeaderName::from_static("x-custom-key")));
         assert!(checked_header_name("X Key").is_err());
         assert!(checked_header_name("Authorization").unwrap_err().contains("already read"));
         assert!(checked_header_name("X-Keyward-Scope").is_err());

@@ -119,8 +119,7 @@ fn credentials(original: &Original, headers: &HeaderMap, settings: &HttpSettings
             Err(BearerError::Empty) => return Err(invalid(format!("The API key is empty: {SEND_KEY}"))),
         }
     }
-    let key_header = settings.key_header.as_deref().and_then(|name| HeaderName::try_from(name).ok());
-    for name in std::iter::once(&X_API_KEY).chain(key_header.as_ref()) {
+    for name in std::iter::once(&X_API_KEY).chain(&settings.key_header) {
         for value in headers.get_all(name) {
             let text = value.to_str().map_err(|_| unreadable(name.as_str()))?.trim_matches([' ', '\t']);
             if text.is_empty() {
@@ -304,7 +303,7 @@ mod tests {
         assert_eq!(key(&[("x-custom", "kw_c")], &plain).unwrap_err().0, 401, "an unconfigured header is not read");
 
         let custom = HttpSettings {
-            key_header: Some("x-custom".into()),
+            key_header: Some(HeaderName::from_static("x-custom")),
             query_parameter: Some("api_key".into()),
             ..HttpSettings::default()
         };
