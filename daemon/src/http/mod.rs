@@ -18,8 +18,9 @@ mod answer;
 mod ask;
 mod watched;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -36,7 +37,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::http::Listen;
 use crate::config::{HttpSettings, Reloadable};
 use crate::dispatch::{self, Handled, SocketRole};
-use crate::host::clock::Now;
+use crate::host::clock::{unix_millis, Now};
 use crate::net::peer::{self, Gatekeeper};
 use crate::net::socket::{self, SocketError, SocketFile, SocketMode};
 use crate::secrets::hasher::Caller;
@@ -197,11 +198,12 @@ impl Endpoint {
         let io = TokioIo::new(Watched::new(stream, activity.clone()));
         let caller = Caller::next();
         let endpoint = self.clone();
+        let gate_seen = Arc::new(AtomicU64::new(self.gatekeeper.generation()));
         let serve = service_fn(move |request| {
-            let endpoint = endpoint.clone();
-            let peer = peer.clone();
+            let (endpoint, peer, gate_seen) = (endpoint.clone(), peer.clone(), gate_seen.clone());
             async move {
-                if let Some(peer) = peer.filter(|peer| !endpoint.gatekeeper.rules().admits(SocketRole::Verify, peer)) {
+                let withdrawn = |peer: &Actor| !endpoint.gatekeeper.still_admits(SocketRole::Verify, peer, &gate_seen);
+                if let Some(peer) = peer.filter(withdrawn) {
                     tracing::warn!(uid = peer.uid, pid = peer.pid, "HTTP peer no longer allowed; closing");
                     return Err(PeerWithdrawn);
                 }
@@ -242,12 +244,12 @@ impl Endpoint {
             .and_then(|original| ask::read(&original, &parts.headers, &self.settings.get()));
         let verify = match read {
             Ok(verify) => verify,
-            Err(refusal) => return answer::refused(&refusal, &[], refuse_with, now_ms()),
+            Err(refusal) => return answer::refused(&refusal, &[], refuse_with, unix_millis()),
         };
         match self.verify(&verify, caller).await {
             Ok(answer) => match answer.key.as_deref() {
                 Some(key) if answer.code.is_valid() => {
-                    answer::granted(key, answer.credits, &answer.ratelimit, now_ms())
+                    answer::granted(key, answer.credits, &answer.ratelimit, unix_millis())
                 }
                 _ => {
                     let refusal = Refusal::answer(
@@ -256,10 +258,10 @@ impl Endpoint {
                         verify.scope.as_deref(),
                         verify.workspace.as_deref(),
                     );
-                    answer::refused(&refusal, &answer.ratelimit, refuse_with, now_ms())
+                    answer::refused(&refusal, &answer.ratelimit, refuse_with, unix_millis())
                 }
             },
-            Err(refusal) => answer::refused(&refusal, &[], refuse_with, now_ms()),
+            Err(refusal) => answer::refused(&refusal, &[], refuse_with, unix_millis()),
         }
     }
 
@@ -286,16 +288,9 @@ impl Endpoint {
 }
 
 /// The reason a connection's request is not answered: its peer lost access in a reload.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the peer is no longer allowed")]
 struct PeerWithdrawn;
-
-impl std::fmt::Display for PeerWithdrawn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the peer is no longer allowed")
-    }
-}
-
-impl std::error::Error for PeerWithdrawn {}
 
 fn log_end(result: Result<(), hyper::Error>) {
     match result {
@@ -308,8 +303,4 @@ fn log_end(result: Result<(), hyper::Error>) {
 async fn back_off(error: &std::io::Error) {
     tracing::warn!(%error, "HTTP accept failed; backing off");
     tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

@@ -18,6 +18,7 @@
 //! bound, and no connection holds its permit forever.
 
 use std::io;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -80,7 +81,7 @@ pub async fn serve(
         actor,
         caller: Caller::next(),
         forbidden: None,
-        gate_seen: gatekeeper.generation(),
+        gate_seen: AtomicU64::new(gatekeeper.generation()),
         reader,
         writer,
         inbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -117,7 +118,7 @@ struct Connection {
     /// Why this peer is refused, when it is.
     forbidden: Option<&'static str>,
     /// The generation of the access rules this peer was last checked against ([`Gatekeeper::generation`]).
-    gate_seen: u64,
+    gate_seen: AtomicU64,
     reader: OwnedReadHalf,
     writer: OwnedWriteHalf,
     inbuf: BytesMut,
@@ -321,14 +322,10 @@ impl Connection {
     /// Whether the access rules in force still admit this peer: checked again (and a refusal logged) only
     /// when a reload has changed them since the last check, so a request costs one atomic load here.
     fn still_admitted(&mut self) -> bool {
-        let generation = self.gatekeeper.generation();
-        if generation != self.gate_seen {
-            self.gate_seen = generation;
-            if self.forbidden.is_none() && !self.gatekeeper.rules().admits(self.role, &self.actor) {
-                let (role, uid, pid) = (self.role, self.actor.uid, self.actor.pid);
-                tracing::warn!(?role, uid, pid, "peer no longer allowed after a reload; closing its connection");
-                self.forbidden = Some(WITHDRAWN);
-            }
+        if self.forbidden.is_none() && !self.gatekeeper.still_admits(self.role, &self.actor, &self.gate_seen) {
+            let (role, uid, pid) = (self.role, self.actor.uid, self.actor.pid);
+            tracing::warn!(?role, uid, pid, "peer no longer allowed after a reload; closing its connection");
+            self.forbidden = Some(WITHDRAWN);
         }
         self.forbidden.is_none()
     }

@@ -49,6 +49,17 @@ impl Gatekeeper {
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
     }
+
+    /// Whether `peer`, admitted to a socket of `role` when the rules were at generation `seen`, is still
+    /// admitted. The rules are read again only when a reload has replaced them since (`seen` moves on), so
+    /// an open connection pays one atomic load per request.
+    pub fn still_admits(&self, role: SocketRole, peer: &Actor, seen: &AtomicU64) -> bool {
+        let generation = self.generation();
+        if seen.swap(generation, Ordering::Relaxed) == generation {
+            return true;
+        }
+        self.rules().admits(role, peer)
+    }
 }
 
 /// The resolved access rules.
@@ -134,6 +145,18 @@ mod tests {
         assert!(gate.admits(SocketRole::Admin, &peer(me, 12345)));
         assert!(!gate.admits(SocketRole::Admin, &peer(54321, 54321)) || me == 54321);
         assert!(gate.admits(SocketRole::Verify, &peer(54321, 54321)), "no verify_groups: the file mode decides");
+    }
+
+    #[test]
+    fn an_open_connection_reads_the_rules_again_only_after_a_reload() {
+        let outsider = peer(5000, 1);
+        let gatekeeper = Gatekeeper::new(Gate::new(&Config::default()));
+        let seen = AtomicU64::new(gatekeeper.generation());
+        assert!(gatekeeper.still_admits(SocketRole::Verify, &outsider, &seen));
+        gatekeeper.replace(Gate::new(&Config { verify_groups: Some(vec![Principal::Id(888)]), ..Config::default() }));
+        assert!(!gatekeeper.still_admits(SocketRole::Verify, &outsider, &seen), "the reload withdrew it");
+        assert_eq!(seen.load(Ordering::Relaxed), gatekeeper.generation(), "checked against the new rules");
+        assert!(gatekeeper.still_admits(SocketRole::Verify, &peer(5000, 888), &seen));
     }
 
     #[test]
