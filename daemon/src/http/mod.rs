@@ -30,7 +30,7 @@ use keyward_protocol::http::Refusal;
 use keyward_protocol::{Actor, ErrorCode, Reply, VerifyAnswer, VerifyRequest};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -132,11 +132,7 @@ impl Endpoint {
             match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    let endpoint = self.clone();
-                    self.tracker.spawn(async move {
-                        endpoint.connection(stream, None).await;
-                        drop(permit);
-                    });
+                    self.spawn(permit, stream, None);
                 }
                 Err(error) => back_off(&error).await,
             }
@@ -147,26 +143,28 @@ impl Endpoint {
         while let Some(permit) = self.permit().await {
             let Some(accepted) = self.cancellable(listener.accept()).await else { return };
             match accepted {
-                Ok((stream, _)) => {
-                    let peer = match peer::peer_of(&stream) {
-                        Ok(peer) => peer,
-                        Err(error) => {
-                            tracing::warn!(%error, "cannot read an HTTP peer's credentials; closing");
-                            continue;
-                        }
-                    };
-                    let endpoint = self.clone();
-                    self.tracker.spawn(async move {
-                        endpoint.connection(stream, Some(peer)).await;
-                        drop(permit);
-                    });
-                }
+                Ok((stream, _)) => match peer::peer_of(&stream) {
+                    Ok(peer) => self.spawn(permit, stream, Some(peer)),
+                    Err(error) => tracing::warn!(%error, "cannot read an HTTP peer's credentials; closing"),
+                },
                 Err(error) => back_off(&error).await,
             }
         }
     }
 
-    async fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// Serves `stream` on a task of its own, holding `permit` until it closes.
+    fn spawn<S>(&self, permit: OwnedSemaphorePermit, stream: S, peer: Option<Actor>)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let endpoint = self.clone();
+        self.tracker.spawn(async move {
+            endpoint.connection(stream, peer).await;
+            drop(permit);
+        });
+    }
+
+    async fn permit(&self) -> Option<OwnedSemaphorePermit> {
         let permit = self.cancellable(self.permits.clone().acquire_owned()).await?;
         Some(permit.expect("the permit semaphore is never closed"))
     }
