@@ -55,9 +55,11 @@ impl Gatekeeper {
     /// an open connection pays one atomic load per request.
     pub fn still_admits(&self, role: SocketRole, peer: &Actor, seen: &AtomicU64) -> bool {
         let generation = self.generation();
-        if seen.swap(generation, Ordering::Relaxed) == generation {
+        // A load and a compare, no read-modify-write: this runs before every request of a connection.
+        if seen.load(Ordering::Relaxed) == generation {
             return true;
         }
+        seen.store(generation, Ordering::Relaxed);
         self.rules().admits(role, peer)
     }
 }
